@@ -1,0 +1,42 @@
+//! # guard-core: the LLM traffic model
+//!
+//! Everything the guard filters share, with no proxy-wasm types, so it compiles natively (tests,
+//! benchmarks, `guardctl`) and to `wasm32-wasip1` (the filters):
+//!
+//! - [`api`]: the three API shapes (OpenAI Chat Completions, OpenAI Responses, Anthropic
+//!   Messages), detected from the path and the body.
+//! - [`body`]: request and non-streamed response bodies as a list of located text
+//!   [`segment::Segment`]s (who said it, where in the JSON), with a rewrite that keeps every
+//!   unknown field.
+//! - [`sse`]: an incremental WHATWG server-sent-events parser over bytes, correct for any
+//!   chunking, with a bound on buffered bytes.
+//! - [`stream`]: decoding of each API's SSE events into text / tool-call / usage deltas.
+//! - [`holdback`]: release streamed text only once every scanner has cleared it.
+//! - [`protobuf`]: decoding of `google.protobuf.Struct` bytes that Envoy hands over for metadata
+//!   (for example `jwt_authn` claims).
+//! - [`config`], [`verdict`]: config helpers and audit-record types shared by all filters.
+//!
+//! ```
+//! use guard_core::api::ApiShape;
+//! use guard_core::body::RequestBody;
+//! use guard_core::segment::Source;
+//!
+//! let raw = br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#;
+//! let req = RequestBody::parse(ApiShape::OpenAiChat, raw).unwrap();
+//! let segs = req.segments();
+//! assert_eq!(segs[0].source, Source::User);
+//! assert_eq!(segs[0].text, "hi");
+//! ```
+
+pub mod api;
+pub mod body;
+pub mod config;
+pub mod error;
+pub mod holdback;
+pub mod protobuf;
+pub mod segment;
+pub mod sse;
+pub mod stream;
+pub mod verdict;
+
+pub use error::{Error, ErrorKind};

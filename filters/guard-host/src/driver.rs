@@ -1,0 +1,798 @@
+//! The HTTP stream driver every guard filter shares. It owns the proxy-wasm pitfalls once:
+//!
+//! - request classification (API shape from path or body), per-route policy selection (route
+//!   metadata, then route name), request id, caller identity (header or `jwt_authn` claims);
+//! - body buffering with a read index (the body size in a paused callback is cumulative), a
+//!   configured byte limit, and completion on end-of-stream *or* trailers (HTTP/2 trailers mean
+//!   the body callback may never see end-of-stream);
+//! - `accept-encoding` removal so answers come back uncompressed, and the failure policy for
+//!   compressed, oversize and unparsable bodies;
+//! - holding response headers when a filter may still replace the answer (needs
+//!   `allow_on_headers_stop_iteration: true` in Envoy's wasm `PluginConfig`), so status,
+//!   `content-type` and `content-length` can still change;
+//! - streamed answers chunk by chunk, with a provider-shaped error event when a fail-closed
+//!   stream must stop;
+//! - the audit record in filter state (`guard_<filter>`) and decision counters.
+//!
+//! A filter implements [`GuardFilter`]; the wasm glue ([`crate::wasm`]) or a native test drives a
+//! [`GuardStream`] through the callbacks.
+
+use crate::host::{header_str, Dir, Host, LogLevel};
+use crate::metrics::Metrics;
+use guard_core::api::ApiShape;
+use guard_core::config::{FailurePolicy, FilterConfig, Policy};
+use guard_core::error::{Error, ErrorKind, Result};
+use guard_core::verdict::{AuditRecord, Decision, LocalReply};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use std::rc::Rc;
+
+/// What the callback tells the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Continue,
+    Pause,
+}
+
+/// What a filter wants done with a whole body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Pass it unchanged.
+    Continue,
+    /// Pass this body instead.
+    Replace(Vec<u8>),
+    /// Refuse: reply with this provider-shaped error.
+    Reply(LocalReply),
+}
+
+/// How a filter wants the response handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponsePlan {
+    /// Not interested: pass through.
+    Skip,
+    /// Buffer the whole body and call `on_response_body`. With `hold_headers` the headers wait
+    /// for the verdict, so the answer can be replaced (status and length included).
+    Buffer { hold_headers: bool },
+    /// Call `on_stream_chunk` for every chunk (server-sent events).
+    Stream,
+}
+
+/// What a filter made of a streamed chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chunk {
+    /// Forward the chunk as it came.
+    Pass,
+    /// Forward the bytes the filter wrote to `out` instead.
+    Rewritten,
+}
+
+/// The caller, as far as the proxy knows it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Identity {
+    pub subject: Option<String>,
+    /// All claims (JWT payload) when they came from `jwt_authn` metadata.
+    pub claims: Value,
+}
+
+/// Per-request facts the driver gathers for the filter.
+#[derive(Debug)]
+pub struct RequestInfo<C> {
+    pub policy: Rc<Policy<C>>,
+    pub api: Option<ApiShape>,
+    pub method: String,
+    pub path: String,
+    pub request_id: String,
+    pub route_name: Option<String>,
+    pub identity: Option<Identity>,
+    pub record: AuditRecord,
+    pub start_ns: u64,
+    pub response_status: Option<u16>,
+    pub response_start_ns: Option<u64>,
+    pub end_ns: Option<u64>,
+    /// The response was buffered/streamed without our scan (fail-open, unsupported content).
+    pub response_skipped: bool,
+}
+
+/// What a filter sees in every hook.
+pub struct Cx<'a, F: GuardFilter> {
+    pub host: &'a dyn Host,
+    pub config: &'a FilterConfig<F::Compiled>,
+    pub shared: &'a F::Shared,
+    pub info: &'a mut RequestInfo<F::Compiled>,
+}
+
+impl<F: GuardFilter> Cx<'_, F> {
+    pub fn settings(&self) -> &F::Compiled {
+        &self.info.policy.settings
+    }
+    pub fn api(&self) -> Option<ApiShape> {
+        self.info.api
+    }
+}
+
+/// A guard filter's logic, driven by [`GuardStream`].
+pub trait GuardFilter: Sized + 'static {
+    /// The filter's own policy fields, side by side with the common ones in each policy.
+    type Settings: DeserializeOwned;
+    /// The compiled form of the settings, shared by every stream.
+    type Compiled: 'static;
+    /// State shared by every stream of a VM (metric ids, caches), built at configure time.
+    type Shared: 'static;
+    /// Filter name: filter-state key `guard_<NAME>` and metric prefix `guard.<NAME>.`.
+    const NAME: &'static str;
+    /// Failure policy when a policy does not set one.
+    const DEFAULT_FAILURE: FailurePolicy;
+
+    fn compile(settings: Self::Settings, path: &str) -> Result<Self::Compiled>;
+    fn init_shared(metrics: &Rc<Metrics>, config: &FilterConfig<Self::Compiled>) -> Self::Shared;
+    fn new_stream() -> Self;
+
+    /// Whether to buffer and inspect the request body (default: yes).
+    fn wants_request_body(&mut self, _cx: &mut Cx<'_, Self>) -> bool {
+        true
+    }
+    /// The whole request body. The API shape is known (from the path or sniffed).
+    fn on_request_body(&mut self, cx: &mut Cx<'_, Self>, body: &[u8]) -> Result<Outcome>;
+    /// Decide how to handle the response, given its status and whether it streams.
+    fn response_plan(&mut self, cx: &mut Cx<'_, Self>, streaming: bool) -> ResponsePlan;
+    /// The whole (non-streamed) response body.
+    fn on_response_body(&mut self, _cx: &mut Cx<'_, Self>, _body: &[u8]) -> Result<Outcome> {
+        Ok(Outcome::Continue)
+    }
+    /// One streamed chunk. Bytes held back inside the filter must be released later through
+    /// `out` (or `on_stream_end`).
+    fn on_stream_chunk(
+        &mut self,
+        _cx: &mut Cx<'_, Self>,
+        _chunk: &[u8],
+        _out: &mut Vec<u8>,
+    ) -> Result<Chunk> {
+        Ok(Chunk::Pass)
+    }
+    /// End of a stream: append whatever the filter still holds to `out`.
+    fn on_stream_end(&mut self, _cx: &mut Cx<'_, Self>, _out: &mut Vec<u8>) -> Result<()> {
+        Ok(())
+    }
+    /// After a stream error on a fail-open policy: append the bytes of *earlier* chunks that the
+    /// filter withheld and never emitted. The driver then appends the current chunk and passes
+    /// the rest of the stream through, so the client still gets the whole upstream stream.
+    fn take_unemitted(&mut self, _out: &mut Vec<u8>) {}
+    /// The exchange is over (also after a local reply or a reset): final metrics and record
+    /// fields.
+    fn on_done(&mut self, _cx: &mut Cx<'_, Self>) {}
+}
+
+/// Request body handling state.
+#[derive(Debug, PartialEq)]
+enum ReqState {
+    Pass,
+    Buffering,
+    Done,
+}
+
+#[derive(Debug, PartialEq)]
+enum RespState {
+    Pass,
+    Buffering { hold_headers: bool },
+    /// Compressed or otherwise unscannable answer on a fail-closed policy: replace at the end.
+    Rejecting(LocalReply),
+    Streaming,
+    /// A fail-closed stream was stopped: drop everything else the upstream sends.
+    StreamStopped,
+    Done,
+}
+
+/// One HTTP exchange driven through a [`GuardFilter`].
+pub struct GuardStream<F: GuardFilter> {
+    filter: F,
+    config: Rc<FilterConfig<F::Compiled>>,
+    shared: Rc<F::Shared>,
+    metrics: Rc<Metrics>,
+    info: Option<RequestInfo<F::Compiled>>,
+    req: ReqState,
+    resp: RespState,
+    buf: Vec<u8>,
+    read: usize,
+    out: Vec<u8>,
+    recorded: bool,
+    local_reply_sent: bool,
+}
+
+impl<F: GuardFilter> GuardStream<F> {
+    pub fn new(config: Rc<FilterConfig<F::Compiled>>, shared: Rc<F::Shared>, metrics: Rc<Metrics>) -> Self {
+        GuardStream {
+            filter: F::new_stream(),
+            config,
+            shared,
+            metrics,
+            info: None,
+            req: ReqState::Pass,
+            resp: RespState::Pass,
+            buf: Vec::new(),
+            read: 0,
+            out: Vec::new(),
+            recorded: false,
+            local_reply_sent: false,
+        }
+    }
+
+    /// The request facts, once headers were seen and the request is one this filter handles.
+    pub fn info(&self) -> Option<&RequestInfo<F::Compiled>> {
+        self.info.as_ref()
+    }
+
+    fn with_cx<R>(&mut self, host: &dyn Host, f: impl FnOnce(&mut F, &mut Cx<'_, F>) -> R) -> Option<R> {
+        let info = self.info.as_mut()?;
+        let mut cx = Cx { host, config: &*self.config, shared: &*self.shared, info };
+        Some(f(&mut self.filter, &mut cx))
+    }
+
+    // ---------------------------------------------------------------- request
+
+    pub fn on_request_headers(&mut self, host: &dyn Host, end_of_stream: bool) -> Action {
+        let method = header_str(host, Dir::Request, ":method").unwrap_or_default();
+        let path_bytes = host.header(Dir::Request, ":path").unwrap_or_default();
+        let path = String::from_utf8_lossy(&path_bytes).into_owned();
+        let api = self.config.apis.shape_for_path(&path);
+        let content_type = host.header(Dir::Request, "content-type").unwrap_or_default();
+        let json_body = content_type.is_empty() || contains_ascii_ci(&content_type, b"json");
+        if api.is_none() && !(self.config.apis.sniff_body && method == "POST" && json_body) {
+            return Action::Continue; // not LLM traffic: not ours
+        }
+        let route_name = route_name(host);
+        let metadata_policy = self
+            .config
+            .route_metadata_namespace
+            .as_deref()
+            .and_then(|ns| route_metadata_string(host, ns, "policy"));
+        let policy = self.config.select(metadata_policy.as_deref(), route_name.as_deref());
+        let request_id = host
+            .header(Dir::Request, "x-request-id")
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+            .unwrap_or_else(|| format!("{:016x}", host.now_nanos()));
+        let identity = resolve_identity(host, &self.config);
+        let record = AuditRecord {
+            request_id: request_id.clone(),
+            filter: F::NAME,
+            policy: format!("{}/{}", self.config.name, policy.name),
+            policy_version: self.config.version.clone(),
+            api,
+            identity: identity.as_ref().and_then(|i| i.subject.clone()),
+            ..AuditRecord::default()
+        };
+        let start_ns = host.now_nanos();
+        self.info = Some(RequestInfo {
+            policy,
+            api,
+            method,
+            path,
+            request_id,
+            route_name,
+            identity,
+            record,
+            start_ns,
+            response_status: None,
+            response_start_ns: None,
+            end_ns: None,
+            response_skipped: false,
+        });
+        let Some(info) = self.info.as_ref() else { return Action::Continue };
+        let policy = Rc::clone(&info.policy);
+
+        if policy.common.request_identity_encoding {
+            host.set_header(Dir::Request, "accept-encoding", None);
+        }
+        if let Some(enc) = host.header(Dir::Request, "content-encoding") {
+            if !enc.eq_ignore_ascii_case(b"identity") {
+                return self.request_failure(
+                    host,
+                    Error::new(ErrorKind::Unparsable, "request body is compressed"),
+                    "compressed_body",
+                    415,
+                );
+            }
+        }
+        if end_of_stream {
+            self.req = ReqState::Done;
+            self.note(Decision::Skipped, "no_request_body");
+            return Action::Continue;
+        }
+        let wants = self.with_cx(host, |f, cx| f.wants_request_body(cx)).unwrap_or(false);
+        if !wants {
+            self.req = ReqState::Done;
+            return Action::Continue;
+        }
+        self.req = ReqState::Buffering;
+        self.buf.clear();
+        self.read = 0;
+        // Hold the headers until the body is judged: a rewrite can then fix content-length
+        // and a refusal never reaches the upstream.
+        Action::Pause
+    }
+
+    pub fn on_request_body(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) -> Action {
+        if self.req != ReqState::Buffering {
+            return Action::Continue;
+        }
+        let limit = self.info.as_ref().map_or(0, |i| i.policy.common.max_request_body_bytes);
+        if body_size as u64 > limit {
+            let err = Error::too_large(format!("request body is over the {limit} byte limit"));
+            return self.request_failure(host, err, "body_too_large", 413);
+        }
+        if !self.read_new(host, Dir::Request, body_size) {
+            let err = Error::new(ErrorKind::BadLocation, "request body buffer unavailable");
+            return self.request_failure(host, err, "internal_error", 500);
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        self.finish_request(host)
+    }
+
+    pub fn on_request_trailers(&mut self, host: &dyn Host) -> Action {
+        if self.req != ReqState::Buffering {
+            return Action::Continue;
+        }
+        // HTTP/2 (or chunked) trailers: the body never saw end-of-stream, it is complete now.
+        self.finish_request(host)
+    }
+
+    fn finish_request(&mut self, host: &dyn Host) -> Action {
+        self.req = ReqState::Done;
+        let body = std::mem::take(&mut self.buf);
+        let buffered = self.read;
+        if let Some(info) = self.info.as_mut() {
+            if info.api.is_none() {
+                info.api = serde_json::from_slice::<Value>(&body)
+                    .ok()
+                    .and_then(|v| ApiShape::sniff_request(&v));
+                info.record.api = info.api;
+                if info.api.is_none() {
+                    // Not an LLM API body after all: pass it on untouched, without a record.
+                    self.info = None;
+                    return Action::Continue;
+                }
+            }
+        }
+        let outcome = self.with_cx(host, |f, cx| f.on_request_body(cx, &body));
+        self.buf = body;
+        match outcome {
+            None | Some(Ok(Outcome::Continue)) => Action::Continue,
+            Some(Ok(Outcome::Replace(new))) => {
+                if !host.set_body(Dir::Request, 0, buffered, &new) {
+                    let err = Error::new(ErrorKind::BadLocation, "request body could not be replaced");
+                    return self.request_failure(host, err, "internal_error", 500);
+                }
+                if host.header(Dir::Request, "content-length").is_some() {
+                    host.set_header(Dir::Request, "content-length", Some(new.len().to_string().as_bytes()));
+                }
+                Action::Continue
+            }
+            Some(Ok(Outcome::Reply(reply))) => {
+                self.note(Decision::Block, &reply.reason.clone());
+                self.send_reply(host, &reply);
+                Action::Pause
+            }
+            Some(Err(e)) => {
+                let (reason, status) = failure_reason(&e, true);
+                self.request_failure(host, e, reason, status)
+            }
+        }
+    }
+
+    /// Apply the failure policy to a request the filter could not judge.
+    fn request_failure(&mut self, host: &dyn Host, err: Error, reason: &str, status: u16) -> Action {
+        self.req = ReqState::Done;
+        let policy = self.info.as_ref().map(|i| i.policy.failure_policy);
+        host.log(LogLevel::Debug, &format!("{}: {reason}: {err}", F::NAME));
+        match policy {
+            Some(FailurePolicy::FailClosed) => {
+                self.note(Decision::Block, reason);
+                let reply = LocalReply::new(status, reason, err.message());
+                self.send_reply(host, &reply);
+                Action::Pause
+            }
+            _ => {
+                self.note(Decision::Skipped, reason);
+                Action::Continue
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- response
+
+    pub fn on_response_headers(&mut self, host: &dyn Host, end_of_stream: bool) -> Action {
+        if self.info.is_none() || self.local_reply_sent {
+            return Action::Continue;
+        }
+        let status = header_str(host, Dir::Response, ":status").and_then(|s| s.parse::<u16>().ok());
+        let now = host.now_nanos();
+        if let Some(info) = self.info.as_mut() {
+            info.response_status = status;
+            info.response_start_ns = Some(now);
+        }
+        if end_of_stream {
+            self.resp = RespState::Done;
+            self.finish(host);
+            return Action::Continue;
+        }
+        let content_type = host.header(Dir::Response, "content-type").unwrap_or_default();
+        let streaming = starts_with_ascii_ci(&content_type, b"text/event-stream");
+        let plan = self.with_cx(host, |f, cx| f.response_plan(cx, streaming)).unwrap_or(ResponsePlan::Skip);
+        if plan == ResponsePlan::Skip {
+            self.resp = RespState::Pass;
+            return Action::Continue;
+        }
+        if let Some(enc) = host.header(Dir::Response, "content-encoding") {
+            if !enc.eq_ignore_ascii_case(b"identity") {
+                let fail_closed = self
+                    .info
+                    .as_ref()
+                    .is_some_and(|i| i.policy.failure_policy == FailurePolicy::FailClosed);
+                if fail_closed {
+                    self.note(Decision::Block, "compressed_body");
+                    self.resp = RespState::Rejecting(LocalReply::new(
+                        502,
+                        "compressed_body",
+                        "the upstream answer is compressed and cannot be checked",
+                    ));
+                    return Action::Pause;
+                }
+                self.note(Decision::Skipped, "compressed_body");
+                self.mark_response_skipped();
+                self.resp = RespState::Pass;
+                return Action::Continue;
+            }
+        }
+        match plan {
+            ResponsePlan::Buffer { hold_headers } => {
+                self.resp = RespState::Buffering { hold_headers };
+                self.buf.clear();
+                self.read = 0;
+                if hold_headers {
+                    Action::Pause
+                } else {
+                    Action::Continue
+                }
+            }
+            ResponsePlan::Stream => {
+                self.resp = RespState::Streaming;
+                // The filter may change the length of the stream.
+                host.set_header(Dir::Response, "content-length", None);
+                Action::Continue
+            }
+            ResponsePlan::Skip => Action::Continue,
+        }
+    }
+
+    pub fn on_response_body(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) -> Action {
+        match &self.resp {
+            RespState::Buffering { hold_headers } => {
+                let hold = *hold_headers;
+                let limit = self.info.as_ref().map_or(0, |i| i.policy.common.max_response_body_bytes);
+                if body_size as u64 > limit {
+                    let err = Error::too_large(format!("response body is over the {limit} byte limit"));
+                    return self.response_failure(host, err, hold, body_size, end_of_stream);
+                }
+                if !self.read_new(host, Dir::Response, body_size) {
+                    let err = Error::new(ErrorKind::BadLocation, "response body buffer unavailable");
+                    return self.response_failure(host, err, hold, body_size, end_of_stream);
+                }
+                if !end_of_stream {
+                    return Action::Pause;
+                }
+                self.finish_response_body(host, hold, body_size)
+            }
+            RespState::Rejecting(_) => {
+                if !end_of_stream {
+                    return Action::Pause;
+                }
+                let RespState::Rejecting(reply) = std::mem::replace(&mut self.resp, RespState::Done) else {
+                    return Action::Continue;
+                };
+                self.replace_response(host, &reply, body_size);
+                self.finish(host);
+                Action::Continue
+            }
+            RespState::Streaming => self.stream_chunk(host, body_size, end_of_stream),
+            RespState::StreamStopped => {
+                host.set_body(Dir::Response, 0, body_size, b"");
+                if end_of_stream {
+                    self.finish(host);
+                }
+                Action::Continue
+            }
+            RespState::Pass | RespState::Done => {
+                if end_of_stream {
+                    self.resp = RespState::Done;
+                    self.finish(host);
+                }
+                Action::Continue
+            }
+        }
+    }
+
+    pub fn on_response_trailers(&mut self, host: &dyn Host) -> Action {
+        match &self.resp {
+            RespState::Buffering { hold_headers } => {
+                let hold = *hold_headers;
+                let size = self.read;
+                self.finish_response_body(host, hold, size)
+            }
+            RespState::Rejecting(_) => self.on_response_body(host, self.read, true),
+            RespState::Streaming => self.stream_chunk(host, 0, true),
+            _ => {
+                self.finish(host);
+                Action::Continue
+            }
+        }
+    }
+
+    fn finish_response_body(&mut self, host: &dyn Host, hold: bool, body_size: usize) -> Action {
+        self.resp = RespState::Done;
+        let body = std::mem::take(&mut self.buf);
+        let outcome = self.with_cx(host, |f, cx| f.on_response_body(cx, &body));
+        self.buf = body;
+        let action = match outcome {
+            None | Some(Ok(Outcome::Continue)) => Action::Continue,
+            Some(Ok(Outcome::Replace(new))) => {
+                host.set_body(Dir::Response, 0, body_size, &new);
+                if hold {
+                    host.set_header(Dir::Response, "content-length", Some(new.len().to_string().as_bytes()));
+                }
+                Action::Continue
+            }
+            Some(Ok(Outcome::Reply(reply))) => {
+                self.note(Decision::Block, &reply.reason.clone());
+                if hold {
+                    self.replace_response(host, &reply, body_size);
+                } else {
+                    self.send_reply(host, &reply);
+                }
+                Action::Continue
+            }
+            Some(Err(e)) => return self.response_failure(host, e, hold, body_size, true),
+        };
+        self.finish(host);
+        action
+    }
+
+    fn response_failure(&mut self, host: &dyn Host, err: Error, hold: bool, body_size: usize, eos: bool) -> Action {
+        self.resp = RespState::Done;
+        let (reason, _) = failure_reason(&err, false);
+        host.log(LogLevel::Debug, &format!("{}: {reason}: {err}", F::NAME));
+        let fail_closed = self
+            .info
+            .as_ref()
+            .is_some_and(|i| i.policy.failure_policy == FailurePolicy::FailClosed);
+        if fail_closed {
+            self.note(Decision::Block, reason);
+            let reply = LocalReply::new(502, reason, err.message());
+            if hold && eos {
+                self.replace_response(host, &reply, body_size);
+            } else {
+                // Headers are still held (oversize before the end) or already sent: Envoy
+                // replies directly, or resets a stream whose headers went out.
+                self.send_reply(host, &reply);
+            }
+        } else {
+            self.note(Decision::Skipped, reason);
+            self.mark_response_skipped();
+        }
+        if eos || !fail_closed {
+            self.finish(host);
+        }
+        Action::Continue
+    }
+
+    fn stream_chunk(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) -> Action {
+        let chunk = if body_size > 0 {
+            match host.body(Dir::Response, 0, body_size) {
+                Some(c) => c,
+                None => Vec::new(),
+            }
+        } else {
+            Vec::new()
+        };
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
+        let mut result = self
+            .with_cx(host, |f, cx| f.on_stream_chunk(cx, &chunk, &mut out))
+            .unwrap_or(Ok(Chunk::Pass));
+        if end_of_stream {
+            result = result.and_then(|r| {
+                if r == Chunk::Pass {
+                    out.clear();
+                    out.extend_from_slice(&chunk);
+                }
+                self.with_cx(host, |f, cx| f.on_stream_end(cx, &mut out)).unwrap_or(Ok(()))?;
+                Ok(if out == chunk { Chunk::Pass } else { Chunk::Rewritten })
+            });
+        }
+        match result {
+            Ok(Chunk::Pass) => {}
+            Ok(Chunk::Rewritten) => {
+                host.set_body(Dir::Response, 0, body_size, &out);
+            }
+            Err(e) => {
+                let (reason, _) = failure_reason(&e, false);
+                host.log(LogLevel::Debug, &format!("{}: stream: {reason}: {e}", F::NAME));
+                let fail_closed = self
+                    .info
+                    .as_ref()
+                    .is_some_and(|i| i.policy.failure_policy == FailurePolicy::FailClosed);
+                out.clear();
+                if fail_closed {
+                    self.note(Decision::Block, reason);
+                    let reply = LocalReply::new(502, reason, e.message());
+                    let (api, rid) =
+                        self.info.as_ref().map(|i| (i.api, i.request_id.clone())).unwrap_or((None, String::new()));
+                    out.extend_from_slice(&reply.stream_event(api, &rid));
+                    self.resp = RespState::StreamStopped;
+                } else {
+                    self.note(Decision::Skipped, reason);
+                    self.mark_response_skipped();
+                    self.filter.take_unemitted(&mut out);
+                    out.extend_from_slice(&chunk);
+                    self.resp = RespState::Pass;
+                }
+                host.set_body(Dir::Response, 0, body_size, &out);
+            }
+        }
+        self.out = out;
+        if end_of_stream {
+            if self.resp == RespState::Streaming {
+                self.resp = RespState::Done;
+            }
+            self.finish(host);
+        }
+        Action::Continue
+    }
+
+    /// Replace a response whose headers are held: new status, JSON error body.
+    fn replace_response(&mut self, host: &dyn Host, reply: &LocalReply, body_size: usize) {
+        let (api, rid) = self.info.as_ref().map(|i| (i.api, i.request_id.clone())).unwrap_or((None, String::new()));
+        let body = reply.body(api, &rid);
+        host.set_header(Dir::Response, ":status", Some(reply.status.to_string().as_bytes()));
+        host.set_header(Dir::Response, "content-type", Some(b"application/json"));
+        host.set_header(Dir::Response, "content-encoding", None);
+        host.set_header(Dir::Response, "content-length", Some(body.len().to_string().as_bytes()));
+        host.set_header(Dir::Response, "x-guard-reason", Some(reply.reason.as_bytes()));
+        host.set_body(Dir::Response, 0, body_size, &body);
+        if let Some(info) = self.info.as_mut() {
+            info.response_status = Some(reply.status);
+        }
+    }
+
+    fn send_reply(&mut self, host: &dyn Host, reply: &LocalReply) {
+        let (api, rid) = self.info.as_ref().map(|i| (i.api, i.request_id.clone())).unwrap_or((None, String::new()));
+        let body = reply.body(api, &rid);
+        let headers: [(&str, &[u8]); 3] = [
+            ("content-type", b"application/json"),
+            ("x-guard-reason", reply.reason.as_bytes()),
+            ("x-request-id", rid.as_bytes()),
+        ];
+        self.local_reply_sent = true;
+        if let Some(info) = self.info.as_mut() {
+            info.response_status = Some(reply.status);
+        }
+        // Write the record now: after a local reply the response callbacks may not run.
+        self.finish(host);
+        host.send_local_reply(reply.status, &headers, &body);
+    }
+
+    /// Copy the bytes not read yet (`[read, body_size)`) into our buffer.
+    fn read_new(&mut self, host: &dyn Host, dir: Dir, body_size: usize) -> bool {
+        if body_size <= self.read {
+            return true;
+        }
+        let len = body_size - self.read;
+        match host.body(dir, self.read, len) {
+            Some(bytes) if bytes.len() == len => {
+                self.buf.extend_from_slice(&bytes);
+                self.read = body_size;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn note(&mut self, decision: Decision, reason: &str) {
+        if let Some(info) = self.info.as_mut() {
+            info.record.decide(decision, reason);
+        }
+    }
+
+    fn mark_response_skipped(&mut self) {
+        if let Some(info) = self.info.as_mut() {
+            info.response_skipped = true;
+        }
+    }
+
+    /// The exchange is complete (or was answered locally): final hook, record, counters. Runs
+    /// once.
+    fn finish(&mut self, host: &dyn Host) {
+        if self.recorded || self.info.is_none() {
+            return;
+        }
+        self.recorded = true;
+        let now = host.now_nanos();
+        if let Some(info) = self.info.as_mut() {
+            info.end_ns = Some(now);
+        }
+        self.with_cx(host, |f, cx| f.on_done(cx));
+        if let Some(info) = self.info.as_ref() {
+            let rec = &info.record;
+            host.set_property(&[&format!("guard_{}", F::NAME)], &rec.to_json());
+            let reason = rec.reasons.first().map_or("none", String::as_str);
+            self.metrics.count_decision(F::NAME, rec.decision, reason);
+        }
+    }
+
+    /// The host is done with the stream (also after resets): make sure the record exists.
+    pub fn on_done(&mut self, host: &dyn Host) {
+        if !self.recorded && self.info.is_some() {
+            if self.resp != RespState::Done && !self.local_reply_sent {
+                self.note(Decision::Allow, "incomplete");
+            }
+            self.finish(host);
+        }
+    }
+}
+
+/// Map an engine error to a reason code and a request-phase status.
+fn failure_reason(err: &Error, request: bool) -> (&'static str, u16) {
+    match err.kind() {
+        ErrorKind::Unparsable => ("unparsable_body", if request { 400 } else { 502 }),
+        ErrorKind::TooLarge => ("body_too_large", if request { 413 } else { 502 }),
+        ErrorKind::Config | ErrorKind::BadLocation => ("internal_error", if request { 500 } else { 502 }),
+    }
+}
+
+fn contains_ascii_ci(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len().max(1)).any(|w| w.eq_ignore_ascii_case(needle))
+}
+
+fn starts_with_ascii_ci(hay: &[u8], prefix: &[u8]) -> bool {
+    hay.get(..prefix.len()).is_some_and(|h| h.eq_ignore_ascii_case(prefix))
+}
+
+/// The route name (Envoy's `xds.route_name`, older `route_name`).
+pub fn route_name(host: &dyn Host) -> Option<String> {
+    host.property(&["xds", "route_name"])
+        .or_else(|| host.property(&["route_name"]))
+        .and_then(|b| String::from_utf8(b).ok())
+        .filter(|s| !s.is_empty())
+}
+
+/// A string in the route's metadata: `filter_metadata.<namespace>.<key>`.
+pub fn route_metadata_string(host: &dyn Host, namespace: &str, key: &str) -> Option<String> {
+    host.property(&["xds", "route_metadata", "filter_metadata", namespace, key])
+        .or_else(|| host.property(&["route_metadata", "filter_metadata", namespace, key]))
+        .and_then(|b| String::from_utf8(b).ok())
+        .filter(|s| !s.is_empty())
+}
+
+/// The caller's identity: from the configured trusted header, else from `jwt_authn` claims in
+/// dynamic metadata (protobuf `Struct` bytes, decoded by [`guard_core::protobuf`]).
+pub fn resolve_identity<C>(host: &dyn Host, config: &FilterConfig<C>) -> Option<Identity> {
+    if let Some(name) = config.identity.header.as_deref() {
+        if let Some(v) = host.header(Dir::Request, name) {
+            // A value that is not UTF-8 names nobody: treat it as absent rather than guess.
+            if let Ok(s) = String::from_utf8(v) {
+                if !s.is_empty() {
+                    return Some(Identity { subject: Some(s), claims: Value::Null });
+                }
+            }
+        }
+    }
+    let jwt = config.identity.jwt.as_ref()?;
+    let bytes = host.property(&["metadata", "filter_metadata", &jwt.namespace, &jwt.payload_key])?;
+    let claims = guard_core::protobuf::decode_struct(&bytes)?;
+    let subject = claims.get(&jwt.subject_claim).and_then(|v| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    });
+    Some(Identity { subject, claims })
+}

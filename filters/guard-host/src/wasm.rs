@@ -1,0 +1,417 @@
+//! The proxy-wasm implementation of [`Host`] and the root/HTTP contexts that drive a
+//! [`GuardStream`]. Compiled only for wasm32.
+//!
+//! Host calls use the proxy-wasm ABI directly rather than the SDK's `hostcalls` helpers: those
+//! `panic!` on any status they do not expect (e.g. `BadArgument` from `set_buffer` in the wrong
+//! phase), and a panic kills the VM for every request on the worker. Here every status maps to
+//! a typed result. The SDK still provides the dispatcher and the memory allocator export.
+#![allow(unsafe_code, clashing_extern_declarations)]
+
+use crate::driver::{Action, GuardFilter, GuardStream};
+use crate::host::{Dir, Host, LogLevel, MetricKind};
+use crate::metrics::Metrics;
+use guard_core::config::FilterConfig;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::ContextType;
+use std::ptr::{null, null_mut};
+use std::rc::Rc;
+
+const STATUS_OK: u32 = 0;
+const BUFFER_REQUEST_BODY: u32 = 0;
+const BUFFER_RESPONSE_BODY: u32 = 1;
+const BUFFER_PLUGIN_CONFIGURATION: u32 = 7;
+const MAP_REQUEST_HEADERS: u32 = 0;
+const MAP_RESPONSE_HEADERS: u32 = 2;
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_log(level: u32, message_data: *const u8, message_size: usize) -> u32;
+    fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
+    fn proxy_get_buffer_bytes(
+        buffer_type: u32,
+        start: usize,
+        max_size: usize,
+        return_buffer_data: *mut *mut u8,
+        return_buffer_size: *mut usize,
+    ) -> u32;
+    fn proxy_set_buffer_bytes(
+        buffer_type: u32,
+        start: usize,
+        size: usize,
+        buffer_data: *const u8,
+        buffer_size: usize,
+    ) -> u32;
+    fn proxy_get_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> u32;
+    fn proxy_replace_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
+    fn proxy_remove_header_map_value(map_type: u32, key_data: *const u8, key_size: usize) -> u32;
+    fn proxy_get_property(
+        path_data: *const u8,
+        path_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> u32;
+    fn proxy_set_property(
+        path_data: *const u8,
+        path_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
+    #[allow(clippy::too_many_arguments)]
+    fn proxy_send_local_response(
+        status_code: u32,
+        status_code_details_data: *const u8,
+        status_code_details_size: usize,
+        body_data: *const u8,
+        body_size: usize,
+        headers_data: *const u8,
+        headers_size: usize,
+        grpc_status: i32,
+    ) -> u32;
+    fn proxy_define_metric(metric_type: u32, name_data: *const u8, name_size: usize, return_id: *mut u32) -> u32;
+    fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
+    fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
+}
+
+/// Take ownership of a buffer the host allocated through the SDK's `proxy_on_memory_allocate`.
+unsafe fn owned(data: *mut u8, size: usize) -> Option<Vec<u8>> {
+    if data.is_null() {
+        return if size == 0 { Some(Vec::new()) } else { None };
+    }
+    Some(Vec::from_raw_parts(data, size, size))
+}
+
+fn map_type(dir: Dir) -> u32 {
+    match dir {
+        Dir::Request => MAP_REQUEST_HEADERS,
+        Dir::Response => MAP_RESPONSE_HEADERS,
+    }
+}
+
+fn buffer_type(dir: Dir) -> u32 {
+    match dir {
+        Dir::Request => BUFFER_REQUEST_BODY,
+        Dir::Response => BUFFER_RESPONSE_BODY,
+    }
+}
+
+fn property_path(path: &[&str]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(path.iter().map(|p| p.len() + 1).sum());
+    for part in path {
+        out.extend_from_slice(part.as_bytes());
+        out.push(0);
+    }
+    out.pop();
+    out
+}
+
+fn serialize_pairs(pairs: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&u32::try_from(pairs.len()).unwrap_or(0).to_le_bytes());
+    for (k, v) in pairs {
+        out.extend_from_slice(&u32::try_from(k.len()).unwrap_or(0).to_le_bytes());
+        out.extend_from_slice(&u32::try_from(v.len()).unwrap_or(0).to_le_bytes());
+    }
+    for (k, v) in pairs {
+        out.extend_from_slice(k.as_bytes());
+        out.push(0);
+        out.extend_from_slice(v);
+        out.push(0);
+    }
+    out
+}
+
+/// The real host: proxy-wasm ABI calls, every status handled.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct WasmHost;
+
+impl Host for WasmHost {
+    fn header(&self, dir: Dir, name: &str) -> Option<Vec<u8>> {
+        let mut data: *mut u8 = null_mut();
+        let mut size: usize = 0;
+        // SAFETY: pointers are valid for the call; the host allocates the result with our
+        // allocator and we take ownership of it.
+        unsafe {
+            match proxy_get_header_map_value(map_type(dir), name.as_ptr(), name.len(), &mut data, &mut size) {
+                STATUS_OK => owned(data, size),
+                _ => None,
+            }
+        }
+    }
+
+    fn set_header(&self, dir: Dir, name: &str, value: Option<&[u8]>) {
+        // SAFETY: pointers and lengths come from live slices.
+        unsafe {
+            match value {
+                Some(v) => {
+                    proxy_replace_header_map_value(map_type(dir), name.as_ptr(), name.len(), v.as_ptr(), v.len());
+                }
+                None => {
+                    proxy_remove_header_map_value(map_type(dir), name.as_ptr(), name.len());
+                }
+            }
+        }
+    }
+
+    fn body(&self, dir: Dir, start: usize, len: usize) -> Option<Vec<u8>> {
+        if len == 0 {
+            return Some(Vec::new());
+        }
+        let mut data: *mut u8 = null_mut();
+        let mut size: usize = 0;
+        // SAFETY: as in `header`.
+        unsafe {
+            match proxy_get_buffer_bytes(buffer_type(dir), start, len, &mut data, &mut size) {
+                STATUS_OK => owned(data, size),
+                _ => None,
+            }
+        }
+    }
+
+    fn set_body(&self, dir: Dir, start: usize, len: usize, data: &[u8]) -> bool {
+        // SAFETY: pointer and length come from a live slice.
+        unsafe { proxy_set_buffer_bytes(buffer_type(dir), start, len, data.as_ptr(), data.len()) == STATUS_OK }
+    }
+
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        let p = property_path(path);
+        let mut data: *mut u8 = null_mut();
+        let mut size: usize = 0;
+        // SAFETY: as in `header`.
+        unsafe {
+            match proxy_get_property(p.as_ptr(), p.len(), &mut data, &mut size) {
+                STATUS_OK => owned(data, size),
+                _ => None,
+            }
+        }
+    }
+
+    fn set_property(&self, path: &[&str], value: &[u8]) -> bool {
+        let p = property_path(path);
+        // SAFETY: pointers and lengths come from live buffers.
+        unsafe { proxy_set_property(p.as_ptr(), p.len(), value.as_ptr(), value.len()) == STATUS_OK }
+    }
+
+    fn send_local_reply(&self, status: u16, headers: &[(&str, &[u8])], body: &[u8]) -> bool {
+        let h = serialize_pairs(headers);
+        let details = b"guard_local_reply";
+        // SAFETY: pointers and lengths come from live buffers.
+        unsafe {
+            proxy_send_local_response(
+                u32::from(status),
+                details.as_ptr(),
+                details.len(),
+                if body.is_empty() { null() } else { body.as_ptr() },
+                body.len(),
+                h.as_ptr(),
+                h.len(),
+                -1,
+            ) == STATUS_OK
+        }
+    }
+
+    fn now_nanos(&self) -> u64 {
+        let mut t: u64 = 0;
+        // SAFETY: valid out pointer.
+        unsafe {
+            proxy_get_current_time_nanoseconds(&mut t);
+        }
+        t
+    }
+
+    fn log(&self, level: LogLevel, message: &str) {
+        let l = match level {
+            LogLevel::Debug => 1,
+            LogLevel::Info => 2,
+            LogLevel::Warn => 3,
+            LogLevel::Error => 4,
+        };
+        // SAFETY: pointer and length come from a live str.
+        unsafe {
+            proxy_log(l, message.as_ptr(), message.len());
+        }
+    }
+
+    fn define_metric(&self, kind: MetricKind, name: &str) -> Option<u32> {
+        let t = match kind {
+            MetricKind::Counter => 0,
+            MetricKind::Gauge => 1,
+            MetricKind::Histogram => 2,
+        };
+        let mut id: u32 = 0;
+        // SAFETY: valid pointers.
+        unsafe { (proxy_define_metric(t, name.as_ptr(), name.len(), &mut id) == STATUS_OK).then_some(id) }
+    }
+
+    fn increment_metric(&self, id: u32, by: i64) {
+        // SAFETY: plain values.
+        unsafe {
+            proxy_increment_metric(id, by);
+        }
+    }
+
+    fn record_metric(&self, id: u32, value: u64) {
+        // SAFETY: plain values.
+        unsafe {
+            proxy_record_metric(id, value);
+        }
+    }
+}
+
+/// Register the root context of filter `F` (call from the module's `_initialize`).
+pub fn register<F: GuardFilter>() {
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::<F>::new()) });
+}
+
+struct Root<F: GuardFilter> {
+    config: Option<Rc<FilterConfig<F::Compiled>>>,
+    shared: Option<Rc<F::Shared>>,
+    metrics: Rc<Metrics>,
+}
+
+impl<F: GuardFilter> Root<F> {
+    fn new() -> Self {
+        Root { config: None, shared: None, metrics: Rc::new(Metrics::new(Rc::new(WasmHost))) }
+    }
+}
+
+impl<F: GuardFilter> Context for Root<F> {}
+
+impl<F: GuardFilter> RootContext for Root<F> {
+    fn on_vm_start(&mut self, _size: usize) -> bool {
+        WasmHost.log(
+            LogLevel::Info,
+            &format!("guard {} {} starting", F::NAME, env!("CARGO_PKG_VERSION")),
+        );
+        true
+    }
+
+    fn on_configure(&mut self, size: usize) -> bool {
+        let bytes = if size == 0 {
+            Vec::new()
+        } else {
+            let mut data: *mut u8 = null_mut();
+            let mut got: usize = 0;
+            // SAFETY: as in `WasmHost::header`.
+            let r = unsafe {
+                match proxy_get_buffer_bytes(BUFFER_PLUGIN_CONFIGURATION, 0, size, &mut data, &mut got) {
+                    STATUS_OK => owned(data, got),
+                    _ => None,
+                }
+            };
+            match r {
+                Some(b) => b,
+                None => {
+                    WasmHost.log(LogLevel::Error, &format!("guard {}: plugin configuration unreadable", F::NAME));
+                    return false;
+                }
+            }
+        };
+        // Build into locals and swap only on success: a bad reconfigure keeps the old policy.
+        match FilterConfig::parse::<F::Settings, _>(&bytes, F::DEFAULT_FAILURE, F::compile) {
+            Ok(config) => {
+                let shared = F::init_shared(&self.metrics, &config);
+                WasmHost.log(
+                    LogLevel::Info,
+                    &format!("guard {}: policy {} version {} loaded", F::NAME, config.name, config.version),
+                );
+                self.config = Some(Rc::new(config));
+                self.shared = Some(Rc::new(shared));
+                true
+            }
+            Err(e) => {
+                WasmHost.log(LogLevel::Error, &format!("guard {}: bad configuration: {e}", F::NAME));
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        // Never return None (Envoy would fail the stream oddly): a VM without a valid config
+        // gets a context that refuses every request (fail closed).
+        let stream = match (&self.config, &self.shared) {
+            (Some(c), Some(s)) => Some(GuardStream::<F>::new(Rc::clone(c), Rc::clone(s), Rc::clone(&self.metrics))),
+            _ => None,
+        };
+        Some(Box::new(Http { stream }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct Http<F: GuardFilter> {
+    stream: Option<GuardStream<F>>,
+}
+
+fn action(a: Action) -> proxy_wasm::types::Action {
+    match a {
+        Action::Continue => proxy_wasm::types::Action::Continue,
+        Action::Pause => proxy_wasm::types::Action::Pause,
+    }
+}
+
+impl<F: GuardFilter> Context for Http<F> {}
+
+impl<F: GuardFilter> HttpContext for Http<F> {
+    fn on_http_request_headers(&mut self, _n: usize, end_of_stream: bool) -> proxy_wasm::types::Action {
+        match self.stream.as_mut() {
+            Some(s) => action(s.on_request_headers(&WasmHost, end_of_stream)),
+            None => {
+                let body = guard_core::verdict::LocalReply::new(500, "not_configured", "guard filter has no valid configuration")
+                    .body(None, "");
+                WasmHost.send_local_reply(500, &[("content-type", b"application/json")], &body);
+                proxy_wasm::types::Action::Pause
+            }
+        }
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> proxy_wasm::types::Action {
+        self.stream
+            .as_mut()
+            .map_or(proxy_wasm::types::Action::Continue, |s| action(s.on_request_body(&WasmHost, body_size, end_of_stream)))
+    }
+
+    fn on_http_request_trailers(&mut self, _n: usize) -> proxy_wasm::types::Action {
+        self.stream
+            .as_mut()
+            .map_or(proxy_wasm::types::Action::Continue, |s| action(s.on_request_trailers(&WasmHost)))
+    }
+
+    fn on_http_response_headers(&mut self, _n: usize, end_of_stream: bool) -> proxy_wasm::types::Action {
+        self.stream
+            .as_mut()
+            .map_or(proxy_wasm::types::Action::Continue, |s| action(s.on_response_headers(&WasmHost, end_of_stream)))
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> proxy_wasm::types::Action {
+        self.stream
+            .as_mut()
+            .map_or(proxy_wasm::types::Action::Continue, |s| action(s.on_response_body(&WasmHost, body_size, end_of_stream)))
+    }
+
+    fn on_http_response_trailers(&mut self, _n: usize) -> proxy_wasm::types::Action {
+        self.stream
+            .as_mut()
+            .map_or(proxy_wasm::types::Action::Continue, |s| action(s.on_response_trailers(&WasmHost)))
+    }
+
+    fn on_log(&mut self) {
+        if let Some(s) = self.stream.as_mut() {
+            s.on_done(&WasmHost);
+        }
+    }
+}
+

@@ -1,0 +1,275 @@
+//! The telemetry filter logic (native, host-agnostic: it talks to the proxy only through
+//! `guard_host`).
+
+use guard_core::api::ApiShape;
+use guard_core::body::{RequestBody, ResponseBody, Usage};
+use guard_core::config::{FailurePolicy, FilterConfig};
+use guard_core::error::{Error, Result};
+use guard_core::sse::SseParser;
+use guard_core::stream::{is_usage_only_chunk, Delta, StreamDecoder};
+use guard_core::verdict::Decision;
+use guard_host::driver::{Chunk, Cx, GuardFilter, Outcome, ResponsePlan};
+use guard_host::metrics::{label, Metrics};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::rc::Rc;
+
+/// The filter's own policy fields.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Add `stream_options.include_usage` to streamed OpenAI chat requests that lack it (and
+    /// hide the extra usage chunk from the client). Default `true`.
+    pub inject_stream_usage: bool,
+    /// Model names that get their own metric label (exact, or a prefix glob ending in `*`).
+    /// Default `["*"]`.
+    pub models: Vec<String>,
+    /// Most distinct model labels per VM; later ones count as `other`. Default 32.
+    pub max_model_labels: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { inject_stream_usage: true, models: vec!["*".to_string()], max_model_labels: 32 }
+    }
+}
+
+/// Per-VM state: the metric registry and the model labels handed out so far.
+pub struct Shared {
+    metrics: Rc<Metrics>,
+    labels: RefCell<BTreeSet<String>>,
+}
+
+pub const NAME: &str = "llm_telemetry";
+
+/// Per-stream state.
+pub struct Telemetry {
+    model: Option<String>,
+    streamed_request: bool,
+    usage_injected: bool,
+    usage: Option<Usage>,
+    ttft_ns: Option<u64>,
+    parser: Option<SseParser>,
+    decoder: Option<StreamDecoder>,
+    deltas: Vec<Delta>,
+    /// Raw bytes of the incomplete event after the last chunk (only while rewriting).
+    withheld: Vec<u8>,
+}
+
+impl GuardFilter for Telemetry {
+    type Settings = Settings;
+    type Compiled = Settings;
+    type Shared = Shared;
+    const NAME: &'static str = NAME;
+    const DEFAULT_FAILURE: FailurePolicy = FailurePolicy::FailOpen;
+
+    fn compile(settings: Settings, path: &str) -> Result<Settings> {
+        if settings.max_model_labels > 1000 {
+            return Err(Error::config(format!(
+                "{path}/max_model_labels: {} is above the maximum 1000",
+                settings.max_model_labels
+            )));
+        }
+        for (i, m) in settings.models.iter().enumerate() {
+            if m.is_empty() || m.trim_end_matches('*').contains('*') {
+                return Err(Error::config(format!(
+                    "{path}/models/{i}: {m:?} is not a model name or a prefix ending in '*'"
+                )));
+            }
+        }
+        Ok(settings)
+    }
+
+    fn init_shared(metrics: &Rc<Metrics>, _config: &FilterConfig<Settings>) -> Shared {
+        Shared { metrics: Rc::clone(metrics), labels: RefCell::new(BTreeSet::new()) }
+    }
+
+    fn new_stream() -> Self {
+        Telemetry {
+            model: None,
+            streamed_request: false,
+            usage_injected: false,
+            usage: None,
+            ttft_ns: None,
+            parser: None,
+            decoder: None,
+            deltas: Vec::new(),
+            withheld: Vec::new(),
+        }
+    }
+
+    fn on_request_body(&mut self, cx: &mut Cx<'_, Self>, body: &[u8]) -> Result<Outcome> {
+        let Some(api) = cx.api() else { return Ok(Outcome::Continue) };
+        let mut req = RequestBody::parse(api, body)?;
+        self.model = req.model().map(str::to_string);
+        self.streamed_request = req.is_stream();
+        let inject = cx.settings().inject_stream_usage
+            && api == ApiShape::OpenAiChat
+            && self.streamed_request
+            && !stream_usage_requested(req.json());
+        if !inject {
+            return Ok(Outcome::Continue);
+        }
+        let Some(obj) = req.json_mut().as_object_mut() else { return Ok(Outcome::Continue) };
+        match obj.get_mut("stream_options").and_then(Value::as_object_mut) {
+            Some(opts) => {
+                opts.insert("include_usage".to_string(), Value::Bool(true));
+            }
+            None => {
+                obj.insert("stream_options".to_string(), json!({"include_usage": true}));
+            }
+        }
+        self.usage_injected = true;
+        cx.info.record.decide(Decision::Modify, "stream_usage_added");
+        Ok(Outcome::Replace(req.to_bytes()))
+    }
+
+    fn response_plan(&mut self, cx: &mut Cx<'_, Self>, streaming: bool) -> ResponsePlan {
+        let Some(api) = cx.api() else { return ResponsePlan::Skip };
+        if streaming {
+            self.parser = Some(SseParser::new(usize::try_from(cx.info.policy.common.max_sse_event_bytes).unwrap_or(usize::MAX)));
+            self.decoder = Some(StreamDecoder::new(api));
+            ResponsePlan::Stream
+        } else {
+            ResponsePlan::Buffer { hold_headers: false }
+        }
+    }
+
+    fn on_response_body(&mut self, cx: &mut Cx<'_, Self>, body: &[u8]) -> Result<Outcome> {
+        let Some(api) = cx.api() else { return Ok(Outcome::Continue) };
+        let resp = ResponseBody::parse(api, body)?;
+        self.usage = resp.usage();
+        if self.model.is_none() {
+            self.model = resp.model().map(str::to_string);
+        }
+        Ok(Outcome::Continue)
+    }
+
+    fn on_stream_chunk(&mut self, cx: &mut Cx<'_, Self>, chunk: &[u8], out: &mut Vec<u8>) -> Result<Chunk> {
+        let (Some(parser), Some(decoder)) = (self.parser.as_mut(), self.decoder.as_mut()) else {
+            return Ok(Chunk::Pass);
+        };
+        let api = cx.api().unwrap_or(ApiShape::OpenAiChat);
+        let strip = self.usage_injected;
+        let mut first_error: Option<Error> = None;
+        let deltas = &mut self.deltas;
+        let mut saw_token = false;
+        let mut usage = None;
+        parser.push(chunk, &mut |ev| {
+            deltas.clear();
+            if let Err(e) = decoder.decode(&ev, deltas) {
+                first_error.get_or_insert(e);
+            }
+            for d in deltas.iter() {
+                match d {
+                    Delta::Text { .. } | Delta::ToolCallStart { .. } => saw_token = true,
+                    Delta::Usage(u) => usage = Some(*u),
+                    _ => {}
+                }
+            }
+            if strip && !is_usage_only_chunk(api, &ev) {
+                out.extend_from_slice(&ev.raw);
+            }
+        })?;
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        if saw_token && self.ttft_ns.is_none() {
+            self.ttft_ns = Some(cx.host.now_nanos());
+        }
+        if usage.is_some() {
+            self.usage = usage;
+        }
+        if strip {
+            parser.take_skipped_raw(out);
+            self.withheld.clear();
+            self.withheld.extend_from_slice(parser.pending_raw());
+            Ok(Chunk::Rewritten)
+        } else {
+            Ok(Chunk::Pass)
+        }
+    }
+
+    fn on_stream_end(&mut self, _cx: &mut Cx<'_, Self>, out: &mut Vec<u8>) -> Result<()> {
+        if self.usage_injected {
+            if let Some(parser) = self.parser.as_mut() {
+                out.extend_from_slice(&parser.take_pending_raw());
+            }
+        }
+        self.withheld.clear();
+        Ok(())
+    }
+
+    fn take_unemitted(&mut self, out: &mut Vec<u8>) {
+        out.append(&mut self.withheld);
+        self.parser = None;
+    }
+
+    fn on_done(&mut self, cx: &mut Cx<'_, Self>) {
+        let api = cx.api().map_or("unknown", ApiShape::as_str);
+        let model = self.model.clone().unwrap_or_default();
+        let model_label = cx.shared.model_label(&model, cx.settings());
+        let base = format!("guard.{NAME}.api.{api}.model.{model_label}");
+        let m = &cx.shared.metrics;
+        m.counter(&format!("{base}.requests"), 1);
+        let rec = &mut cx.info.record;
+        if let Some(u) = self.usage {
+            m.counter(&format!("{base}.tokens_in"), u.input_tokens);
+            m.counter(&format!("{base}.tokens_out"), u.output_tokens);
+            rec.extra.insert("tokens_in".into(), json!(u.input_tokens));
+            rec.extra.insert("tokens_out".into(), json!(u.output_tokens));
+        }
+        let start = cx.info.start_ns;
+        if let Some(t) = self.ttft_ns {
+            let ms = t.saturating_sub(start) / 1_000_000;
+            m.histogram(&format!("{base}.ttft_ms"), ms);
+            rec.extra.insert("ttft_ms".into(), json!(ms));
+        }
+        if let Some(end) = cx.info.end_ns {
+            let ms = end.saturating_sub(start) / 1_000_000;
+            m.histogram(&format!("{base}.duration_ms"), ms);
+            rec.extra.insert("duration_ms".into(), json!(ms));
+        }
+        if !model.is_empty() {
+            rec.extra.insert("model".into(), json!(model));
+        }
+        rec.extra.insert("stream".into(), json!(self.streamed_request));
+        if let Some(s) = cx.info.response_status {
+            rec.extra.insert("status".into(), json!(s));
+        }
+    }
+}
+
+impl Shared {
+    /// The metric label for a model: itself if allowed and within the label budget, else
+    /// `other`.
+    fn model_label(&self, model: &str, settings: &Settings) -> String {
+        if model.is_empty() {
+            return "unknown".to_string();
+        }
+        let allowed = settings.models.iter().any(|p| match p.strip_suffix('*') {
+            Some(prefix) => model.starts_with(prefix),
+            None => p == model,
+        });
+        if !allowed {
+            return "other".to_string();
+        }
+        let l = label(model);
+        let mut labels = self.labels.borrow_mut();
+        if labels.contains(&l) {
+            return l;
+        }
+        if labels.len() >= settings.max_model_labels {
+            return "other".to_string();
+        }
+        labels.insert(l.clone());
+        l
+    }
+}
+
+/// Whether a chat request already asks for the usage chunk.
+fn stream_usage_requested(json: &Value) -> bool {
+    json.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false)
+}

