@@ -205,7 +205,12 @@ mod tests {
 
     #[test]
     fn deltas_rejoin_and_are_small() {
-        let cases = ["", "a", "hello world, this is a test", "héllo wörld ✓ 日本語テキスト"];
+        let cases = [
+            "",
+            "a",
+            "hello world, this is a test",
+            "héllo wörld ✓ 日本語テキスト",
+        ];
         for text in cases {
             let parts = split_deltas(text);
             assert_eq!(parts.concat(), text);
@@ -230,7 +235,9 @@ mod tests {
         let prompt = Prompt::default();
         let c = build(&prompt, &Scenario::ToolCalls(2));
         assert_eq!(c.words(), 2);
-        let Content::ToolCalls(calls) = c else { panic!() };
+        let Content::ToolCalls(calls) = c else {
+            panic!()
+        };
         assert_eq!(calls[0].name, "get_weather");
         assert_eq!(calls[1].arguments, r#"{"city":"Berlin","unit":"celsius"}"#);
     }

@@ -16,7 +16,9 @@ use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::header::{HeaderMap, HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::header::{
+    HeaderMap, HeaderValue, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE,
+};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
 
@@ -69,15 +71,21 @@ pub(crate) async fn handle(state: &State, request: Request<Incoming>) -> Respons
         }
     }
     match (&parts.method, bare_path, api) {
-        (&Method::GET | &Method::HEAD, "/healthz", _) => {
-            full(StatusCode::OK, "text/plain; charset=utf-8", Bytes::from_static(b"ok"))
-        }
+        (&Method::GET | &Method::HEAD, "/healthz", _) => full(
+            StatusCode::OK,
+            "text/plain; charset=utf-8",
+            Bytes::from_static(b"ok"),
+        ),
         (&Method::GET, "/__recorded", _) => {
             let body = recorded_json(&state.received()).to_string();
             full(StatusCode::OK, JSON, Bytes::from(body))
         }
         (&Method::POST, _, Some(api)) => answer(state, api, &parts.headers, &collected.data),
-        (_, _, Some(api)) => error(Some(api), 405, &format!("method {} not allowed", parts.method)),
+        (_, _, Some(api)) => error(
+            Some(api),
+            405,
+            &format!("method {} not allowed", parts.method),
+        ),
         _ => error(None, 404, &format!("no route for {bare_path}")),
     }
 }
@@ -86,7 +94,13 @@ pub(crate) async fn handle(state: &State, request: Request<Incoming>) -> Respons
 fn answer(state: &State, api: Api, headers: &HeaderMap, body: &[u8]) -> Response<RespBody> {
     let value: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
-        Err(e) => return error(Some(api), 400, &format!("request body is not valid json: {e}")),
+        Err(e) => {
+            return error(
+                Some(api),
+                400,
+                &format!("request body is not valid json: {e}"),
+            )
+        }
     };
     let prompt = match api.parse(&value) {
         Ok(p) => p,
@@ -105,7 +119,6 @@ fn answer(state: &State, api: Api, headers: &HeaderMap, body: &[u8]) -> Response
     }
     let content = answer::build(&prompt, &directives.scenario);
     let reply = Reply::new(state.next_seq(), unix_now(), &prompt, content);
-    let request_id = format!("req_demo{:08}", reply.seq);
     let (bytes, content_type) = if prompt.stream {
         (api.render_sse(&reply), "text/event-stream")
     } else {
@@ -121,17 +134,18 @@ fn answer(state: &State, api: Api, headers: &HeaderMap, body: &[u8]) -> Response
     };
     let mut response = if prompt.stream {
         let mut r = Response::new(body::paced(Bytes::from(bytes), chunk_size, chunk_delay).boxed());
-        r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-        r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        r.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        r.headers_mut()
+            .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         r
     } else {
         full(StatusCode::OK, content_type, Bytes::from(bytes))
     };
     if let Some(encoding) = encoding {
-        response.headers_mut().insert(CONTENT_ENCODING, HeaderValue::from_static(encoding));
-    }
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert(HeaderName::from_static("x-request-id"), v);
+        response
+            .headers_mut()
+            .insert(CONTENT_ENCODING, HeaderValue::from_static(encoding));
     }
     response
 }
@@ -139,7 +153,10 @@ fn answer(state: &State, api: Api, headers: &HeaderMap, body: &[u8]) -> Response
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, String> {
     headers
         .get(name)
-        .map(|v| v.to_str().map_err(|_| format!("header {name} is not visible ascii")))
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| format!("header {name} is not visible ascii"))
+        })
         .transpose()
 }
 
@@ -197,8 +214,12 @@ fn full(status: StatusCode, content_type: &'static str, data: Bytes) -> Response
     let len = data.len();
     let mut response = Response::new(Full::new(data).boxed());
     *response.status_mut() = status;
-    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    response.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from(len));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+        .headers_mut()
+        .insert(CONTENT_LENGTH, HeaderValue::from(len));
     response
 }
 

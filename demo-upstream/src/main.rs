@@ -10,7 +10,8 @@ use anyhow::{bail, Context as _};
 use demo_upstream::{Options, Upstream};
 
 const DEFAULT_ADDR: &str = "127.0.0.1:18080";
-const USAGE: &str = "usage: demo-upstream [--addr HOST:PORT] [--chunk-size BYTES] [--chunk-delay-ms MS]
+const USAGE: &str =
+    "usage: demo-upstream [--addr HOST:PORT] [--chunk-size BYTES] [--chunk-delay-ms MS]
   --addr            listen address (default 127.0.0.1:18080, or $DEMO_UPSTREAM_ADDR)
   --chunk-size      bytes per SSE body chunk, 0 = whole stream at once (default 16)
   --chunk-delay-ms  pause between SSE body chunks (default 0)";

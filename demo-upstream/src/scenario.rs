@@ -180,13 +180,13 @@ pub fn from_header(value: &str, json_header: Option<&str>) -> Result<Directives,
     let mut content_seen = false;
     for token in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
         let simple = if token == "json" {
-            let doc = json_header
-                .ok_or_else(|| "header x-demo-scenario: json needs header x-demo-json".to_owned())?;
+            let doc = json_header.ok_or_else(|| {
+                "header x-demo-scenario: json needs header x-demo-json".to_owned()
+            })?;
             Simple::Content(Scenario::Json(doc.to_owned()))
         } else {
-            parse_simple(token)?.ok_or_else(|| {
-                format!("header x-demo-scenario: unknown scenario {token:?}")
-            })?
+            parse_simple(token)?
+                .ok_or_else(|| format!("header x-demo-scenario: unknown scenario {token:?}"))?
         };
         match simple {
             Simple::Gzip => directives.gzip = true,
@@ -205,7 +205,12 @@ pub fn from_header(value: &str, json_header: Option<&str>) -> Result<Directives,
 mod tests {
     use super::*;
 
-    type HeaderCase = (&'static str, &'static str, Option<&'static str>, Result<Directives, ()>);
+    type HeaderCase = (
+        &'static str,
+        &'static str,
+        Option<&'static str>,
+        Result<Directives, ()>,
+    );
 
     fn d(scenario: Scenario, gzip: bool) -> Directives {
         Directives { scenario, gzip }
@@ -215,12 +220,24 @@ mod tests {
     fn text_directives() {
         let cases: Vec<(&str, &str, Result<Directives, ()>)> = vec![
             ("plain", "hello there", Ok(d(Scenario::Echo, false))),
-            ("tool call", "weather? [[tool_call]]", Ok(d(Scenario::ToolCalls(1), false))),
-            ("two calls", "[[tool_calls:2]] go", Ok(d(Scenario::ToolCalls(2), false))),
+            (
+                "tool call",
+                "weather? [[tool_call]]",
+                Ok(d(Scenario::ToolCalls(1), false)),
+            ),
+            (
+                "two calls",
+                "[[tool_calls:2]] go",
+                Ok(d(Scenario::ToolCalls(2), false)),
+            ),
             ("bad count", "[[tool_calls:0]]", Err(())),
             ("too many", "[[tool_calls:17]]", Err(())),
             ("pii", "x [[pii]] y", Ok(d(Scenario::Pii, false))),
-            ("status", "[[status:429]]", Ok(d(Scenario::Status(429), false))),
+            (
+                "status",
+                "[[status:429]]",
+                Ok(d(Scenario::Status(429), false)),
+            ),
             ("bad status", "[[status:42]]", Err(())),
             ("long", "[[long:1000]]", Ok(d(Scenario::Long(1000), false))),
             ("gzip alone", "[[gzip]] hi", Ok(d(Scenario::Echo, true))),
@@ -235,12 +252,24 @@ mod tests {
                 r#"[[gzip]] [[json:{"a":1}]]"#,
                 Ok(d(Scenario::Json(r#"{"a":1}"#.into()), true)),
             ),
-            ("text", "[[text:héllo ]] world]]", Ok(d(Scenario::Text("héllo ]] world".into()), false))),
-            ("unknown ignored", "[[foo]] [[pii]]", Ok(d(Scenario::Pii, false))),
+            (
+                "text",
+                "[[text:héllo ]] world]]",
+                Ok(d(Scenario::Text("héllo ]] world".into()), false)),
+            ),
+            (
+                "unknown ignored",
+                "[[foo]] [[pii]]",
+                Ok(d(Scenario::Pii, false)),
+            ),
             ("stray brackets", "[[a [[pii]]", Ok(d(Scenario::Pii, false))),
             ("unclosed", "[[pii", Ok(d(Scenario::Echo, false))),
             ("unclosed json", "[[json:{", Ok(d(Scenario::Echo, false))),
-            ("first wins", "[[pii]] [[tool_call]]", Ok(d(Scenario::Pii, false))),
+            (
+                "first wins",
+                "[[pii]] [[tool_call]]",
+                Ok(d(Scenario::Pii, false)),
+            ),
             ("empty", "", Ok(d(Scenario::Echo, false))),
         ];
         for (name, input, want) in cases {
@@ -252,11 +281,31 @@ mod tests {
     #[test]
     fn header_directives() {
         let cases: Vec<HeaderCase> = vec![
-            ("tool", "tool_call", None, Ok(d(Scenario::ToolCalls(1), false))),
-            ("calls", "tool_calls:2", None, Ok(d(Scenario::ToolCalls(2), false))),
-            ("json", "json", Some("{\"a\":1}"), Ok(d(Scenario::Json("{\"a\":1}".into()), false))),
+            (
+                "tool",
+                "tool_call",
+                None,
+                Ok(d(Scenario::ToolCalls(1), false)),
+            ),
+            (
+                "calls",
+                "tool_calls:2",
+                None,
+                Ok(d(Scenario::ToolCalls(2), false)),
+            ),
+            (
+                "json",
+                "json",
+                Some("{\"a\":1}"),
+                Ok(d(Scenario::Json("{\"a\":1}".into()), false)),
+            ),
             ("json missing", "json", None, Err(())),
-            ("json inline", "json:[1,2]", None, Ok(d(Scenario::Json("[1,2]".into()), false))),
+            (
+                "json inline",
+                "json:[1,2]",
+                None,
+                Ok(d(Scenario::Json("[1,2]".into()), false)),
+            ),
             ("list", "gzip, pii", None, Ok(d(Scenario::Pii, true))),
             ("unknown", "nope", None, Err(())),
             ("echo", " echo ", None, Ok(d(Scenario::Echo, false))),

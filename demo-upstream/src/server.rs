@@ -103,9 +103,7 @@ impl Upstream {
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding {addr}"))?;
-        let addr = listener
-            .local_addr()
-            .context("reading the bound address")?;
+        let addr = listener.local_addr().context("reading the bound address")?;
         let state = Arc::new(State::new(opts));
         let (shutdown, rx) = watch::channel(false);
         let task = tokio::spawn(accept_loop(listener, Arc::clone(&state), rx));
@@ -139,7 +137,11 @@ impl Upstream {
     }
 }
 
-async fn accept_loop(listener: TcpListener, state: Arc<State>, mut shutdown: watch::Receiver<bool>) {
+async fn accept_loop(
+    listener: TcpListener,
+    state: Arc<State>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -164,7 +166,11 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>, mut shutdown: wat
     connections.abort_all();
 }
 
-async fn serve_connection(stream: TcpStream, state: Arc<State>, mut shutdown: watch::Receiver<bool>) {
+async fn serve_connection(
+    stream: TcpStream,
+    state: Arc<State>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let builder = auto::Builder::new(TokioExecutor::new());
     let service = service_fn(move |request| {
         let state = Arc::clone(&state);

@@ -156,7 +156,7 @@ impl Env {
             .current_dir(&repo)
             .arg("-c")
             .arg(&config_path)
-            .args(["--use-dynamic-base-id", "--concurrency", "1", "-l", "info"])
+            .args(["--use-dynamic-base-id", "--concurrency", "1", "-l", "info", "--file-flush-interval-msec", "50"])
             .arg("--log-path")
             .arg(&log_path)
             .stdout(Stdio::null())

@@ -23,8 +23,9 @@ pub fn parse(obj: &Map<String, Value>) -> Result<Prompt, String> {
     let stream = flag(obj, "stream")?;
     let include_usage = match obj.get("stream_options") {
         None | Some(Value::Null) => false,
-        Some(Value::Object(opts)) => flag(opts, "include_usage")
-            .map_err(|e| format!("stream_options: {e}"))?,
+        Some(Value::Object(opts)) => {
+            flag(opts, "include_usage").map_err(|e| format!("stream_options: {e}"))?
+        }
         Some(_) => return Err("field `stream_options` must be an object".to_owned()),
     };
     let n = match obj.get("n") {
@@ -56,7 +57,12 @@ pub fn parse(obj: &Map<String, Value>) -> Result<Prompt, String> {
     }
     let tool_result = messages
         .last()
-        .filter(|m| matches!(m.get("role").and_then(Value::as_str), Some("tool" | "function")))
+        .filter(|m| {
+            matches!(
+                m.get("role").and_then(Value::as_str),
+                Some("tool" | "function")
+            )
+        })
         .map(|m| content_text(m.get("content")));
     let tools = opt_array(obj, "tools")?;
     let first_tool = tools

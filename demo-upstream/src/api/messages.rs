@@ -63,7 +63,9 @@ pub fn parse(obj: &Map<String, Value>) -> Result<Prompt, String> {
             .ok_or_else(|| format!("messages[{i}].role must be a string"))?;
         let content = message.get("content");
         if !matches!(content, Some(Value::String(_) | Value::Array(_))) {
-            return Err(format!("messages[{i}].content must be a string or an array"));
+            return Err(format!(
+                "messages[{i}].content must be a string or an array"
+            ));
         }
         let text = text_blocks(content);
         let results = tool_results(content);

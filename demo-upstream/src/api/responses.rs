@@ -34,7 +34,10 @@ pub fn parse(obj: &Map<String, Value>) -> Result<Prompt, String> {
                 let item = item
                     .as_object()
                     .ok_or_else(|| format!("input[{i}] must be an object"))?;
-                let kind = item.get("type").and_then(Value::as_str).unwrap_or("message");
+                let kind = item
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .unwrap_or("message");
                 let text = match kind {
                     "function_call_output" => content_text(item.get("output")),
                     "message" => {

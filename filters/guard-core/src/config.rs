@@ -204,13 +204,20 @@ struct RawConfig {
 /// with `base`) and what was wrong.
 pub fn from_value_at<T: DeserializeOwned>(value: Value, base: &str) -> Result<T> {
     serde_path_to_error::deserialize(value).map_err(|e| {
-        let inner = e.path().to_string();
-        let path = if inner == "." || inner.is_empty() {
-            base.to_string()
-        } else {
-            format!("{base}/{}", inner.replace('.', "/"))
-        };
-        let path = if path.is_empty() { "/".to_string() } else { path };
+        let mut path = base.to_string();
+        for seg in e.path().iter() {
+            match seg {
+                serde_path_to_error::Segment::Seq { index } => path.push_str(&format!("/{index}")),
+                serde_path_to_error::Segment::Map { key } => {
+                    path.push('/');
+                    path.push_str(&key.replace('~', "~0").replace('/', "~1"));
+                }
+                serde_path_to_error::Segment::Enum { .. } | serde_path_to_error::Segment::Unknown => {}
+            }
+        }
+        if path.is_empty() {
+            path.push('/');
+        }
         Error::config(format!("{path}: {}", e.into_inner()))
     })
 }
@@ -369,13 +376,13 @@ mod tests {
             ("not json", "{", Some("/: configuration is not valid json")),
             ("array", "[]", Some("/: configuration must be a json object")),
             ("unknown top field", r#"{"nmae":"x"}"#, Some("unknown field `nmae`")),
-            ("unknown policy field", r#"{"policies":{"default":{"treshold":1}}}"#, Some("/policies/default: unknown field `treshold`")),
+            ("unknown policy field", r#"{"policies":{"default":{"treshold":1}}}"#, Some("/policies/default/treshold: unknown field `treshold`")),
             ("bad failure policy", r#"{"policies":{"default":{"failure_policy":"maybe"}}}"#, Some("/policies/default/failure_policy: unknown variant `maybe`")),
             ("bad limit type", r#"{"policies":{"default":{"max_request_body_bytes":-1}}}"#, Some("/policies/default/max_request_body_bytes: invalid value")),
             ("limit too big", r#"{"policies":{"default":{"max_request_body_bytes":999999999999}}}"#, Some("/policies/default/max_request_body_bytes: 999999999999 is above")),
             ("filter validation", r#"{"policies":{"default":{"threshold":3}}}"#, Some("/policies/default/threshold: 3 is not in [0, 1]")),
             ("dangling route policy", r#"{"route_policies":{"r":"nope"}}"#, Some("/route_policies/r: policy \"nope\" is not defined")),
-            ("bad api shape", r#"{"apis":{"paths":{"/x":"openai"}}}"#, Some("/apis/paths/x: unknown variant `openai`")),
+            ("bad api shape", r#"{"apis":{"paths":{"/x":"openai"}}}"#, Some("/apis/paths/~1x: unknown variant `openai`")),
             ("bad header", r#"{"identity":{"header":"X-User"}}"#, Some("/identity/header: \"X-User\" is not a lower-case")),
             ("policy not object", r#"{"policies":{"default":3}}"#, Some("/policies/default: a policy must be a json object")),
         ];

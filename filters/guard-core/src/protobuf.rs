@@ -1,10 +1,17 @@
-//! Decoding of the protobuf bytes Envoy hands to a wasm filter for structured properties.
+//! Decoding of the binary encodings Envoy hands to a wasm filter for structured properties
+//! (dynamic metadata such as the claims `jwt_authn` writes with `payload_in_metadata`): never
+//! JSON.
 //!
-//! `get_property` serialises map-like values (dynamic metadata namespaces such as the claims that
-//! `jwt_authn` writes with `payload_in_metadata`) as a `google.protobuf.Struct` message and lists
-//! as `google.protobuf.ListValue`: binary protobuf, not JSON. Strings come back raw, numbers as
-//! 8-byte little-endian doubles or integers, booleans as one byte. This module turns those bytes
-//! into `serde_json::Value` with a bounded depth, and never panics on malformed input.
+//! - Envoy 1.40 serialises a map-like value as proxy-wasm *pairs* (`u32` count, then `u32` key
+//!   and value lengths, then each key and value followed by a NUL), recursively: nested maps are
+//!   pairs again, lists are pairs whose values are empty, strings are raw bytes, numbers 8-byte
+//!   little-endian doubles, booleans one byte. See [`decode_envoy_value`] (checked against a real
+//!   Envoy 1.40 in the e2e tests).
+//! - Older Envoys serialise maps as a `google.protobuf.Struct` message and lists as
+//!   `google.protobuf.ListValue`: see [`decode_struct`].
+//!
+//! The pairs encoding carries no types, so decoding is strict about structure (lengths must add
+//! up exactly) and falls back to text. Depth is bounded; malformed input never panics.
 
 use serde_json::{Map, Number, Value};
 
@@ -30,6 +37,91 @@ pub fn decode_property_lenient(bytes: &[u8]) -> Option<Value> {
         }
     }
     std::str::from_utf8(bytes).ok().map(|s| Value::String(s.to_string()))
+}
+
+/// Split proxy-wasm pairs bytes into (key, value) slices; `None` unless the bytes are exactly
+/// one well-formed pairs block.
+pub fn split_pairs(bytes: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
+    let read_u32 = |at: usize| -> Option<usize> {
+        let b = bytes.get(at..at.checked_add(4)?)?;
+        let mut a = [0u8; 4];
+        a.copy_from_slice(b);
+        usize::try_from(u32::from_le_bytes(a)).ok()
+    };
+    let count = read_u32(0)?;
+    // Each entry needs 8 bytes of lengths and two NULs: bound the count before allocating.
+    if count.checked_mul(10)? > bytes.len() {
+        return None;
+    }
+    let mut lens = Vec::with_capacity(count);
+    for i in 0..count {
+        let at = 4usize.checked_add(i.checked_mul(8)?)?;
+        lens.push((read_u32(at)?, read_u32(at.checked_add(4)?)?));
+    }
+    let mut pos = 4usize.checked_add(count.checked_mul(8)?)?;
+    let mut out = Vec::with_capacity(count);
+    for (kl, vl) in lens {
+        let key = bytes.get(pos..pos.checked_add(kl)?)?;
+        pos = pos.checked_add(kl)?;
+        if bytes.get(pos) != Some(&0) {
+            return None;
+        }
+        pos = pos.checked_add(1)?;
+        let value = bytes.get(pos..pos.checked_add(vl)?)?;
+        pos = pos.checked_add(vl)?;
+        if bytes.get(pos) != Some(&0) {
+            return None;
+        }
+        pos = pos.checked_add(1)?;
+        out.push((key, value));
+    }
+    (pos == bytes.len()).then_some(out)
+}
+
+/// Decode a value Envoy serialised without type information (see the module docs): a map or
+/// list when the bytes are well-formed pairs, else text, else an 8-byte double, else a boolean.
+pub fn decode_envoy_value(bytes: &[u8]) -> Value {
+    decode_envoy_at(bytes, 0)
+}
+
+fn decode_envoy_at(bytes: &[u8], depth: usize) -> Value {
+    if depth <= MAX_DEPTH {
+        if let Some(pairs) = split_pairs(bytes) {
+            if !pairs.is_empty() && pairs.iter().all(|(_, v)| v.is_empty()) {
+                return Value::Array(
+                    pairs.iter().map(|(k, _)| Value::String(String::from_utf8_lossy(k).into_owned())).collect(),
+                );
+            }
+            let mut m = Map::new();
+            for (k, v) in pairs {
+                m.insert(String::from_utf8_lossy(k).into_owned(), decode_envoy_at(v, depth + 1));
+            }
+            return Value::Object(m);
+        }
+    }
+    if let Ok(s) = std::str::from_utf8(bytes) {
+        if !s.contains('\0') {
+            return Value::String(s.to_string());
+        }
+    }
+    match bytes.len() {
+        8 => {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(bytes);
+            number(f64::from_le_bytes(a))
+        }
+        1 => Value::Bool(bytes.first() != Some(&0)),
+        _ => Value::String(String::from_utf8_lossy(bytes).into_owned()),
+    }
+}
+
+fn number(f: f64) -> Value {
+    if f.fract() == 0.0 && f.abs() < 9.0e15 {
+        #[allow(clippy::cast_possible_truncation)]
+        Value::Number(Number::from(f as i64))
+    } else {
+        Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null)
+    }
 }
 
 struct Reader<'a> {
@@ -109,9 +201,9 @@ fn decode_struct_at(bytes: &[u8], depth: usize) -> Option<Map<String, Value>> {
     let mut out = Map::new();
     let mut r = Reader::new(bytes);
     while let Some(item) = r.next() {
-        match item.ok()? {
-            // map<string, Value> fields = 1; each entry is {string key = 1; Value value = 2}
-            (1, Field::Bytes(entry)) => {
+        // map<string, Value> fields = 1; each entry is {string key = 1; Value value = 2}
+        if let (1, Field::Bytes(entry)) = item.ok()? {
+            {
                 let mut key = String::new();
                 let mut value = Value::Null;
                 let mut er = Reader::new(entry);
@@ -124,7 +216,6 @@ fn decode_struct_at(bytes: &[u8], depth: usize) -> Option<Map<String, Value>> {
                 }
                 out.insert(key, value);
             }
-            _ => {}
         }
     }
     Some(out)
@@ -153,16 +244,8 @@ fn decode_value_at(bytes: &[u8], depth: usize) -> Option<Value> {
     while let Some(item) = r.next() {
         value = match item.ok()? {
             (1, Field::Varint(_)) => Value::Null,
-            (2, Field::Fixed64(bits)) => {
-                let f = f64::from_bits(bits);
-                // Whole numbers (timestamps, counts) read better as integers.
-                if f.fract() == 0.0 && f.abs() < 9.0e15 {
-                    #[allow(clippy::cast_possible_truncation)]
-                    Value::Number(Number::from(f as i64))
-                } else {
-                    Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null)
-                }
-            }
+            // Whole numbers (timestamps, counts) read better as integers.
+            (2, Field::Fixed64(bits)) => number(f64::from_bits(bits)),
             (3, Field::Bytes(s)) => Value::String(String::from_utf8_lossy(s).into_owned()),
             (4, Field::Varint(b)) => Value::Bool(b != 0),
             (5, Field::Bytes(s)) => Value::Object(decode_struct_at(s, depth + 1)?),
@@ -218,6 +301,35 @@ pub mod encode {
         out
     }
 
+    /// Serialise a JSON value the way Envoy 1.40 hands metadata to wasm (proxy-wasm pairs).
+    pub fn envoy_value(v: &Value) -> Vec<u8> {
+        fn pairs(items: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
+            let mut out = Vec::new();
+            out.extend_from_slice(&(items.len() as u32).to_le_bytes());
+            for (k, v) in items {
+                out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+                out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+            }
+            for (k, v) in items {
+                out.extend_from_slice(k);
+                out.push(0);
+                out.extend_from_slice(v);
+                out.push(0);
+            }
+            out
+        }
+        match v {
+            Value::Object(m) => {
+                pairs(&m.iter().map(|(k, v)| (k.as_bytes().to_vec(), envoy_value(v))).collect::<Vec<_>>())
+            }
+            Value::Array(items) => pairs(&items.iter().map(|i| (envoy_value(i), Vec::new())).collect::<Vec<_>>()),
+            Value::String(s) => s.as_bytes().to_vec(),
+            Value::Number(n) => n.as_f64().unwrap_or(0.0).to_le_bytes().to_vec(),
+            Value::Bool(b) => vec![u8::from(*b)],
+            Value::Null => Vec::new(),
+        }
+    }
+
     /// Serialise a JSON object as `google.protobuf.Struct` (non-objects give an empty Struct).
     pub fn structure(v: &Value) -> Vec<u8> {
         let mut out = Vec::new();
@@ -262,6 +374,28 @@ mod tests {
     }
 
     #[test]
+    fn envoy_pairs_claims() {
+        // Bytes as Envoy 1.40 returned them for a jwt_authn payload (captured from a real run).
+        let mut real = Vec::new();
+        for n in [4u32, 3, 19, 3, 8, 6, 34, 3, 5] {
+            real.extend_from_slice(&n.to_le_bytes());
+        }
+        real.extend_from_slice(b"iss\0https://issuer.test\0exp\0");
+        real.extend_from_slice(&4_102_444_800f64.to_le_bytes());
+        real.extend_from_slice(b"\0groups\0");
+        for n in [2u32, 7, 0, 3, 0] {
+            real.extend_from_slice(&n.to_le_bytes());
+        }
+        real.extend_from_slice(b"finance\0\0eng\0\0\0sub\0alice\0");
+        let want = json!({"iss":"https://issuer.test","exp":4_102_444_800u64,"groups":["finance","eng"],"sub":"alice"});
+        assert_eq!(decode_envoy_value(&real), want);
+        assert_eq!(encode::envoy_value(&want), real);
+        assert_eq!(decode_envoy_value(b"alice"), json!("alice"));
+        assert_eq!(split_pairs(&[1, 0, 0, 0]), None);
+        assert_eq!(split_pairs(&[0xff, 0xff, 0xff, 0x7f]), None);
+    }
+
+    #[test]
     fn list_and_lenient() {
         let l = json!(["a", 1, true]);
         assert_eq!(decode_list(&encode::list(&l)), Some(l));
@@ -292,6 +426,7 @@ mod tests {
             let _ = decode_struct(&bytes);
             let _ = decode_list(&bytes);
             let _ = decode_property_lenient(&bytes);
+            let _ = decode_envoy_value(&bytes);
         }
     }
 }

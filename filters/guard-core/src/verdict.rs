@@ -153,39 +153,6 @@ fn anthropic_error_type(status: u16) -> &'static str {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reply_shapes() {
-        let r = LocalReply::new(413, "body_too_large", "request body is over the 10 byte limit");
-        let o: Value = serde_json::from_slice(&r.body(Some(ApiShape::OpenAiChat), "rid")).unwrap();
-        assert_eq!(o["error"]["type"], "invalid_request_error");
-        assert_eq!(o["error"]["code"], "body_too_large");
-        assert_eq!(o["error"]["request_id"], "rid");
-        let a: Value = serde_json::from_slice(&r.body(Some(ApiShape::AnthropicMessages), "rid")).unwrap();
-        assert_eq!(a["type"], "error");
-        assert_eq!(a["error"]["type"], "request_too_large");
-        assert_eq!(a["error"]["code"], "body_too_large");
-        let u: Value = serde_json::from_slice(&r.body(None, "rid")).unwrap();
-        assert!(u["error"].is_object());
-    }
-
-    #[test]
-    fn strongest_decision_wins() {
-        let mut rec = AuditRecord::default();
-        rec.decide(Decision::Modify, "added_stream_usage");
-        rec.decide(Decision::Allow, "");
-        assert_eq!(rec.decision, Decision::Modify);
-        rec.decide(Decision::Skipped, "body_too_large");
-        assert_eq!(rec.decision, Decision::Skipped);
-        assert_eq!(rec.reasons, vec!["added_stream_usage", "body_too_large"]);
-        let j: Value = serde_json::from_slice(&rec.to_json()).unwrap();
-        assert_eq!(j["decision"], "skipped");
-    }
-}
-
 impl LocalReply {
     /// The same error as one server-sent event in the API's stream shape, for a stream that
     /// must end after its headers were sent: OpenAI chat `data: {"error":{...}}` followed by
@@ -218,5 +185,38 @@ impl LocalReply {
             out.extend_from_slice(b"data: [DONE]\n\n");
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reply_shapes() {
+        let r = LocalReply::new(413, "body_too_large", "request body is over the 10 byte limit");
+        let o: Value = serde_json::from_slice(&r.body(Some(ApiShape::OpenAiChat), "rid")).unwrap();
+        assert_eq!(o["error"]["type"], "invalid_request_error");
+        assert_eq!(o["error"]["code"], "body_too_large");
+        assert_eq!(o["error"]["request_id"], "rid");
+        let a: Value = serde_json::from_slice(&r.body(Some(ApiShape::AnthropicMessages), "rid")).unwrap();
+        assert_eq!(a["type"], "error");
+        assert_eq!(a["error"]["type"], "request_too_large");
+        assert_eq!(a["error"]["code"], "body_too_large");
+        let u: Value = serde_json::from_slice(&r.body(None, "rid")).unwrap();
+        assert!(u["error"].is_object());
+    }
+
+    #[test]
+    fn strongest_decision_wins() {
+        let mut rec = AuditRecord::default();
+        rec.decide(Decision::Modify, "added_stream_usage");
+        rec.decide(Decision::Allow, "");
+        assert_eq!(rec.decision, Decision::Modify);
+        rec.decide(Decision::Skipped, "body_too_large");
+        assert_eq!(rec.decision, Decision::Skipped);
+        assert_eq!(rec.reasons, vec!["added_stream_usage", "body_too_large"]);
+        let j: Value = serde_json::from_slice(&rec.to_json()).unwrap();
+        assert_eq!(j["decision"], "skipped");
     }
 }

@@ -446,6 +446,13 @@ impl<F: GuardFilter> GuardStream<F> {
         }
         match plan {
             ResponsePlan::Buffer { hold_headers } => {
+                // A fail-closed policy must be able to replace the answer when it cannot judge
+                // it (oversize, unparsable): hold the headers too.
+                let fail_closed = self
+                    .info
+                    .as_ref()
+                    .is_some_and(|i| i.policy.failure_policy == FailurePolicy::FailClosed);
+                let hold_headers = hold_headers || fail_closed;
                 self.resp = RespState::Buffering { hold_headers };
                 self.buf.clear();
                 self.read = 0;
@@ -787,12 +794,22 @@ pub fn resolve_identity<C>(host: &dyn Host, config: &FilterConfig<C>) -> Option<
         }
     }
     let jwt = config.identity.jwt.as_ref()?;
-    let bytes = host.property(&["metadata", "filter_metadata", &jwt.namespace, &jwt.payload_key])?;
-    let claims = guard_core::protobuf::decode_struct(&bytes)?;
-    let subject = claims.get(&jwt.subject_claim).and_then(|v| match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    });
+    let base = ["metadata", "filter_metadata", jwt.namespace.as_str(), jwt.payload_key.as_str()];
+    let bytes = host.property(&base)?;
+    // Envoy 1.40 hands maps over as proxy-wasm pairs; older builds as a protobuf Struct.
+    let claims = match guard_core::protobuf::decode_envoy_value(&bytes) {
+        Value::Object(m) => Value::Object(m),
+        other => guard_core::protobuf::decode_struct(&bytes).unwrap_or(other),
+    };
+    // The subject read on its own comes back as plain text: no decoding guesswork.
+    let subject = host
+        .property(&[base[0], base[1], base[2], base[3], jwt.subject_claim.as_str()])
+        .and_then(|b| String::from_utf8(b).ok())
+        .filter(|s| !s.is_empty())
+        .or_else(|| match claims.get(&jwt.subject_claim) {
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        });
     Some(Identity { subject, claims })
 }
