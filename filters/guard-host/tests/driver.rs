@@ -1,0 +1,326 @@
+//! The stream driver against the recording fake host: buffering with a read index over
+//! Envoy's cumulative body size, limits (0, exactly fits, one over), trailers, compressed
+//! bodies, the failure policy in both directions, streaming errors, and the audit record.
+
+use guard_core::config::{FailurePolicy, FilterConfig};
+use guard_core::error::{Error, Result};
+use guard_host::driver::{Action, Chunk, Cx, GuardFilter, GuardStream, Outcome, ResponsePlan};
+use guard_host::fake::FakeHost;
+use guard_host::host::{Dir, Host};
+use guard_host::metrics::Metrics;
+use serde::Deserialize;
+use serde_json::Value;
+use std::cell::RefCell;
+use std::rc::Rc;
+
+thread_local! {
+    static SEEN: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ProbeSettings {
+    replace_with: Option<String>,
+    buffer_response: bool,
+}
+
+/// A filter that records what it was shown, optionally rewrites the request, and in streams
+/// withholds bytes until a blank line; a chunk containing `BOOM` is an error.
+struct Probe {
+    held: Vec<u8>,
+}
+
+impl GuardFilter for Probe {
+    type Settings = ProbeSettings;
+    type Compiled = ProbeSettings;
+    type Shared = ();
+    const NAME: &'static str = "probe";
+    const DEFAULT_FAILURE: FailurePolicy = FailurePolicy::FailClosed;
+
+    fn compile(s: ProbeSettings, _path: &str) -> Result<ProbeSettings> {
+        Ok(s)
+    }
+    fn init_shared(_m: &Rc<Metrics>, _c: &FilterConfig<ProbeSettings>) {}
+    fn new_stream() -> Self {
+        Probe { held: Vec::new() }
+    }
+    fn on_request_body(&mut self, cx: &mut Cx<'_, Self>, body: &[u8]) -> Result<Outcome> {
+        SEEN.with(|s| s.borrow_mut().push(body.to_vec()));
+        serde_json::from_slice::<Value>(body).map_err(|e| Error::unparsable(e.to_string()))?;
+        Ok(match &cx.settings().replace_with {
+            Some(r) => Outcome::Replace(r.as_bytes().to_vec()),
+            None => Outcome::Continue,
+        })
+    }
+    fn response_plan(&mut self, cx: &mut Cx<'_, Self>, streaming: bool) -> ResponsePlan {
+        if streaming {
+            ResponsePlan::Stream
+        } else if cx.settings().buffer_response {
+            ResponsePlan::Buffer { hold_headers: false }
+        } else {
+            ResponsePlan::Skip
+        }
+    }
+    fn on_response_body(&mut self, _cx: &mut Cx<'_, Self>, body: &[u8]) -> Result<Outcome> {
+        serde_json::from_slice::<Value>(body).map_err(|e| Error::unparsable(e.to_string()))?;
+        Ok(Outcome::Continue)
+    }
+    fn on_stream_chunk(&mut self, _cx: &mut Cx<'_, Self>, chunk: &[u8], out: &mut Vec<u8>) -> Result<Chunk> {
+        if chunk.windows(4).any(|w| w == b"BOOM") {
+            return Err(Error::unparsable("boom"));
+        }
+        self.held.extend_from_slice(chunk);
+        if let Some(pos) = self.held.windows(2).rposition(|w| w == b"\n\n") {
+            out.extend(self.held.drain(..pos + 2));
+        }
+        Ok(Chunk::Rewritten)
+    }
+    fn on_stream_end(&mut self, _cx: &mut Cx<'_, Self>, out: &mut Vec<u8>) -> Result<()> {
+        out.append(&mut self.held);
+        Ok(())
+    }
+    fn take_unemitted(&mut self, out: &mut Vec<u8>) {
+        out.append(&mut self.held);
+    }
+}
+
+fn stream(config: &str) -> (Rc<FakeHost>, GuardStream<Probe>) {
+    let host = Rc::new(FakeHost::new());
+    let cfg = FilterConfig::parse::<ProbeSettings, _>(config.as_bytes(), Probe::DEFAULT_FAILURE, Probe::compile).unwrap();
+    let metrics = Rc::new(Metrics::new(host.clone() as Rc<dyn Host>));
+    (host, GuardStream::new(Rc::new(cfg), Rc::new(()), metrics))
+}
+
+fn post(host: &FakeHost) {
+    host.set_header(Dir::Request, ":method", Some(b"POST"));
+    host.set_header(Dir::Request, ":path", Some(b"/v1/chat/completions"));
+    host.set_header(Dir::Request, "content-type", Some(b"application/json"));
+    host.set_header(Dir::Request, "x-request-id", Some(b"rid-1"));
+}
+
+/// Feed a request body the way Envoy does while the filter pauses: the buffer grows, and the
+/// size passed is the total so far.
+fn feed_request(host: &FakeHost, s: &mut GuardStream<Probe>, body: &[u8], chunk: usize, trailers: bool) -> Action {
+    let pieces: Vec<&[u8]> = body.chunks(chunk.max(1)).collect();
+    let mut last = Action::Continue;
+    for (i, piece) in pieces.iter().enumerate() {
+        host.append_buffer(Dir::Request, piece);
+        let eos = !trailers && i + 1 == pieces.len();
+        last = s.on_request_body(host, host.buffer(Dir::Request).len(), eos);
+        if last == Action::Continue || host.local_reply().is_some() {
+            return last;
+        }
+    }
+    if trailers {
+        last = s.on_request_trailers(host);
+    }
+    last
+}
+
+fn record(host: &FakeHost) -> Value {
+    serde_json::from_slice(&host.get_property(&["guard_probe"]).expect("record written")).unwrap()
+}
+
+const BODY: &[u8] = br#"{"model":"m","messages":[{"role":"user","content":"hello world"}]}"#;
+
+#[test]
+fn body_is_seen_whole_for_every_chunking_with_and_without_trailers() {
+    for chunk in 1..=BODY.len() {
+        for trailers in [false, true] {
+            SEEN.with(|s| s.borrow_mut().clear());
+            let (host, mut s) = stream("{}");
+            post(&host);
+            assert_eq!(s.on_request_headers(&*host, false), Action::Pause);
+            assert_eq!(feed_request(&host, &mut s, BODY, chunk, trailers), Action::Continue, "chunk {chunk}");
+            SEEN.with(|seen| assert_eq!(seen.borrow().as_slice(), &[BODY.to_vec()], "chunk {chunk} trailers {trailers}"));
+        }
+    }
+}
+
+#[test]
+fn limits_zero_exactly_fits_and_one_over() {
+    let n = BODY.len();
+    let cases = [
+        ("limit 0, body", 0, BODY, Some(413)),
+        ("exactly fits", n, BODY, None),
+        ("one over", n - 1, BODY, Some(413)),
+    ];
+    for (name, limit, body, want) in cases {
+        for chunk in [1, 7, n] {
+            let (host, mut s) = stream(&format!(r#"{{"policies":{{"default":{{"max_request_body_bytes":{limit}}}}}}}"#));
+            post(&host);
+            s.on_request_headers(&*host, false);
+            feed_request(&host, &mut s, body, chunk, false);
+            assert_eq!(host.local_reply().map(|r| r.status), want, "{name}, chunk {chunk}");
+        }
+    }
+    // Limit 0 and no body at all: nothing to refuse.
+    let (host, mut s) = stream(r#"{"policies":{"default":{"max_request_body_bytes":0}}}"#);
+    post(&host);
+    assert_eq!(s.on_request_headers(&*host, true), Action::Continue);
+    assert!(host.local_reply().is_none());
+    s.on_done(&*host);
+    assert_eq!(record(&host)["reasons"][0], "no_request_body");
+}
+
+#[test]
+fn failure_policy_table() {
+    struct Case {
+        name: &'static str,
+        body: &'static [u8],
+        content_encoding: Option<&'static [u8]>,
+        closed: (u16, &'static str),
+    }
+    let cases = [
+        Case { name: "malformed", body: b"{\"model\":", content_encoding: None, closed: (400, "unparsable_body") },
+        Case { name: "not utf-8", body: b"{\"a\":\"\xff\"}", content_encoding: None, closed: (400, "unparsable_body") },
+        Case { name: "gzip", body: b"\x1f\x8b\x08", content_encoding: Some(b"gzip"), closed: (415, "compressed_body") },
+    ];
+    for c in cases {
+        for policy in ["fail_closed", "fail_open"] {
+            let (host, mut s) = stream(&format!(r#"{{"policies":{{"default":{{"failure_policy":"{policy}"}}}}}}"#));
+            post(&host);
+            if let Some(enc) = c.content_encoding {
+                host.set_header(Dir::Request, "content-encoding", Some(enc));
+            }
+            let a = s.on_request_headers(&*host, false);
+            if a == Action::Pause {
+                feed_request(&host, &mut s, c.body, 3, false);
+            }
+            s.on_done(&*host);
+            let rec = record(&host);
+            assert_eq!(rec["reasons"][0], c.closed.1, "{} {policy}: {rec}", c.name);
+            if policy == "fail_closed" {
+                let reply = host.local_reply().expect("local reply");
+                assert_eq!(reply.status, c.closed.0, "{}", c.name);
+                let body: Value = serde_json::from_slice(&reply.body).unwrap();
+                assert_eq!(body["error"]["code"], c.closed.1);
+                assert_eq!(body["error"]["request_id"], "rid-1");
+                assert_eq!(rec["decision"], "block");
+            } else {
+                assert!(host.local_reply().is_none(), "{}", c.name);
+                assert_eq!(rec["decision"], "skipped");
+            }
+        }
+    }
+}
+
+#[test]
+fn replace_fixes_content_length_and_strips_accept_encoding() {
+    let (host, mut s) = stream(r#"{"policies":{"default":{"replace_with":"{\"x\":1}"}}}"#);
+    post(&host);
+    host.set_header(Dir::Request, "content-length", Some(BODY.len().to_string().as_bytes()));
+    host.set_header(Dir::Request, "accept-encoding", Some(b"gzip"));
+    s.on_request_headers(&*host, false);
+    assert_eq!(host.header(Dir::Request, "accept-encoding"), None);
+    feed_request(&host, &mut s, BODY, 5, false);
+    assert_eq!(host.buffer(Dir::Request), br#"{"x":1}"#);
+    assert_eq!(host.header(Dir::Request, "content-length").as_deref(), Some(&b"7"[..]));
+}
+
+#[test]
+fn non_llm_requests_are_not_touched() {
+    let (host, mut s) = stream("{}");
+    host.set_header(Dir::Request, ":method", Some(b"GET"));
+    host.set_header(Dir::Request, ":path", Some(b"/healthz"));
+    host.set_header(Dir::Request, "accept-encoding", Some(b"gzip"));
+    assert_eq!(s.on_request_headers(&*host, true), Action::Continue);
+    assert!(s.info().is_none());
+    assert!(host.header(Dir::Request, "accept-encoding").is_some());
+    s.on_done(&*host);
+    assert!(host.get_property(&["guard_probe"]).is_none());
+}
+
+fn streamed_response(config: &str) -> (Rc<FakeHost>, GuardStream<Probe>) {
+    let (host, mut s) = stream(config);
+    post(&host);
+    s.on_request_headers(&*host, false);
+    feed_request(&host, &mut s, BODY, BODY.len(), false);
+    host.set_header(Dir::Response, ":status", Some(b"200"));
+    host.set_header(Dir::Response, "content-type", Some(b"text/event-stream"));
+    assert_eq!(s.on_response_headers(&*host, false), Action::Continue);
+    (host, s)
+}
+
+/// Deliver one streamed chunk (the filter always continues, so the buffer is just this chunk)
+/// and return what the client gets.
+fn chunk(host: &FakeHost, s: &mut GuardStream<Probe>, bytes: &[u8], eos: bool) -> Vec<u8> {
+    host.set_buffer(Dir::Response, bytes);
+    assert_eq!(s.on_response_body(host, bytes.len(), eos), Action::Continue);
+    host.buffer(Dir::Response)
+}
+
+#[test]
+fn stream_holds_back_and_flushes_at_the_end() {
+    let (host, mut s) = streamed_response("{}");
+    let mut client = Vec::new();
+    for piece in [&b"data: a"[..], b"\n\ndata: b", b"\n", b"\ndata: tail"] {
+        client.extend(chunk(&host, &mut s, piece, false));
+    }
+    assert_eq!(client, b"data: a\n\ndata: b\n\n");
+    client.extend(chunk(&host, &mut s, b"", true));
+    assert_eq!(client, b"data: a\n\ndata: b\n\ndata: tail");
+    assert_eq!(record(&host)["decision"], "allow");
+}
+
+#[test]
+fn stream_error_fail_open_passes_everything_on() {
+    let (host, mut s) = streamed_response(r#"{"policies":{"default":{"failure_policy":"fail_open"}}}"#);
+    let mut client = Vec::new();
+    client.extend(chunk(&host, &mut s, b"data: a\n\ndata: par", false));
+    client.extend(chunk(&host, &mut s, b"tial BOOM\n\n", false));
+    client.extend(chunk(&host, &mut s, b"data: after\n\n", true));
+    assert_eq!(client, b"data: a\n\ndata: partial BOOM\n\ndata: after\n\n");
+    let rec = record(&host);
+    assert_eq!(rec["decision"], "skipped");
+    assert_eq!(rec["reasons"][0], "unparsable_body");
+}
+
+#[test]
+fn stream_error_fail_closed_ends_with_an_error_event() {
+    let (host, mut s) = streamed_response("{}");
+    let mut client = Vec::new();
+    client.extend(chunk(&host, &mut s, b"data: a\n\n", false));
+    client.extend(chunk(&host, &mut s, b"data: BOOM\n\n", false));
+    client.extend(chunk(&host, &mut s, b"data: never\n\n", true));
+    let text = String::from_utf8(client).unwrap();
+    assert!(text.starts_with("data: a\n\ndata: {\"error\""), "{text}");
+    assert!(text.ends_with("data: [DONE]\n\n") && !text.contains("never"), "{text}");
+    assert_eq!(record(&host)["decision"], "block");
+}
+
+#[test]
+fn compressed_answer_on_fail_closed_is_replaced() {
+    let (host, mut s) = stream(r#"{"policies":{"default":{"buffer_response":true}}}"#);
+    post(&host);
+    s.on_request_headers(&*host, false);
+    feed_request(&host, &mut s, BODY, BODY.len(), false);
+    host.set_header(Dir::Response, ":status", Some(b"200"));
+    host.set_header(Dir::Response, "content-type", Some(b"application/json"));
+    host.set_header(Dir::Response, "content-encoding", Some(b"gzip"));
+    assert_eq!(s.on_response_headers(&*host, false), Action::Pause);
+    host.set_buffer(Dir::Response, b"\x1f\x8b...");
+    assert_eq!(s.on_response_body(&*host, 5, false), Action::Pause);
+    assert_eq!(s.on_response_body(&*host, 5, true), Action::Continue);
+    assert_eq!(host.header(Dir::Response, ":status").as_deref(), Some(&b"502"[..]));
+    assert_eq!(host.header(Dir::Response, "content-encoding"), None);
+    let body: Value = serde_json::from_slice(&host.buffer(Dir::Response)).unwrap();
+    assert_eq!(body["error"]["code"], "compressed_body");
+}
+
+#[test]
+fn oversize_answer_fail_closed_replies_and_record_is_written_once() {
+    let (host, mut s) = stream(r#"{"policies":{"default":{"buffer_response":true,"max_response_body_bytes":4}}}"#);
+    post(&host);
+    s.on_request_headers(&*host, false);
+    feed_request(&host, &mut s, BODY, BODY.len(), false);
+    host.set_header(Dir::Response, ":status", Some(b"200"));
+    host.set_header(Dir::Response, "content-type", Some(b"application/json"));
+    // Fail-closed buffering holds the headers, so the answer can still be replaced.
+    assert_eq!(s.on_response_headers(&*host, false), Action::Pause);
+    host.set_buffer(Dir::Response, b"{\"a\":1}");
+    s.on_response_body(&*host, 7, false);
+    assert_eq!(host.local_reply().map(|r| r.status), Some(502));
+    s.on_done(&*host);
+    assert_eq!(host.metric("guard.probe.decision.block.reason.body_too_large.decisions"), 1);
+}
