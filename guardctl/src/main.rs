@@ -32,13 +32,16 @@ fn main() -> ExitCode {
 fn run(args: &[String]) -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("lint") => {
-            let [_, file] = args else { anyhow::bail!("{USAGE}") };
+            let [_, file] = args else {
+                anyhow::bail!("{USAGE}")
+            };
             lint(file)
         }
         Some("segments") => {
             let api = match args.get(1..) {
                 Some([flag, v]) if flag == "--api" => Some(
-                    ApiShape::from_name(v).ok_or_else(|| anyhow::anyhow!("unknown api shape {v:?}"))?,
+                    ApiShape::from_name(v)
+                        .ok_or_else(|| anyhow::anyhow!("unknown api shape {v:?}"))?,
                 ),
                 Some([]) | None => None,
                 _ => anyhow::bail!("{USAGE}"),
@@ -59,7 +62,10 @@ fn lint(file: &str) -> anyhow::Result<()> {
     )
     .map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
     let names: Vec<&str> = config.policy_names().collect();
-    println!("{}", json!({"ok": true, "name": config.name, "version": config.version, "policies": names}));
+    println!(
+        "{}",
+        json!({"ok": true, "name": config.name, "version": config.version, "policies": names})
+    );
     Ok(())
 }
 

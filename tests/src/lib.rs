@@ -32,7 +32,10 @@ pub const WAIT: Duration = Duration::from_secs(20);
 
 /// The repository root (the workspace folder).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 /// The Envoy binary: `$ENVOY_BIN`, else the repo's `.venv/bin/envoy`.
@@ -42,7 +45,10 @@ pub fn envoy_bin() -> Result<PathBuf> {
     }
     let p = repo_root().join(".venv/bin/envoy");
     if !p.exists() {
-        bail!("envoy not found at {}: run `make setup` (or `make test`, which runs it)", p.display());
+        bail!(
+            "envoy not found at {}: run `make setup` (or `make test`, which runs it)",
+            p.display()
+        );
     }
     Ok(p)
 }
@@ -76,11 +82,19 @@ enum ConfigSource {
 impl Spec {
     /// A config template with `{{NAME}}` placeholders.
     pub fn template(t: &str) -> Spec {
-        Spec { config: ConfigSource::Template(t.to_string()), vars: Vec::new(), upstream: Options::default() }
+        Spec {
+            config: ConfigSource::Template(t.to_string()),
+            vars: Vec::new(),
+            upstream: Options::default(),
+        }
     }
     /// The shipped `envoy/envoy.yaml`, with its ports and log path moved to free ones.
     pub fn shipped() -> Spec {
-        Spec { config: ConfigSource::Shipped, vars: Vec::new(), upstream: Options::default() }
+        Spec {
+            config: ConfigSource::Shipped,
+            vars: Vec::new(),
+            upstream: Options::default(),
+        }
     }
     /// Set a template placeholder.
     pub fn var(mut self, name: &str, value: &str) -> Spec {
@@ -108,7 +122,8 @@ impl Env {
         let upstream = Upstream::start("127.0.0.1:0".parse()?, spec.upstream.clone()).await?;
         let listen_port = free_port()?;
         let admin_port = free_port()?;
-        let dir = std::env::temp_dir().join(format!("guard-e2e-{}-{listen_port}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("guard-e2e-{}-{listen_port}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let access_log = dir.join("access.log");
         let repo = repo_root();
@@ -127,7 +142,10 @@ impl Env {
                     c = c.replace(&format!("{{{{{k}}}}}"), &v);
                 }
                 if let Some(pos) = c.find("{{") {
-                    bail!("unrendered placeholder in config: {}", c.get(pos..pos + 40).unwrap_or(""));
+                    bail!(
+                        "unrendered placeholder in config: {}",
+                        c.get(pos..pos + 40).unwrap_or("")
+                    );
                 }
                 c
             }
@@ -136,8 +154,14 @@ impl Env {
                 let swaps = [
                     ("port_value: 10000", format!("port_value: {listen_port}")),
                     ("port_value: 9901", format!("port_value: {admin_port}")),
-                    ("port_value: 18080", format!("port_value: {}", upstream.addr().port())),
-                    ("path: /dev/stdout", format!("path: {}", access_log.display())),
+                    (
+                        "port_value: 18080",
+                        format!("port_value: {}", upstream.addr().port()),
+                    ),
+                    (
+                        "path: /dev/stdout",
+                        format!("path: {}", access_log.display()),
+                    ),
                 ];
                 let mut c = shipped;
                 for (from, to) in swaps {
@@ -156,7 +180,15 @@ impl Env {
             .current_dir(&repo)
             .arg("-c")
             .arg(&config_path)
-            .args(["--use-dynamic-base-id", "--concurrency", "1", "-l", "info", "--file-flush-interval-msec", "50"])
+            .args([
+                "--use-dynamic-base-id",
+                "--concurrency",
+                "1",
+                "-l",
+                "info",
+                "--file-flush-interval-msec",
+                "50",
+            ])
             .arg("--log-path")
             .arg(&log_path)
             .stdout(Stdio::null())
@@ -211,7 +243,10 @@ impl Env {
 
     /// Prometheus text from the admin endpoint.
     pub async fn prometheus(&self) -> Result<String> {
-        let r = Client::new(self.admin).get("/stats/prometheus").send().await?;
+        let r = Client::new(self.admin)
+            .get("/stats/prometheus")
+            .send()
+            .await?;
         Ok(r.text())
     }
 
@@ -251,13 +286,19 @@ impl Env {
         let deadline = Instant::now() + WAIT;
         loop {
             let text = std::fs::read_to_string(self.dir.join("access.log")).unwrap_or_default();
-            let lines: Vec<serde_json::Value> =
-                text.lines().filter(|l| !l.trim().is_empty()).filter_map(|l| serde_json::from_str(l).ok()).collect();
+            let lines: Vec<serde_json::Value> = text
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect();
             if lines.len() >= n {
                 return Ok(lines);
             }
             if Instant::now() > deadline {
-                bail!("expected {n} access-log lines, got {}:\n{text}", lines.len());
+                bail!(
+                    "expected {n} access-log lines, got {}:\n{text}",
+                    lines.len()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -269,8 +310,11 @@ impl Env {
         loop {
             let lines = self.access_log(0).await?;
             if let Some(line) = lines.iter().find(|l| l["request_id"] == request_id) {
-                let raw = line[field].as_str().ok_or_else(|| anyhow!("no {field} in {line}"))?;
-                return serde_json::from_str(raw).map_err(|e| anyhow!("{field} is not json ({e}): {raw}"));
+                let raw = line[field]
+                    .as_str()
+                    .ok_or_else(|| anyhow!("no {field} in {line}"))?;
+                return serde_json::from_str(raw)
+                    .map_err(|e| anyhow!("{field} is not json ({e}): {raw}"));
             }
             if Instant::now() > deadline {
                 bail!("no access-log line for request id {request_id}: {lines:?}");
@@ -299,7 +343,11 @@ impl Env {
         let failures = self.wasm_failures();
         let log = self.envoy_log();
         self.stop();
-        assert!(failures.is_empty(), "envoy logged wasm failures:\n{}\n--- envoy log ---\n{log}", failures.join("\n"));
+        assert!(
+            failures.is_empty(),
+            "envoy logged wasm failures:\n{}\n--- envoy log ---\n{log}",
+            failures.join("\n")
+        );
     }
 
     fn stop(&mut self) {
@@ -313,7 +361,11 @@ impl Env {
 impl Drop for Env {
     fn drop(&mut self) {
         if !self.finished || std::thread::panicking() {
-            eprintln!("--- envoy log ({}) ---\n{}", self.dir.display(), self.envoy_log());
+            eprintln!(
+                "--- envoy log ({}) ---\n{}",
+                self.dir.display(),
+                self.envoy_log()
+            );
         }
         self.stop();
     }
@@ -343,7 +395,8 @@ impl Client {
     pub fn post(&self, path: &str, body: impl Into<Vec<u8>>) -> Req {
         let mut r = Req::new(self.addr, "POST", path);
         r.chunks = vec![body.into()];
-        r.headers.push(("content-type".into(), b"application/json".to_vec()));
+        r.headers
+            .push(("content-type".into(), b"application/json".to_vec()));
         r
     }
 }
@@ -396,24 +449,35 @@ impl Req {
     }
 
     pub async fn send(self) -> Result<Resp> {
-        tokio::time::timeout(WAIT, self.send_inner()).await.map_err(|_| anyhow!("request timed out after {WAIT:?}"))?
+        tokio::time::timeout(WAIT, self.send_inner())
+            .await
+            .map_err(|_| anyhow!("request timed out after {WAIT:?}"))?
     }
 
     async fn send_inner(self) -> Result<Resp> {
         let stream = tokio::net::TcpStream::connect(self.addr).await?;
         let io = hyper_util::rt::TokioIo::new(stream);
         let total: usize = self.chunks.iter().map(Vec::len).sum();
-        let mut frames: Vec<std::result::Result<Frame<Bytes>, std::convert::Infallible>> =
-            self.chunks.into_iter().filter(|c| !c.is_empty()).map(|c| Ok(Frame::data(Bytes::from(c)))).collect();
+        let mut frames: Vec<std::result::Result<Frame<Bytes>, std::convert::Infallible>> = self
+            .chunks
+            .into_iter()
+            .filter(|c| !c.is_empty())
+            .map(|c| Ok(Frame::data(Bytes::from(c))))
+            .collect();
         if !self.trailers.is_empty() {
             let mut map = hyper::HeaderMap::new();
             for (k, v) in &self.trailers {
-                map.insert(hyper::header::HeaderName::from_bytes(k.as_bytes())?, hyper::header::HeaderValue::from_str(v)?);
+                map.insert(
+                    hyper::header::HeaderName::from_bytes(k.as_bytes())?,
+                    hyper::header::HeaderValue::from_str(v)?,
+                );
             }
             frames.push(Ok(Frame::trailers(map)));
         }
         let body = StreamBody::new(futures_util::stream::iter(frames));
-        let mut builder = hyper::Request::builder().method(self.method.as_str()).uri(self.path.as_str());
+        let mut builder = hyper::Request::builder()
+            .method(self.method.as_str())
+            .uri(self.path.as_str());
         if self.version == Version::Http1 {
             builder = builder.header("host", "localhost");
         } else {
@@ -434,14 +498,18 @@ impl Req {
             }
             Version::Http2 => {
                 let (mut sender, conn) =
-                    hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io).await?;
+                    hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                        .await?;
                 tokio::spawn(conn);
                 sender.send_request(req).await?
             }
         };
         let status = resp.status().as_u16();
-        let headers: Vec<(String, Vec<u8>)> =
-            resp.headers().iter().map(|(k, v)| (k.as_str().to_string(), v.as_bytes().to_vec())).collect();
+        let headers: Vec<(String, Vec<u8>)> = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), v.as_bytes().to_vec()))
+            .collect();
         let mut body = resp.into_body();
         let mut chunks = Vec::new();
         while let Some(frame) = body.frame().await {
@@ -449,10 +517,14 @@ impl Req {
                 chunks.push(data.to_vec());
             }
         }
-        Ok(Resp { status, headers, body: chunks.concat(), chunks })
+        Ok(Resp {
+            status,
+            headers,
+            body: chunks.concat(),
+            chunks,
+        })
     }
 }
-
 
 /// A response as the client saw it.
 #[derive(Debug, Clone)]
@@ -466,13 +538,17 @@ pub struct Resp {
 
 impl Resp {
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
     }
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
     pub fn json(&self) -> Result<serde_json::Value> {
-        serde_json::from_slice(&self.body).map_err(|e| anyhow!("response is not json ({e}): {}", self.text()))
+        serde_json::from_slice(&self.body)
+            .map_err(|e| anyhow!("response is not json ({e}): {}", self.text()))
     }
 }
 
@@ -487,11 +563,16 @@ pub async fn raw_http1(addr: SocketAddr, request: &[u8]) -> Result<Vec<u8>> {
         s.read_to_end(&mut out).await?;
         Ok::<_, anyhow::Error>(out)
     };
-    tokio::time::timeout(WAIT, fut).await.map_err(|_| anyhow!("raw request timed out"))?
+    tokio::time::timeout(WAIT, fut)
+        .await
+        .map_err(|_| anyhow!("raw request timed out"))?
 }
 
 /// Assemble the text a client sees in an SSE stream, with the core decoders.
-pub fn assemble_stream(api: guard_core::api::ApiShape, body: &[u8]) -> Result<guard_core::stream::Assembled> {
+pub fn assemble_stream(
+    api: guard_core::api::ApiShape,
+    body: &[u8],
+) -> Result<guard_core::stream::Assembled> {
     let mut parser = guard_core::sse::SseParser::new(1 << 20);
     let mut decoder = guard_core::stream::StreamDecoder::new(api);
     let mut asm = guard_core::stream::StreamAssembler::new(1 << 24);

@@ -19,12 +19,19 @@ async fn streamed_chat_through_shipped_config_shows_metrics() -> anyhow::Result<
     let text = resp.text();
     assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
     // The client did not ask for usage: the chunk the filter made the upstream send is hidden.
-    assert!(!text.contains("\"usage\":{"), "usage chunk leaked to the client: {text}");
+    assert!(
+        !text.contains("\"usage\":{"),
+        "usage chunk leaked to the client: {text}"
+    );
     let got = assemble_stream(ApiShape::OpenAiChat, &resp.body)?;
-    assert_eq!(got.choices.first().map(|c| c.content.as_str()), Some("You said: Hello there, proxy"));
+    assert_eq!(
+        got.choices.first().map(|c| c.content.as_str()),
+        Some("You said: Hello there, proxy")
+    );
     // ...but the upstream was asked for it.
     let seen = env.upstream.received();
-    let sent: serde_json::Value = serde_json::from_slice(&seen.last().expect("upstream saw the request").body)?;
+    let sent: serde_json::Value =
+        serde_json::from_slice(&seen.last().expect("upstream saw the request").body)?;
     assert_eq!(sent["stream_options"]["include_usage"], true);
 
     let prom = env
@@ -32,12 +39,19 @@ async fn streamed_chat_through_shipped_config_shows_metrics() -> anyhow::Result<
         .await?;
     let line = |name: &str| {
         prom.lines()
-            .find(|l| l.starts_with(name) && l.contains("model=\"gpt-4o\"") && l.contains("api=\"openai_chat\""))
+            .find(|l| {
+                l.starts_with(name)
+                    && l.contains("model=\"gpt-4o\"")
+                    && l.contains("api=\"openai_chat\"")
+            })
             .map(str::to_string)
     };
     let tokens_in = line("guard_tokens_in").expect("tokens_in metric");
     let tokens_out = line("guard_tokens_out").expect("tokens_out metric");
-    assert!(!tokens_in.ends_with(" 0") && !tokens_out.ends_with(" 0"), "{tokens_in}\n{tokens_out}");
+    assert!(
+        !tokens_in.ends_with(" 0") && !tokens_out.ends_with(" 0"),
+        "{tokens_in}\n{tokens_out}"
+    );
     assert!(line("guard_ttft_ms_count").is_some(), "{prom}");
     assert!(line("guard_duration_ms_count").is_some(), "{prom}");
 

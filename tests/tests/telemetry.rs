@@ -28,7 +28,11 @@ fn b64url(bytes: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..=chunk.len() {
             out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
@@ -50,13 +54,21 @@ async fn start() -> anyhow::Result<Env> {
 }
 
 async fn start_with(opts: demo_upstream::Options) -> anyhow::Result<Env> {
-    let jwks = json!({"keys":[{"kty":"oct","alg":"HS256","kid":"k1","k": b64url(SECRET)}]}).to_string();
+    let jwks =
+        json!({"keys":[{"kty":"oct","alg":"HS256","kid":"k1","k": b64url(SECRET)}]}).to_string();
     let config = PLUGIN_CONFIG.replace('\n', " ");
-    Env::start(Spec::template(TEMPLATE).var("JWKS", &jwks).var("PLUGIN_CONFIG", &config).upstream(opts)).await
+    Env::start(
+        Spec::template(TEMPLATE)
+            .var("JWKS", &jwks)
+            .var("PLUGIN_CONFIG", &config)
+            .upstream(opts),
+    )
+    .await
 }
 
 fn chat(content: &str, stream: bool) -> String {
-    json!({"model":"gpt-4o","stream":stream,"messages":[{"role":"user","content":content}]}).to_string()
+    json!({"model":"gpt-4o","stream":stream,"messages":[{"role":"user","content":content}]})
+        .to_string()
 }
 
 // ------------------------------------------------------------------ every API shape
@@ -98,31 +110,59 @@ fn shape_cases() -> Vec<ShapeCase> {
 #[tokio::test]
 async fn every_api_shape_streamed_and_not() -> anyhow::Result<()> {
     // Small upstream chunks: events, tokens and UTF-8 split across body chunks.
-    let env = start_with(demo_upstream::Options { chunk_size: 7, ..Default::default() }).await?;
+    let env = start_with(demo_upstream::Options {
+        chunk_size: 7,
+        ..Default::default()
+    })
+    .await?;
     for case in shape_cases() {
         for stream in [false, true] {
             let mut body = case.body.clone();
             body["stream"] = json!(stream);
             let rid = format!("shape-{}-{stream}", case.name.replace(' ', "-"));
-            let resp = env.client().post(case.path, body.to_string()).header("x-request-id", &rid).send().await?;
+            let resp = env
+                .client()
+                .post(case.path, body.to_string())
+                .header("x-request-id", &rid)
+                .send()
+                .await?;
             assert_eq!(resp.status, 200, "{}: {}", case.name, resp.text());
             let text = if stream {
                 let got = assemble_stream(case.api, &resp.body)?;
-                got.choices.first().map(|c| c.content.clone()).unwrap_or_default()
+                got.choices
+                    .first()
+                    .map(|c| c.content.clone())
+                    .unwrap_or_default()
             } else {
                 let v = resp.json()?;
                 match case.api {
-                    ApiShape::OpenAiChat => v["choices"][0]["message"]["content"].as_str().unwrap_or("").to_string(),
-                    ApiShape::OpenAiResponses => v["output"][0]["content"][0]["text"].as_str().unwrap_or("").to_string(),
-                    ApiShape::AnthropicMessages => v["content"][0]["text"].as_str().unwrap_or("").to_string(),
+                    ApiShape::OpenAiChat => v["choices"][0]["message"]["content"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string(),
+                    ApiShape::OpenAiResponses => v["output"][0]["content"][0]["text"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string(),
+                    ApiShape::AnthropicMessages => {
+                        v["content"][0]["text"].as_str().unwrap_or("").to_string()
+                    }
                 }
             };
             assert_eq!(text, case.want_text, "{} stream={stream}", case.name);
             let rec = env.audit_record("llm_telemetry", &rid).await?;
             assert_eq!(rec["api"], case.api.as_str(), "{rec}");
             assert_eq!(rec["stream"], stream, "{rec}");
-            assert!(rec["tokens_in"].as_u64().unwrap_or(0) > 0, "{}: no input tokens: {rec}", case.name);
-            assert!(rec["tokens_out"].as_u64().unwrap_or(0) > 0, "{}: no output tokens: {rec}", case.name);
+            assert!(
+                rec["tokens_in"].as_u64().unwrap_or(0) > 0,
+                "{}: no input tokens: {rec}",
+                case.name
+            );
+            assert!(
+                rec["tokens_out"].as_u64().unwrap_or(0) > 0,
+                "{}: no output tokens: {rec}",
+                case.name
+            );
             if stream {
                 assert!(rec["ttft_ms"].is_u64(), "{}: no ttft: {rec}", case.name);
             }
@@ -131,8 +171,14 @@ async fn every_api_shape_streamed_and_not() -> anyhow::Result<()> {
     }
     // Counters are readable at once, with labels lifted from the name.
     let prom = env.prometheus().await?;
-    for (api, model) in [("openai_chat", "gpt-4o"), ("openai_responses", "gpt-4_1"), ("anthropic_messages", "claude-sonnet-4-5")] {
-        let want = format!("guard_requests{{guard_filter=\"llm_telemetry\",api=\"{api}\",model=\"{model}\"}} 2");
+    for (api, model) in [
+        ("openai_chat", "gpt-4o"),
+        ("openai_responses", "gpt-4_1"),
+        ("anthropic_messages", "claude-sonnet-4-5"),
+    ] {
+        let want = format!(
+            "guard_requests{{guard_filter=\"llm_telemetry\",api=\"{api}\",model=\"{model}\"}} 2"
+        );
         assert!(prom.contains(&want), "missing {want}:\n{prom}");
     }
     env.finish();
@@ -141,24 +187,48 @@ async fn every_api_shape_streamed_and_not() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn usage_chunk_added_for_the_proxy_and_hidden_from_the_client() -> anyhow::Result<()> {
-    let env = start_with(demo_upstream::Options { chunk_size: 5, ..Default::default() }).await?;
+    let env = start_with(demo_upstream::Options {
+        chunk_size: 5,
+        ..Default::default()
+    })
+    .await?;
     // Without include_usage: added upstream, removed from the client's stream.
-    let resp = env.client().post("/v1/chat/completions", chat("count my tokens", true)).header("x-request-id", "u1").send().await?;
+    let resp = env
+        .client()
+        .post("/v1/chat/completions", chat("count my tokens", true))
+        .header("x-request-id", "u1")
+        .send()
+        .await?;
     assert_eq!(resp.status, 200);
     let text = resp.text();
-    assert!(!text.contains("\"choices\":[]"), "extra usage chunk reached the client:\n{text}");
+    assert!(
+        !text.contains("\"choices\":[]"),
+        "extra usage chunk reached the client:\n{text}"
+    );
     assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
-    let upstream_body: Value = serde_json::from_slice(&env.upstream.received().last().unwrap().body)?;
-    assert_eq!(upstream_body["stream_options"], json!({"include_usage": true}));
+    let upstream_body: Value =
+        serde_json::from_slice(&env.upstream.received().last().unwrap().body)?;
+    assert_eq!(
+        upstream_body["stream_options"],
+        json!({"include_usage": true})
+    );
     let rec = env.audit_record("llm_telemetry", "u1").await?;
     assert_eq!(rec["decision"], "modify");
     assert!(rec["tokens_out"].as_u64().unwrap_or(0) > 0, "{rec}");
 
     // A client that asked for usage gets it, and the body is not rewritten.
     let body = json!({"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"count my tokens"}]});
-    let resp = env.client().post("/v1/chat/completions", body.to_string()).header("x-request-id", "u2").send().await?;
+    let resp = env
+        .client()
+        .post("/v1/chat/completions", body.to_string())
+        .header("x-request-id", "u2")
+        .send()
+        .await?;
     let text = resp.text();
-    assert!(text.contains("\"choices\":[]") && text.contains("\"usage\":{"), "client lost its usage chunk:\n{text}");
+    assert!(
+        text.contains("\"choices\":[]") && text.contains("\"usage\":{"),
+        "client lost its usage chunk:\n{text}"
+    );
     let rec = env.audit_record("llm_telemetry", "u2").await?;
     assert_eq!(rec["decision"], "allow", "{rec}");
     assert!(rec["tokens_out"].as_u64().unwrap_or(0) > 0, "{rec}");
@@ -182,7 +252,10 @@ async fn bodies_in_many_chunks_and_over_http2_with_trailers_are_seen_whole() -> 
         let rid = format!("chunks-{}", name.replace(' ', "-"));
         let mut req = env
             .client()
-            .post("/v1/chat/completions", chat("a body split into many small pieces", true))
+            .post(
+                "/v1/chat/completions",
+                chat("a body split into many small pieces", true),
+            )
             .header("x-request-id", &rid)
             .version(version)
             .chunked(n);
@@ -196,10 +269,19 @@ async fn bodies_in_many_chunks_and_over_http2_with_trailers_are_seen_whole() -> 
         let seen = env.upstream.received();
         let got: Value = serde_json::from_slice(&seen.last().expect("upstream request").body)
             .map_err(|e| anyhow::anyhow!("{name}: upstream body not json: {e}"))?;
-        assert_eq!(got["stream_options"]["include_usage"], true, "{name}: {got}");
-        assert_eq!(got["messages"][0]["content"], "a body split into many small pieces");
+        assert_eq!(
+            got["stream_options"]["include_usage"], true,
+            "{name}: {got}"
+        );
+        assert_eq!(
+            got["messages"][0]["content"],
+            "a body split into many small pieces"
+        );
         let out = assemble_stream(ApiShape::OpenAiChat, &resp.body)?;
-        assert_eq!(out.choices[0].content, "You said: a body split into many small pieces", "{name}");
+        assert_eq!(
+            out.choices[0].content, "You said: a body split into many small pieces",
+            "{name}"
+        );
         let rec = env.audit_record("llm_telemetry", &rid).await?;
         assert_eq!(rec["decision"], "modify", "{name}: {rec}");
     }
@@ -245,7 +327,10 @@ async fn bad_request_bodies_get_the_configured_failure_policy() -> anyhow::Resul
         // fail_closed: a provider-shaped error; the upstream never sees the request.
         env.upstream.clear();
         let rid = format!("closed-{}", case.name.replace(' ', "-"));
-        let mut req = env.client().post("/closed/v1/chat/completions", case.body.clone()).header("x-request-id", &rid);
+        let mut req = env
+            .client()
+            .post("/closed/v1/chat/completions", case.body.clone())
+            .header("x-request-id", &rid);
         for (k, v) in &case.headers {
             req = req.header(k, v);
         }
@@ -254,33 +339,67 @@ async fn bad_request_bodies_get_the_configured_failure_policy() -> anyhow::Resul
         let err = resp.json()?;
         assert_eq!(err["error"]["code"], case.closed.1, "{}: {err}", case.name);
         assert_eq!(err["error"]["request_id"], rid.as_str());
-        assert!(err["error"]["message"].is_string() && err["error"]["type"].is_string(), "{err}");
-        assert_eq!(resp.header("x-guard-reason").as_deref(), Some(case.closed.1));
-        assert!(env.upstream.received().is_empty(), "{}: upstream saw a refused request", case.name);
+        assert!(
+            err["error"]["message"].is_string() && err["error"]["type"].is_string(),
+            "{err}"
+        );
+        assert_eq!(
+            resp.header("x-guard-reason").as_deref(),
+            Some(case.closed.1)
+        );
+        assert!(
+            env.upstream.received().is_empty(),
+            "{}: upstream saw a refused request",
+            case.name
+        );
         let rec = env.audit_record("llm_telemetry", &rid).await?;
         assert_eq!(rec["decision"], "block", "{}: {rec}", case.name);
         assert_eq!(rec["reasons"][0], case.closed.1);
         assert_eq!(rec["policy"], "e2e/closed");
 
         // The same on a route whose policy is chosen by route metadata.
-        let mut req = env.client().post("/meta/v1/chat/completions", case.body.clone());
+        let mut req = env
+            .client()
+            .post("/meta/v1/chat/completions", case.body.clone());
         for (k, v) in &case.headers {
             req = req.header(k, v);
         }
-        assert_eq!(req.send().await?.status, case.closed.0, "{} via route metadata", case.name);
+        assert_eq!(
+            req.send().await?.status,
+            case.closed.0,
+            "{} via route metadata",
+            case.name
+        );
 
         // fail_open: passes through unchanged, recorded as skipped with the reason.
         env.upstream.clear();
         let rid = format!("open-{}", case.name.replace(' ', "-"));
-        let mut req = env.client().post("/open/v1/chat/completions", case.body.clone()).header("x-request-id", &rid);
+        let mut req = env
+            .client()
+            .post("/open/v1/chat/completions", case.body.clone())
+            .header("x-request-id", &rid);
         for (k, v) in &case.headers {
             req = req.header(k, v);
         }
         let resp = req.send().await?;
-        assert_ne!(resp.header("x-guard-reason").as_deref(), Some(case.closed.1), "{}", case.name);
+        assert_ne!(
+            resp.header("x-guard-reason").as_deref(),
+            Some(case.closed.1),
+            "{}",
+            case.name
+        );
         let seen = env.upstream.received();
-        assert_eq!(seen.len(), 1, "{}: upstream did not get the fail-open request", case.name);
-        assert_eq!(seen[0].body, case.body, "{}: fail-open body was altered", case.name);
+        assert_eq!(
+            seen.len(),
+            1,
+            "{}: upstream did not get the fail-open request",
+            case.name
+        );
+        assert_eq!(
+            seen[0].body, case.body,
+            "{}: fail-open body was altered",
+            case.name
+        );
         let rec = env.audit_record("llm_telemetry", &rid).await?;
         assert_eq!(rec["decision"], "skipped", "{}: {rec}", case.name);
         assert_eq!(rec["reasons"][0], case.closed.1);
@@ -296,8 +415,18 @@ async fn body_limit_exactly_fits_and_one_over() -> anyhow::Result<()> {
     let pad = 2048 - base.len();
     for (extra, want) in [(0usize, 200u16), (1, 413)] {
         let body = chat(&"y".repeat(pad + extra), false);
-        let resp = env.client().post("/closed/v1/chat/completions", body.clone()).send().await?;
-        assert_eq!(resp.status, want, "body of {} bytes: {}", body.len(), resp.text());
+        let resp = env
+            .client()
+            .post("/closed/v1/chat/completions", body.clone())
+            .send()
+            .await?;
+        assert_eq!(
+            resp.status,
+            want,
+            "body of {} bytes: {}",
+            body.len(),
+            resp.text()
+        );
     }
     env.finish();
     Ok(())
@@ -307,24 +436,54 @@ async fn body_limit_exactly_fits_and_one_over() -> anyhow::Result<()> {
 async fn bad_answers_get_the_configured_failure_policy() -> anyhow::Result<()> {
     let env = start().await?;
     // A compressed answer cannot be checked.
-    let resp = env.client().post("/closed/v1/chat/completions", chat("[[gzip]]", false)).send().await?;
+    let resp = env
+        .client()
+        .post("/closed/v1/chat/completions", chat("[[gzip]]", false))
+        .send()
+        .await?;
     assert_eq!(resp.status, 502, "{}", resp.text());
     assert_eq!(resp.json()?["error"]["code"], "compressed_body");
-    let resp = env.client().post("/open/v1/chat/completions", chat("[[gzip]]", false)).send().await?;
+    let resp = env
+        .client()
+        .post("/open/v1/chat/completions", chat("[[gzip]]", false))
+        .send()
+        .await?;
     assert_eq!(resp.status, 200);
     assert_eq!(resp.header("content-encoding").as_deref(), Some("gzip"));
     // An answer over the limit.
-    let resp = env.client().post("/closed/v1/chat/completions", chat("[[long:6000]]", false)).send().await?;
+    let resp = env
+        .client()
+        .post("/closed/v1/chat/completions", chat("[[long:6000]]", false))
+        .send()
+        .await?;
     assert_eq!(resp.status, 502, "{}", resp.text());
     assert_eq!(resp.json()?["error"]["code"], "body_too_large");
-    let resp = env.client().post("/open/v1/chat/completions", chat("[[long:6000]]", false)).send().await?;
+    let resp = env
+        .client()
+        .post("/open/v1/chat/completions", chat("[[long:6000]]", false))
+        .send()
+        .await?;
     assert_eq!(resp.status, 200);
-    assert!(resp.json()?["choices"][0]["message"]["content"].as_str().unwrap_or("").len() >= 6000);
+    assert!(
+        resp.json()?["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap_or("")
+            .len()
+            >= 6000
+    );
     // The filter asks for identity encoding: the client's accept-encoding is not forwarded.
     env.upstream.clear();
-    env.client().post("/v1/chat/completions", chat("hi", false)).header("accept-encoding", "gzip, br").send().await?;
+    env.client()
+        .post("/v1/chat/completions", chat("hi", false))
+        .header("accept-encoding", "gzip, br")
+        .send()
+        .await?;
     let seen = env.upstream.received();
-    assert!(seen[0].headers.iter().all(|(k, _)| k != "accept-encoding"), "{:?}", seen[0].headers);
+    assert!(
+        seen[0].headers.iter().all(|(k, _)| k != "accept-encoding"),
+        "{:?}",
+        seen[0].headers
+    );
     env.finish();
     Ok(())
 }
@@ -334,7 +493,9 @@ async fn bad_answers_get_the_configured_failure_policy() -> anyhow::Result<()> {
 #[tokio::test]
 async fn identity_from_jwt_claims_and_trusted_header() -> anyhow::Result<()> {
     let env = start().await?;
-    let token = jwt(&json!({"iss":"https://issuer.test","sub":"alice","groups":["finance","eng"],"exp": 4_102_444_800u64}));
+    let token = jwt(
+        &json!({"iss":"https://issuer.test","sub":"alice","groups":["finance","eng"],"exp": 4_102_444_800u64}),
+    );
     let resp = env
         .client()
         .post("/v1/chat/completions", chat("who am i", false))
@@ -343,16 +504,32 @@ async fn identity_from_jwt_claims_and_trusted_header() -> anyhow::Result<()> {
         .send()
         .await?;
     assert_eq!(resp.status, 200, "{}", resp.text());
-    assert_eq!(env.audit_record("llm_telemetry", "id-jwt").await?["identity"], "alice");
+    assert_eq!(
+        env.audit_record("llm_telemetry", "id-jwt").await?["identity"],
+        "alice"
+    );
 
     // A bad signature is refused by Envoy's jwt_authn before our filter.
     let forged = format!("{}x", &token[..token.len() - 1]);
-    let resp = env.client().post("/v1/chat/completions", chat("hi", false)).header("authorization", format!("Bearer {forged}")).send().await?;
+    let resp = env
+        .client()
+        .post("/v1/chat/completions", chat("hi", false))
+        .header("authorization", format!("Bearer {forged}"))
+        .send()
+        .await?;
     assert_eq!(resp.status, 401);
 
     // The configured trusted header.
-    env.client().post("/v1/chat/completions", chat("hi", false)).header("x-guard-identity", "bob").header("x-request-id", "id-hdr").send().await?;
-    assert_eq!(env.audit_record("llm_telemetry", "id-hdr").await?["identity"], "bob");
+    env.client()
+        .post("/v1/chat/completions", chat("hi", false))
+        .header("x-guard-identity", "bob")
+        .header("x-request-id", "id-hdr")
+        .send()
+        .await?;
+    assert_eq!(
+        env.audit_record("llm_telemetry", "id-hdr").await?["identity"],
+        "bob"
+    );
     env.finish();
     Ok(())
 }
@@ -374,7 +551,10 @@ async fn non_utf8_header_values_do_not_break_the_filter() -> anyhow::Result<()> 
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(text.contains("You said: hello"), "{text}");
     let rec = env.audit_record("llm_telemetry", "raw-1").await?;
-    assert!(rec.get("identity").is_none(), "a non-utf-8 identity must not name anyone: {rec}");
+    assert!(
+        rec.get("identity").is_none(),
+        "a non-utf-8 identity must not name anyone: {rec}"
+    );
     env.finish();
     Ok(())
 }
@@ -382,11 +562,24 @@ async fn non_utf8_header_values_do_not_break_the_filter() -> anyhow::Result<()> 
 #[tokio::test]
 async fn non_llm_traffic_passes_untouched() -> anyhow::Result<()> {
     let env = start().await?;
-    let resp = env.client().get("/healthz").header("x-request-id", "plain-get").send().await?;
+    let resp = env
+        .client()
+        .get("/healthz")
+        .header("x-request-id", "plain-get")
+        .send()
+        .await?;
     assert_eq!(resp.status, 200);
     assert_eq!(resp.text(), "ok");
-    let line = env.access_log(1).await?.into_iter().find(|l| l["request_id"] == "plain-get").unwrap();
-    assert!(line["llm_telemetry"].is_null(), "non-LLM request got a record: {line}");
+    let line = env
+        .access_log(1)
+        .await?
+        .into_iter()
+        .find(|l| l["request_id"] == "plain-get")
+        .unwrap();
+    assert!(
+        line["llm_telemetry"].is_null(),
+        "non-LLM request got a record: {line}"
+    );
     env.finish();
     Ok(())
 }

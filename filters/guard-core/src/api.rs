@@ -19,8 +19,11 @@ pub enum ApiShape {
 }
 
 impl ApiShape {
-    pub const ALL: [ApiShape; 3] =
-        [ApiShape::OpenAiChat, ApiShape::OpenAiResponses, ApiShape::AnthropicMessages];
+    pub const ALL: [ApiShape; 3] = [
+        ApiShape::OpenAiChat,
+        ApiShape::OpenAiResponses,
+        ApiShape::AnthropicMessages,
+    ];
 
     /// Stable name used in config, metrics and audit records.
     pub fn as_str(self) -> &'static str {
@@ -72,14 +75,16 @@ impl ApiShape {
                 .and_then(Value::as_array)
                 .map(|msgs| {
                     msgs.iter().any(|m| {
-                        m.get("content").and_then(Value::as_array).is_some_and(|parts| {
-                            parts.iter().any(|p| {
-                                matches!(
-                                    p.get("type").and_then(Value::as_str),
-                                    Some("tool_use" | "tool_result" | "thinking" | "document")
-                                )
+                        m.get("content")
+                            .and_then(Value::as_array)
+                            .is_some_and(|parts| {
+                                parts.iter().any(|p| {
+                                    matches!(
+                                        p.get("type").and_then(Value::as_str),
+                                        Some("tool_use" | "tool_result" | "thinking" | "document")
+                                    )
+                                })
                             })
-                        })
                     })
                 })
                 .unwrap_or(false);
@@ -122,13 +127,22 @@ mod tests {
     #[test]
     fn sniffing() {
         let cases = [
-            (json!({"model":"m","messages":[]}), Some(ApiShape::OpenAiChat)),
-            (json!({"model":"m","system":"s","messages":[]}), Some(ApiShape::AnthropicMessages)),
+            (
+                json!({"model":"m","messages":[]}),
+                Some(ApiShape::OpenAiChat),
+            ),
+            (
+                json!({"model":"m","system":"s","messages":[]}),
+                Some(ApiShape::AnthropicMessages),
+            ),
             (
                 json!({"messages":[{"role":"user","content":[{"type":"tool_result","tool_use_id":"x","content":"r"}]}]}),
                 Some(ApiShape::AnthropicMessages),
             ),
-            (json!({"model":"m","input":"hi"}), Some(ApiShape::OpenAiResponses)),
+            (
+                json!({"model":"m","input":"hi"}),
+                Some(ApiShape::OpenAiResponses),
+            ),
             (json!([1, 2]), None),
             (json!({"prompt":"x"}), None),
         ];

@@ -122,7 +122,10 @@ impl RequestBody {
     }
     /// Whether the caller asked for an SSE stream (`"stream": true`).
     pub fn is_stream(&self) -> bool {
-        self.json.get("stream").and_then(Value::as_bool).unwrap_or(false)
+        self.json
+            .get("stream")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
     }
 
     /// Every piece of text the request sends to the model, in document order.
@@ -135,16 +138,23 @@ impl RequestBody {
     /// The tools the caller declared: Chat `tools[].function` / `tools[].custom` and legacy
     /// `functions[]`, Responses `tools[]` of type `function` / `custom`, Anthropic `tools[]`.
     pub fn tools(&self) -> Vec<ToolDecl<'_>> {
-        let list =
-            |key: &str| self.json.get(key).and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
+        let list = |key: &str| {
+            self.json
+                .get(key)
+                .and_then(Value::as_array)
+                .map_or(&[][..], Vec::as_slice)
+        };
         match self.shape {
             ApiShape::OpenAiChat => {
-                let tools = list("tools").iter().filter_map(|t| match t.get("function") {
-                    Some(f) => tool_decl(f, Some("parameters")),
-                    None => tool_decl(t.get("custom")?, None),
-                });
-                let legacy =
-                    list("functions").iter().filter_map(|f| tool_decl(f, Some("parameters")));
+                let tools = list("tools")
+                    .iter()
+                    .filter_map(|t| match t.get("function") {
+                        Some(f) => tool_decl(f, Some("parameters")),
+                        None => tool_decl(t.get("custom")?, None),
+                    });
+                let legacy = list("functions")
+                    .iter()
+                    .filter_map(|f| tool_decl(f, Some("parameters")));
                 tools.chain(legacy).collect()
             }
             ApiShape::OpenAiResponses => list("tools")
@@ -155,9 +165,10 @@ impl RequestBody {
                     _ => None,
                 })
                 .collect(),
-            ApiShape::AnthropicMessages => {
-                list("tools").iter().filter_map(|t| tool_decl(t, Some("input_schema"))).collect()
-            }
+            ApiShape::AnthropicMessages => list("tools")
+                .iter()
+                .filter_map(|t| tool_decl(t, Some("input_schema")))
+                .collect(),
         }
     }
 
@@ -262,16 +273,25 @@ impl ResponseBody {
             ApiShape::OpenAiChat => (n("prompt_tokens"), n("completion_tokens")),
             ApiShape::OpenAiResponses => (n("input_tokens"), n("output_tokens")),
             ApiShape::AnthropicMessages => {
-                let parts =
-                    ["input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"];
-                let input = parts.iter().filter_map(|k| n(k)).reduce(u64::saturating_add);
+                let parts = [
+                    "input_tokens",
+                    "cache_creation_input_tokens",
+                    "cache_read_input_tokens",
+                ];
+                let input = parts
+                    .iter()
+                    .filter_map(|k| n(k))
+                    .reduce(u64::saturating_add);
                 (input, n("output_tokens"))
             }
         };
         if input.is_none() && output.is_none() {
             return None;
         }
-        Some(Usage { input_tokens: input.unwrap_or(0), output_tokens: output.unwrap_or(0) })
+        Some(Usage {
+            input_tokens: input.unwrap_or(0),
+            output_tokens: output.unwrap_or(0),
+        })
     }
 
     /// Whether the body is a provider error: OpenAI `{"error": {...}}` (a Responses object with a
@@ -317,7 +337,10 @@ fn validate<'a>(
     walk: impl FnOnce(&mut Walk<'a>),
 ) -> Result<()> {
     if !json.is_object() {
-        return Err(Error::unparsable(format!("{what} is {}, expected a json object", kind(json))));
+        return Err(Error::unparsable(format!(
+            "{what} is {}, expected a json object",
+            kind(json)
+        )));
     }
     let mut w = Walk::new(what, Want::Nothing);
     walk(&mut w);
@@ -337,11 +360,18 @@ fn set_text(json: &mut Value, path: &JsonPath, text: &str) -> Result<()> {
         }
         Some(other) => Err(Error::new(
             ErrorKind::BadLocation,
-            format!("cannot set text at {}: it is {}, not a string", pointer(path), kind(other)),
+            format!(
+                "cannot set text at {}: it is {}, not a string",
+                pointer(path),
+                kind(other)
+            ),
         )),
         None => Err(Error::new(
             ErrorKind::BadLocation,
-            format!("cannot set text at {}: no such location in the body", pointer(path)),
+            format!(
+                "cannot set text at {}: no such location in the body",
+                pointer(path)
+            ),
         )),
     }
 }
@@ -437,8 +467,12 @@ impl<'a> Walk<'a> {
 
     fn fail(&mut self, path: &JsonPath, got: &Value, expected: &str) {
         if self.error.is_none() {
-            let msg =
-                format!("{}: {} is {}, expected {expected}", self.what, pointer(path), kind(got));
+            let msg = format!(
+                "{}: {} is {}, expected {expected}",
+                self.what,
+                pointer(path),
+                kind(got)
+            );
             self.error = Some(Error::unparsable(msg));
         }
     }
@@ -600,7 +634,15 @@ impl<'a> Walk<'a> {
             return;
         };
         let args_path = path.key(args_key);
-        self.push(Source::ToolCall, args_path.clone(), args, At { message, tool_name: name });
+        self.push(
+            Source::ToolCall,
+            args_path.clone(),
+            args,
+            At {
+                message,
+                tool_name: name,
+            },
+        );
         self.call(id, name, ToolArgs::Text(args), args_path, message);
     }
 
@@ -698,7 +740,13 @@ impl<'a> Walk<'a> {
         }
         // Predicted output: client-supplied text sent along with the prompt.
         if let Some(p) = self.field_obj(o, "prediction", &root) {
-            self.openai_content(p, "content", &root.key("prediction"), Source::User, At::default());
+            self.openai_content(
+                p,
+                "content",
+                &root.key("prediction"),
+                Source::User,
+                At::default(),
+            );
         }
     }
 
@@ -751,7 +799,10 @@ impl<'a> Walk<'a> {
             },
             _ => None,
         };
-        let at = At { message, tool_name: None };
+        let at = At {
+            message,
+            tool_name: None,
+        };
         self.openai_content(m, "content", path, source, At { message, tool_name });
         self.text(Source::Assistant, m, "refusal", path, at);
         self.text(Source::Reasoning, m, "reasoning_content", path, at);
@@ -822,7 +873,10 @@ impl<'a> Walk<'a> {
         let Some(o) = self.object(item, path) else {
             return;
         };
-        let at = At { message: Some(i), tool_name: None };
+        let at = At {
+            message: Some(i),
+            tool_name: None,
+        };
         let call_id = |w: &mut Self| match w.field_str(o, "call_id", path) {
             Some(id) => Some(id),
             None => w.field_str(o, "id", path),
@@ -847,7 +901,10 @@ impl<'a> Walk<'a> {
             }
             Some("function_call_output" | "custom_tool_call_output") => {
                 let id = self.field_str(o, "call_id", path);
-                let at = At { tool_name: self.tool_name_of(id), ..at };
+                let at = At {
+                    tool_name: self.tool_name_of(id),
+                    ..at
+                };
                 self.openai_content(o, "output", path, Source::ToolResult, at);
             }
             Some("reasoning") => {
@@ -858,12 +915,18 @@ impl<'a> Walk<'a> {
             }
             // Tool calls run by the provider: their text is scanned, they are not client calls.
             Some("mcp_call") => {
-                let at = At { tool_name: o.get("name").and_then(Value::as_str), ..at };
+                let at = At {
+                    tool_name: o.get("name").and_then(Value::as_str),
+                    ..at
+                };
                 self.loose_text(Source::ToolCall, o, "arguments", path, at);
                 self.loose_text(Source::ToolResult, o, "output", path, at);
             }
             Some("mcp_approval_request") => {
-                let at = At { tool_name: o.get("name").and_then(Value::as_str), ..at };
+                let at = At {
+                    tool_name: o.get("name").and_then(Value::as_str),
+                    ..at
+                };
                 self.loose_text(Source::ToolCall, o, "arguments", path, at);
             }
             Some("code_interpreter_call") => {
@@ -926,7 +989,10 @@ impl<'a> Walk<'a> {
                 Some("assistant") => Source::Assistant,
                 _ => Source::User,
             };
-            let at = At { message: Some(i), tool_name: None };
+            let at = At {
+                message: Some(i),
+                tool_name: None,
+            };
             self.anthropic_content(m, "content", &path, source, at, 0);
         }
     }
@@ -992,7 +1058,10 @@ impl<'a> Walk<'a> {
                     Source::ToolCall,
                     input,
                     input_path.clone(),
-                    At { tool_name: name, ..at },
+                    At {
+                        tool_name: name,
+                        ..at
+                    },
                 );
                 // Server and MCP tool uses run at the provider; only `tool_use` is the client's.
                 if kind == "tool_use" {
@@ -1001,7 +1070,10 @@ impl<'a> Walk<'a> {
             }
             Some("tool_result" | "mcp_tool_result") => {
                 let id = self.field_str(o, "tool_use_id", path);
-                let at = At { tool_name: self.tool_name_of(id), ..at };
+                let at = At {
+                    tool_name: self.tool_name_of(id),
+                    ..at
+                };
                 self.anthropic_content(o, "content", path, Source::ToolResult, at, inner);
             }
             Some("document") => {

@@ -109,7 +109,11 @@ pub struct ApiConfig {
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { paths: BTreeMap::new(), provider_paths: true, sniff_body: true }
+        ApiConfig {
+            paths: BTreeMap::new(),
+            provider_paths: true,
+            sniff_body: true,
+        }
     }
 }
 
@@ -212,7 +216,8 @@ pub fn from_value_at<T: DeserializeOwned>(value: Value, base: &str) -> Result<T>
                     path.push('/');
                     path.push_str(&key.replace('~', "~0").replace('/', "~1"));
                 }
-                serde_path_to_error::Segment::Enum { .. } | serde_path_to_error::Segment::Unknown => {}
+                serde_path_to_error::Segment::Enum { .. }
+                | serde_path_to_error::Segment::Unknown => {}
             }
         }
         if path.is_empty() {
@@ -245,7 +250,10 @@ impl<C> FilterConfig<C> {
         }
         let raw: RawConfig = from_value_at(root, "")?;
         if let Some(h) = &raw.identity.header {
-            if h.is_empty() || h.bytes().any(|b| b.is_ascii_uppercase() || b == b':' || b <= b' ') {
+            if h.is_empty()
+                || h.bytes()
+                    .any(|b| b.is_ascii_uppercase() || b == b':' || b <= b' ')
+            {
                 return Err(Error::config(format!(
                     "/identity/header: {h:?} is not a lower-case http header name"
                 )));
@@ -260,7 +268,9 @@ impl<C> FilterConfig<C> {
         for (name, value) in raw_policies {
             let base = format!("/policies/{name}");
             let Value::Object(mut fields) = value else {
-                return Err(Error::config(format!("{base}: a policy must be a json object")));
+                return Err(Error::config(format!(
+                    "{base}: a policy must be a json object"
+                )));
             };
             let mut common_fields = Map::new();
             for key in COMMON_FIELDS {
@@ -357,12 +367,19 @@ mod tests {
     }
 
     fn parse(json: &str) -> Result<FilterConfig<Settings>> {
-        FilterConfig::parse(json.as_bytes(), FailurePolicy::FailClosed, |s: Settings, base: &str| {
-            if !(0.0..=1.0).contains(&s.threshold) {
-                return Err(Error::config(format!("{base}/threshold: {} is not in [0, 1]", s.threshold)));
-            }
-            Ok(s)
-        })
+        FilterConfig::parse(
+            json.as_bytes(),
+            FailurePolicy::FailClosed,
+            |s: Settings, base: &str| {
+                if !(0.0..=1.0).contains(&s.threshold) {
+                    return Err(Error::config(format!(
+                        "{base}/threshold: {} is not in [0, 1]",
+                        s.threshold
+                    )));
+                }
+                Ok(s)
+            },
+        )
     }
 
     #[test]
@@ -370,26 +387,78 @@ mod tests {
         let cases: &[(&str, &str, Option<&str>)] = &[
             ("empty", "", None),
             ("empty object", "{}", None),
-            ("full", r#"{"name":"p","apis":{"paths":{"/x":"openai_chat"}},"identity":{"header":"x-user"},
+            (
+                "full",
+                r#"{"name":"p","apis":{"paths":{"/x":"openai_chat"}},"identity":{"header":"x-user"},
                 "route_policies":{"r1":"strict"},"route_metadata_namespace":"llm_guard",
-                "policies":{"default":{"threshold":0.5},"strict":{"failure_policy":"fail_open","max_request_body_bytes":0,"threshold":0.9}}}"#, None),
+                "policies":{"default":{"threshold":0.5},"strict":{"failure_policy":"fail_open","max_request_body_bytes":0,"threshold":0.9}}}"#,
+                None,
+            ),
             ("not json", "{", Some("/: configuration is not valid json")),
-            ("array", "[]", Some("/: configuration must be a json object")),
-            ("unknown top field", r#"{"nmae":"x"}"#, Some("unknown field `nmae`")),
-            ("unknown policy field", r#"{"policies":{"default":{"treshold":1}}}"#, Some("/policies/default/treshold: unknown field `treshold`")),
-            ("bad failure policy", r#"{"policies":{"default":{"failure_policy":"maybe"}}}"#, Some("/policies/default/failure_policy: unknown variant `maybe`")),
-            ("bad limit type", r#"{"policies":{"default":{"max_request_body_bytes":-1}}}"#, Some("/policies/default/max_request_body_bytes: invalid value")),
-            ("limit too big", r#"{"policies":{"default":{"max_request_body_bytes":999999999999}}}"#, Some("/policies/default/max_request_body_bytes: 999999999999 is above")),
-            ("filter validation", r#"{"policies":{"default":{"threshold":3}}}"#, Some("/policies/default/threshold: 3 is not in [0, 1]")),
-            ("dangling route policy", r#"{"route_policies":{"r":"nope"}}"#, Some("/route_policies/r: policy \"nope\" is not defined")),
-            ("bad api shape", r#"{"apis":{"paths":{"/x":"openai"}}}"#, Some("/apis/paths/~1x: unknown variant `openai`")),
-            ("bad header", r#"{"identity":{"header":"X-User"}}"#, Some("/identity/header: \"X-User\" is not a lower-case")),
-            ("policy not object", r#"{"policies":{"default":3}}"#, Some("/policies/default: a policy must be a json object")),
+            (
+                "array",
+                "[]",
+                Some("/: configuration must be a json object"),
+            ),
+            (
+                "unknown top field",
+                r#"{"nmae":"x"}"#,
+                Some("unknown field `nmae`"),
+            ),
+            (
+                "unknown policy field",
+                r#"{"policies":{"default":{"treshold":1}}}"#,
+                Some("/policies/default/treshold: unknown field `treshold`"),
+            ),
+            (
+                "bad failure policy",
+                r#"{"policies":{"default":{"failure_policy":"maybe"}}}"#,
+                Some("/policies/default/failure_policy: unknown variant `maybe`"),
+            ),
+            (
+                "bad limit type",
+                r#"{"policies":{"default":{"max_request_body_bytes":-1}}}"#,
+                Some("/policies/default/max_request_body_bytes: invalid value"),
+            ),
+            (
+                "limit too big",
+                r#"{"policies":{"default":{"max_request_body_bytes":999999999999}}}"#,
+                Some("/policies/default/max_request_body_bytes: 999999999999 is above"),
+            ),
+            (
+                "filter validation",
+                r#"{"policies":{"default":{"threshold":3}}}"#,
+                Some("/policies/default/threshold: 3 is not in [0, 1]"),
+            ),
+            (
+                "dangling route policy",
+                r#"{"route_policies":{"r":"nope"}}"#,
+                Some("/route_policies/r: policy \"nope\" is not defined"),
+            ),
+            (
+                "bad api shape",
+                r#"{"apis":{"paths":{"/x":"openai"}}}"#,
+                Some("/apis/paths/~1x: unknown variant `openai`"),
+            ),
+            (
+                "bad header",
+                r#"{"identity":{"header":"X-User"}}"#,
+                Some("/identity/header: \"X-User\" is not a lower-case"),
+            ),
+            (
+                "policy not object",
+                r#"{"policies":{"default":3}}"#,
+                Some("/policies/default: a policy must be a json object"),
+            ),
         ];
         for (name, json, want) in cases {
             match (parse(json), want) {
                 (Ok(_), None) => {}
-                (Err(e), Some(w)) => assert!(e.message().contains(w), "{name}: got {:?}, want {w:?}", e.message()),
+                (Err(e), Some(w)) => assert!(
+                    e.message().contains(w),
+                    "{name}: got {:?}, want {w:?}",
+                    e.message()
+                ),
                 (Ok(_), Some(w)) => panic!("{name}: accepted, want error {w:?}"),
                 (Err(e), None) => panic!("{name}: rejected: {e}"),
             }
@@ -402,8 +471,14 @@ mod tests {
         let p = c.select(None, None);
         assert_eq!(p.name, "default");
         assert_eq!(p.failure_policy, FailurePolicy::FailClosed);
-        assert_eq!(p.common.max_request_body_bytes, DEFAULT_MAX_REQUEST_BODY_BYTES);
-        assert_eq!(p.common.max_response_body_bytes, DEFAULT_MAX_RESPONSE_BODY_BYTES);
+        assert_eq!(
+            p.common.max_request_body_bytes,
+            DEFAULT_MAX_REQUEST_BODY_BYTES
+        );
+        assert_eq!(
+            p.common.max_response_body_bytes,
+            DEFAULT_MAX_RESPONSE_BODY_BYTES
+        );
         assert_eq!(p.common.max_sse_event_bytes, DEFAULT_MAX_SSE_EVENT_BYTES);
         assert!(p.common.request_identity_encoding);
         assert!(c.apis.provider_paths && c.apis.sniff_body);
@@ -418,13 +493,20 @@ mod tests {
         assert_eq!(c.select(Some("other"), Some("r1")).name, "other");
         assert_eq!(c.select(Some("missing"), Some("r1")).name, "strict");
         assert_eq!(c.select(None, Some("r2")).name, "default");
-        assert_eq!(c.select(None, Some("r1")).failure_policy, FailurePolicy::FailOpen);
+        assert_eq!(
+            c.select(None, Some("r1")).failure_policy,
+            FailurePolicy::FailOpen
+        );
     }
 
     #[test]
     fn api_paths() {
-        let c = parse(r#"{"apis":{"paths":{"/llm":"anthropic_messages"},"provider_paths":false}}"#).unwrap();
-        assert_eq!(c.apis.shape_for_path("/llm?x=1"), Some(ApiShape::AnthropicMessages));
+        let c = parse(r#"{"apis":{"paths":{"/llm":"anthropic_messages"},"provider_paths":false}}"#)
+            .unwrap();
+        assert_eq!(
+            c.apis.shape_for_path("/llm?x=1"),
+            Some(ApiShape::AnthropicMessages)
+        );
         assert_eq!(c.apis.shape_for_path("/v1/chat/completions"), None);
     }
 }

@@ -37,7 +37,10 @@ pub struct Error {
 
 impl Error {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Error { kind, message: message.into() }
+        Error {
+            kind,
+            message: message.into(),
+        }
     }
     pub fn unparsable(message: impl Into<String>) -> Self {
         Error::new(ErrorKind::Unparsable, message)

@@ -85,7 +85,9 @@ struct ChannelHold {
 
 impl ChannelHold {
     fn held(&self) -> usize {
-        self.stages.iter().fold(0usize, |n, s| n.saturating_add(s.len()))
+        self.stages
+            .iter()
+            .fold(0usize, |n, s| n.saturating_add(s.len()))
     }
 }
 
@@ -100,7 +102,10 @@ pub struct HoldBack {
 
 impl HoldBack {
     pub fn new(max_hold_bytes: usize) -> Self {
-        HoldBack { max_hold_bytes, channels: Vec::new() }
+        HoldBack {
+            max_hold_bytes,
+            channels: Vec::new(),
+        }
     }
 
     /// Append text for the channel, run scanners in order, return the released text (possibly empty) in `released` (reuse buffer, cleared first).
@@ -124,7 +129,10 @@ impl HoldBack {
                 )))
             }
             None => {
-                self.channels.push(ChannelHold { key, stages: Vec::new() });
+                self.channels.push(ChannelHold {
+                    key,
+                    stages: Vec::new(),
+                });
                 self.channels.len().saturating_sub(1)
             }
         };
@@ -173,13 +181,20 @@ impl HoldBack {
 
     /// Bytes held for the channel.
     pub fn held(&self, key: ChannelKey) -> usize {
-        self.channels.iter().find(|c| c.key == key).map_or(0, ChannelHold::held)
+        self.channels
+            .iter()
+            .find(|c| c.key == key)
+            .map_or(0, ChannelHold::held)
     }
 
     /// Channels that hold text, sorted.
     pub fn channels_with_pending(&self) -> Vec<ChannelKey> {
-        let mut keys: Vec<ChannelKey> =
-            self.channels.iter().filter(|c| c.held() > 0).map(|c| c.key).collect();
+        let mut keys: Vec<ChannelKey> = self
+            .channels
+            .iter()
+            .filter(|c| c.held() > 0)
+            .map(|c| c.key)
+            .collect();
         keys.sort_unstable();
         keys
     }
@@ -237,13 +252,18 @@ struct PartKey {
 }
 
 fn index_of(v: &Value, key: &str) -> usize {
-    v.get(key).and_then(Value::as_u64).and_then(|n| usize::try_from(n).ok()).unwrap_or(0)
+    v.get(key)
+        .and_then(Value::as_u64)
+        .and_then(|n| usize::try_from(n).ok())
+        .unwrap_or(0)
 }
 
 /// The part a Responses `*.delta` / `*.done` text event belongs to.
 fn part_key(v: &Value) -> Option<PartKey> {
     let ty = v.get("type").and_then(Value::as_str)?;
-    let base = ty.strip_suffix(".delta").or_else(|| ty.strip_suffix(".done"))?;
+    let base = ty
+        .strip_suffix(".delta")
+        .or_else(|| ty.strip_suffix(".done"))?;
     let (kind, sub) = match base {
         "response.output_text" => (PartKind::Text, index_of(v, "content_index")),
         "response.refusal" => (PartKind::Refusal, index_of(v, "content_index")),
@@ -252,7 +272,11 @@ fn part_key(v: &Value) -> Option<PartKey> {
         "response.reasoning_text" => (PartKind::ReasoningText, index_of(v, "content_index")),
         _ => return None,
     };
-    Some(PartKey { output: index_of(v, "output_index"), kind, sub })
+    Some(PartKey {
+        output: index_of(v, "output_index"),
+        kind,
+        sub,
+    })
 }
 
 /// Responses: the text released so far for each part, bounded in total.
@@ -279,7 +303,9 @@ impl Parts {
         match self.items.iter_mut().find(|(k, _)| *k == key) {
             Some((_, s)) => s.push_str(text),
             None if full => {
-                return Err(Error::too_large(format!("responses stream has more than {MAX_CHANNELS} text parts")))
+                return Err(Error::too_large(format!(
+                    "responses stream has more than {MAX_CHANNELS} text parts"
+                )))
             }
             None => self.items.push((key, text.to_string())),
         }
@@ -317,9 +343,14 @@ impl Parts {
                     }
                 }
             }
-            Some("function_call") => changed |= self.restate(item.get_mut("arguments"), key(PartKind::Args, 0)),
+            Some("function_call") => {
+                changed |= self.restate(item.get_mut("arguments"), key(PartKind::Args, 0))
+            }
             Some("reasoning") => {
-                for (list, kind) in [("summary", PartKind::Summary), ("content", PartKind::ReasoningText)] {
+                for (list, kind) in [
+                    ("summary", PartKind::Summary),
+                    ("content", PartKind::ReasoningText),
+                ] {
                     if let Some(parts) = item.get_mut(list).and_then(Value::as_array_mut) {
                         for (i, p) in parts.iter_mut().enumerate() {
                             changed |= self.restate(p.get_mut("text"), key(kind, i));
@@ -340,9 +371,9 @@ impl Parts {
         let ty = v.get("type").and_then(Value::as_str).unwrap_or_default();
         let output = index_of(v, "output_index");
         let field = match ty {
-            "response.output_text.done" | "response.reasoning_summary_text.done" | "response.reasoning_text.done" => {
-                Some("text")
-            }
+            "response.output_text.done"
+            | "response.reasoning_summary_text.done"
+            | "response.reasoning_text.done" => Some("text"),
             "response.refusal.done" => Some("refusal"),
             "response.function_call_arguments.done" => Some("arguments"),
             _ => None,
@@ -356,19 +387,35 @@ impl Parts {
         match ty {
             "response.content_part.done" => {
                 let ci = index_of(v, "content_index");
-                let Some(part) = v.get_mut("part") else { return false };
+                let Some(part) = v.get_mut("part") else {
+                    return false;
+                };
                 let (kind, field) = match part.get("type").and_then(Value::as_str) {
                     Some("output_text") => (PartKind::Text, "text"),
                     Some("refusal") => (PartKind::Refusal, "refusal"),
                     Some("reasoning_text") => (PartKind::ReasoningText, "text"),
                     _ => return false,
                 };
-                self.restate(part.get_mut(field), PartKey { output, kind, sub: ci })
+                self.restate(
+                    part.get_mut(field),
+                    PartKey {
+                        output,
+                        kind,
+                        sub: ci,
+                    },
+                )
             }
             "response.reasoning_summary_part.done" => {
                 let si = index_of(v, "summary_index");
                 let slot = v.get_mut("part").and_then(|p| p.get_mut("text"));
-                self.restate(slot, PartKey { output, kind: PartKind::Summary, sub: si })
+                self.restate(
+                    slot,
+                    PartKey {
+                        output,
+                        kind: PartKind::Summary,
+                        sub: si,
+                    },
+                )
             }
             "response.output_item.done" => match v.get_mut("item") {
                 Some(item) => self.restate_item(output, item),
@@ -376,8 +423,10 @@ impl Parts {
             },
             "response.completed" | "response.incomplete" | "response.failed" => {
                 let mut changed = false;
-                if let Some(items) =
-                    v.get_mut("response").and_then(|r| r.get_mut("output")).and_then(Value::as_array_mut)
+                if let Some(items) = v
+                    .get_mut("response")
+                    .and_then(|r| r.get_mut("output"))
+                    .and_then(Value::as_array_mut)
                 {
                     for (oi, item) in items.iter_mut().enumerate() {
                         changed |= self.restate_item(oi, item);
@@ -402,13 +451,15 @@ fn write_event(event: Option<&str>, id: Option<&str>, v: &Value, out: &mut Vec<u
         out.push(b'\n');
     }
     out.extend_from_slice(b"data: ");
-    serde_json::to_writer(&mut *out, v).map_err(|e| Error::unparsable(format!("cannot serialize sse event: {e}")))?;
+    serde_json::to_writer(&mut *out, v)
+        .map_err(|e| Error::unparsable(format!("cannot serialize sse event: {e}")))?;
     out.extend_from_slice(b"\n\n");
     Ok(())
 }
 
 fn parse_json(data: &str) -> Result<Value> {
-    serde_json::from_str(data).map_err(|e| Error::unparsable(format!("sse event data is not json: {e}")))
+    serde_json::from_str(data)
+        .map_err(|e| Error::unparsable(format!("sse event data is not json: {e}")))
 }
 
 /// An OpenAI chat chunk carrying only `text` for `key`, shaped like `template` (the last chunk
@@ -419,7 +470,9 @@ fn synth_chat(template: &mut Value, key: ChannelKey, loc: TextLoc, text: &str) -
     let choices = template.get_mut("choices")?.as_array_mut()?;
     let mut choice = std::mem::take(choices.get_mut(pos)?);
     let delta = match key.channel {
-        Channel::ToolArgs { index } => json!({"tool_calls": [{"index": index, "function": {"arguments": text}}]}),
+        Channel::ToolArgs { index } => {
+            json!({"tool_calls": [{"index": index, "function": {"arguments": text}}]})
+        }
         _ => {
             let mut m = serde_json::Map::new();
             m.insert(field.to_string(), Value::String(text.to_string()));
@@ -463,7 +516,11 @@ impl StreamRewriter {
             decoder: StreamDecoder::new(shape),
             hold: HoldBack::new(max_hold_bytes),
             templates: Vec::new(),
-            parts: Parts { items: Vec::new(), bytes: 0, max_bytes: max_event_bytes },
+            parts: Parts {
+                items: Vec::new(),
+                bytes: 0,
+                max_bytes: max_event_bytes,
+            },
             events: Vec::new(),
             deltas: Vec::new(),
             locs: Vec::new(),
@@ -474,12 +531,22 @@ impl StreamRewriter {
     }
 
     /// Feed a body chunk; append the bytes to send to the client to `out`.
-    pub fn push(&mut self, chunk: &[u8], scanners: &mut [&mut dyn StreamScanner], out: &mut Vec<u8>) -> Result<()> {
+    pub fn push(
+        &mut self,
+        chunk: &[u8],
+        scanners: &mut [&mut dyn StreamScanner],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
         let mut events = std::mem::take(&mut self.events);
         events.clear();
-        let res = self.parser.push(chunk, &mut |e| events.push(e)).and_then(|()| {
-            events.iter().try_for_each(|ev| self.process(ev, scanners, out, false))
-        });
+        let res = self
+            .parser
+            .push(chunk, &mut |e| events.push(e))
+            .and_then(|()| {
+                events
+                    .iter()
+                    .try_for_each(|ev| self.process(ev, scanners, out, false))
+            });
         events.clear();
         self.events = events;
         res?;
@@ -488,20 +555,29 @@ impl StreamRewriter {
     }
 
     /// End of stream: flush everything held (scanners called with end=true) then any pending raw bytes.
-    pub fn finish(&mut self, scanners: &mut [&mut dyn StreamScanner], out: &mut Vec<u8>) -> Result<()> {
+    pub fn finish(
+        &mut self,
+        scanners: &mut [&mut dyn StreamScanner],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
         let mut events = std::mem::take(&mut self.events);
         events.clear();
-        let res = self.parser.flush_unterminated(&mut |e| events.push(e)).and_then(|()| {
-            events.iter().try_for_each(|ev| match self.process(ev, scanners, out, true) {
-                // A truncated last event no client can parse either: flush, then pass it on.
-                Err(e) if e.kind() == ErrorKind::Unparsable => {
-                    self.flush_all(scanners, out)?;
-                    out.extend_from_slice(&ev.raw);
-                    Ok(())
-                }
-                other => other,
-            })
-        });
+        let res = self
+            .parser
+            .flush_unterminated(&mut |e| events.push(e))
+            .and_then(|()| {
+                events
+                    .iter()
+                    .try_for_each(|ev| match self.process(ev, scanners, out, true) {
+                        // A truncated last event no client can parse either: flush, then pass it on.
+                        Err(e) if e.kind() == ErrorKind::Unparsable => {
+                            self.flush_all(scanners, out)?;
+                            out.extend_from_slice(&ev.raw);
+                            Ok(())
+                        }
+                        other => other,
+                    })
+            });
         events.clear();
         self.events = events;
         res?;
@@ -525,8 +601,14 @@ impl StreamRewriter {
         self.deltas.clear();
         self.locs.clear();
         self.ends.clear();
-        let value = self.decoder.decode_located(ev, &mut self.deltas, &mut self.locs)?;
-        let terminal = last || self.deltas.iter().any(|d| matches!(d, Delta::Done | Delta::Error { .. }));
+        let value = self
+            .decoder
+            .decode_located(ev, &mut self.deltas, &mut self.locs)?;
+        let terminal = last
+            || self
+                .deltas
+                .iter()
+                .any(|d| matches!(d, Delta::Done | Delta::Error { .. }));
         self.ends.extend(self.deltas.iter().filter_map(|d| match d {
             Delta::ChannelEnd { key } => Some(*key),
             _ => None,
@@ -567,14 +649,19 @@ impl StreamRewriter {
         let mut modified = false;
         let mut drop = false;
         for li in 0..self.locs.len() {
-            let Some(&(di, loc)) = self.locs.get(li) else { break };
-            let Some(Delta::Text { key, text }) = self.deltas.get(di) else { continue };
+            let Some(&(di, loc)) = self.locs.get(li) else {
+                break;
+            };
+            let Some(Delta::Text { key, text }) = self.deltas.get(di) else {
+                continue;
+            };
             let key = *key;
             let later = self.locs.get(li.saturating_add(1)..).unwrap_or_default().iter().any(
                 |(dj, _)| matches!(self.deltas.get(*dj), Some(Delta::Text { key: k, .. }) if *k == key),
             );
             let end = !later && (terminal || self.ends.contains(&key));
-            self.hold.push(key, text, end, scanners, &mut self.released)?;
+            self.hold
+                .push(key, text, end, scanners, &mut self.released)?;
             if !end {
                 save_template(&mut self.templates, self.shape, key, ev, &v, loc);
             }
@@ -608,22 +695,34 @@ impl StreamRewriter {
     }
 
     fn has_text(&self, key: ChannelKey) -> bool {
-        self.locs
-            .iter()
-            .any(|(di, _)| matches!(self.deltas.get(*di), Some(Delta::Text { key: k, .. }) if *k == key))
+        self.locs.iter().any(
+            |(di, _)| matches!(self.deltas.get(*di), Some(Delta::Text { key: k, .. }) if *k == key),
+        )
     }
 
-    fn flush_all(&mut self, scanners: &mut [&mut dyn StreamScanner], out: &mut Vec<u8>) -> Result<()> {
+    fn flush_all(
+        &mut self,
+        scanners: &mut [&mut dyn StreamScanner],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
         let mut keys = std::mem::take(&mut self.keys);
         self.hold.open_channels_into(&mut keys);
-        let res = keys.iter().try_for_each(|k| self.flush_channel(*k, scanners, out));
+        let res = keys
+            .iter()
+            .try_for_each(|k| self.flush_channel(*k, scanners, out));
         self.keys = keys;
         res
     }
 
     /// End the channel and emit what the scanners release as a synthetic delta event.
-    fn flush_channel(&mut self, key: ChannelKey, scanners: &mut [&mut dyn StreamScanner], out: &mut Vec<u8>) -> Result<()> {
-        self.hold.push(key, "", true, scanners, &mut self.released)?;
+    fn flush_channel(
+        &mut self,
+        key: ChannelKey,
+        scanners: &mut [&mut dyn StreamScanner],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        self.hold
+            .push(key, "", true, scanners, &mut self.released)?;
         if self.released.is_empty() {
             return Ok(());
         }
@@ -664,14 +763,34 @@ impl StreamRewriter {
     }
 }
 
-fn save_template(templates: &mut Vec<Template>, shape: ApiShape, key: ChannelKey, ev: &SseEvent, v: &Value, loc: TextLoc) {
+fn save_template(
+    templates: &mut Vec<Template>,
+    shape: ApiShape,
+    key: ChannelKey,
+    ev: &SseEvent,
+    v: &Value,
+    loc: TextLoc,
+) {
     let block = index_of(v, "index");
-    let part = if shape == ApiShape::OpenAiResponses { part_key(v) } else { None };
+    let part = if shape == ApiShape::OpenAiResponses {
+        part_key(v)
+    } else {
+        None
+    };
     let t = match templates.iter_mut().find(|t| t.key == key) {
         Some(t) => t,
         None => {
-            templates.push(Template { key, event: None, data: String::new(), loc, block, part });
-            let Some(t) = templates.last_mut() else { return };
+            templates.push(Template {
+                key,
+                event: None,
+                data: String::new(),
+                loc,
+                block,
+                part,
+            });
+            let Some(t) = templates.last_mut() else {
+                return;
+            };
             t
         }
     };
@@ -745,17 +864,29 @@ mod tests {
         }
     }
 
-    const K: ChannelKey = ChannelKey { choice: 0, channel: Channel::Content };
+    const K: ChannelKey = ChannelKey {
+        choice: 0,
+        channel: Channel::Content,
+    };
 
     #[test]
     fn pipeline_of_scanners() {
         let mut hb = HoldBack::new(64);
-        let mut a = Replace { word: "ab", with: "cd", seen: String::new() };
-        let mut b = Replace { word: "cd", with: "X", seen: String::new() };
+        let mut a = Replace {
+            word: "ab",
+            with: "cd",
+            seen: String::new(),
+        };
+        let mut b = Replace {
+            word: "cd",
+            with: "X",
+            seen: String::new(),
+        };
         let mut rel = String::new();
         let mut got = String::new();
         for (text, end) in [("xa", false), ("b a", false), ("", false), ("bz", true)] {
-            hb.push(K, text, end, &mut [&mut a, &mut b], &mut rel).unwrap();
+            hb.push(K, text, end, &mut [&mut a, &mut b], &mut rel)
+                .unwrap();
             got.push_str(&rel);
         }
         // Scanner b sees a's rewrite, so "ab" -> "cd" -> "X".
@@ -788,7 +919,11 @@ mod tests {
 
     #[test]
     fn hold_limit() {
-        let cases = [("limit 0", 0, false), ("exactly fits", 4, true), ("one over", 3, false)];
+        let cases = [
+            ("limit 0", 0, false),
+            ("exactly fits", 4, true),
+            ("one over", 3, false),
+        ];
         for (name, max, ok) in cases {
             let mut hb = HoldBack::new(max);
             let mut s = HoldAll;
@@ -821,10 +956,23 @@ mod tests {
         assert_eq!(hb.channels_with_pending(), vec![k2]);
         let mut hb = HoldBack::new(64);
         for i in 0..MAX_CHANNELS {
-            hb.push(ChannelKey::new(i, Channel::Content), "x", false, &mut [&mut s], &mut rel).unwrap();
+            hb.push(
+                ChannelKey::new(i, Channel::Content),
+                "x",
+                false,
+                &mut [&mut s],
+                &mut rel,
+            )
+            .unwrap();
         }
         let err = hb
-            .push(ChannelKey::new(MAX_CHANNELS, Channel::Content), "x", false, &mut [&mut s], &mut rel)
+            .push(
+                ChannelKey::new(MAX_CHANNELS, Channel::Content),
+                "x",
+                false,
+                &mut [&mut s],
+                &mut rel,
+            )
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::TooLarge);
     }

@@ -36,7 +36,9 @@ pub fn decode_property_lenient(bytes: &[u8]) -> Option<Value> {
             return Some(Value::Object(m));
         }
     }
-    std::str::from_utf8(bytes).ok().map(|s| Value::String(s.to_string()))
+    std::str::from_utf8(bytes)
+        .ok()
+        .map(|s| Value::String(s.to_string()))
 }
 
 /// Split proxy-wasm pairs bytes into (key, value) slices; `None` unless the bytes are exactly
@@ -89,12 +91,18 @@ fn decode_envoy_at(bytes: &[u8], depth: usize) -> Value {
         if let Some(pairs) = split_pairs(bytes) {
             if !pairs.is_empty() && pairs.iter().all(|(_, v)| v.is_empty()) {
                 return Value::Array(
-                    pairs.iter().map(|(k, _)| Value::String(String::from_utf8_lossy(k).into_owned())).collect(),
+                    pairs
+                        .iter()
+                        .map(|(k, _)| Value::String(String::from_utf8_lossy(k).into_owned()))
+                        .collect(),
                 );
             }
             let mut m = Map::new();
             for (k, v) in pairs {
-                m.insert(String::from_utf8_lossy(k).into_owned(), decode_envoy_at(v, depth + 1));
+                m.insert(
+                    String::from_utf8_lossy(k).into_owned(),
+                    decode_envoy_at(v, depth + 1),
+                );
             }
             return Value::Object(m);
         }
@@ -120,7 +128,9 @@ fn number(f: f64) -> Value {
         #[allow(clippy::cast_possible_truncation)]
         Value::Number(Number::from(f as i64))
     } else {
-        Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null)
+        Number::from_f64(f)
+            .map(Value::Number)
+            .unwrap_or(Value::Null)
     }
 }
 
@@ -319,10 +329,17 @@ pub mod encode {
             out
         }
         match v {
-            Value::Object(m) => {
-                pairs(&m.iter().map(|(k, v)| (k.as_bytes().to_vec(), envoy_value(v))).collect::<Vec<_>>())
-            }
-            Value::Array(items) => pairs(&items.iter().map(|i| (envoy_value(i), Vec::new())).collect::<Vec<_>>()),
+            Value::Object(m) => pairs(
+                &m.iter()
+                    .map(|(k, v)| (k.as_bytes().to_vec(), envoy_value(v)))
+                    .collect::<Vec<_>>(),
+            ),
+            Value::Array(items) => pairs(
+                &items
+                    .iter()
+                    .map(|i| (envoy_value(i), Vec::new()))
+                    .collect::<Vec<_>>(),
+            ),
             Value::String(s) => s.as_bytes().to_vec(),
             Value::Number(n) => n.as_f64().unwrap_or(0.0).to_le_bytes().to_vec(),
             Value::Bool(b) => vec![u8::from(*b)],
@@ -405,7 +422,12 @@ mod tests {
 
     #[test]
     fn malformed_is_none() {
-        let cases: [&[u8]; 4] = [&[0x0a, 0x05, 0x01], &[0xff; 11], &[0x0b], &[0x0a, 0x02, 0x12, 0x09]];
+        let cases: [&[u8]; 4] = [
+            &[0x0a, 0x05, 0x01],
+            &[0xff; 11],
+            &[0x0b],
+            &[0x0a, 0x02, 0x12, 0x09],
+        ];
         for c in cases {
             assert_eq!(decode_struct(c), None, "{c:?}");
         }

@@ -82,7 +82,10 @@ impl JsonPath {
         Some(cur)
     }
     /// Resolve mutably against a JSON value.
-    pub fn get_mut<'a>(&self, root: &'a mut serde_json::Value) -> Option<&'a mut serde_json::Value> {
+    pub fn get_mut<'a>(
+        &self,
+        root: &'a mut serde_json::Value,
+    ) -> Option<&'a mut serde_json::Value> {
         let mut cur = root;
         for step in &self.0 {
             cur = match step {

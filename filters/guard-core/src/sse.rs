@@ -88,14 +88,13 @@ impl Fields {
                 self.event_type.clear();
                 self.event_type.push_str(&String::from_utf8_lossy(value));
             }
-            b"id" => {
-                if !value.contains(&0) {
-                    self.last_id = if value.is_empty() {
-                        None
-                    } else {
-                        Some(String::from_utf8_lossy(value).into_owned())
-                    };
-                }
+            // An id containing NUL is ignored.
+            b"id" if !value.contains(&0) => {
+                self.last_id = if value.is_empty() {
+                    None
+                } else {
+                    Some(String::from_utf8_lossy(value).into_owned())
+                };
             }
             // `retry` and unknown fields are ignored.
             _ => {}
@@ -230,6 +229,12 @@ impl SseParser {
         out
     }
 
+    /// The bytes not yet part of a dispatched event, without taking them (a filter that
+    /// withholds them keeps a copy so a fail-open path can still emit them).
+    pub fn pending_raw(&self) -> &[u8] {
+        self.buf.get(self.raw_start..).unwrap_or_default()
+    }
+
     /// Number of bytes not yet part of a dispatched event.
     pub fn pending_len(&self) -> usize {
         self.buf.len().saturating_sub(self.raw_start)
@@ -287,7 +292,11 @@ impl SseParser {
                             self.max_event_bytes
                         )));
                     }
-                    let raw = self.buf.get(self.raw_start..next).unwrap_or_default().to_vec();
+                    let raw = self
+                        .buf
+                        .get(self.raw_start..next)
+                        .unwrap_or_default()
+                        .to_vec();
                     self.raw_start = next;
                     self.dispatch(raw, on_event);
                 } else {
@@ -327,6 +336,10 @@ mod tests {
 
     /// (event, data, id)
     type Want = (Option<&'static str>, &'static str, Option<&'static str>);
+    /// (name, input, events, tail left when fed whole)
+    type Case = (&'static str, &'static [u8], Vec<Want>, &'static [u8]);
+    /// (name, input, dispatched tail data, raw left)
+    type TailCase = (&'static str, &'static [u8], Option<&'static str>, &'static [u8]);
 
     fn plans(len: usize) -> Vec<Vec<usize>> {
         // Each plan is a list of cut offsets.
@@ -357,28 +370,122 @@ mod tests {
 
     #[test]
     fn whatwg_cases() {
-        let cases: Vec<(&str, &[u8], Vec<Want>, &[u8])> = vec![
+        let cases: Vec<Case> = vec![
             ("lf", b"data: a\n\n", vec![(None, "a", None)], b""),
             ("crlf", b"data: a\r\n\r\n", vec![(None, "a", None)], b""),
-            ("cr", b"data: a\r\rdata: b\r\r", vec![(None, "a", None), (None, "b", None)], b""),
-            ("mixed endings", b"data: a\r\ndata: b\rdata: c\n\r\n", vec![(None, "a\nb\nc", None)], b""),
-            ("multi data lines", b"data: x\ndata: y\n\n", vec![(None, "x\ny", None)], b""),
+            (
+                "cr",
+                b"data: a\r\rdata: b\r\r",
+                vec![(None, "a", None), (None, "b", None)],
+                b"",
+            ),
+            (
+                "mixed endings",
+                b"data: a\r\ndata: b\rdata: c\n\r\n",
+                vec![(None, "a\nb\nc", None)],
+                b"",
+            ),
+            (
+                "multi data lines",
+                b"data: x\ndata: y\n\n",
+                vec![(None, "x\ny", None)],
+                b"",
+            ),
             ("no space", b"data:a\n\n", vec![(None, "a", None)], b""),
-            ("two spaces keep one", b"data:  a\n\n", vec![(None, " a", None)], b""),
-            ("field without colon", b"data\n\n", vec![(None, "", None)], b""),
-            ("empty data value", b"data:\ndata:\n\n", vec![(None, "\n", None)], b""),
-            ("event type", b"event: e1\ndata: a\n\ndata: b\n\n", vec![(Some("e1"), "a", None), (None, "b", None)], b""),
-            ("comments and unknown fields", b": hi\nfoo: bar\nretry: 10\ndata: a\n\n", vec![(None, "a", None)], b""),
-            ("no data not dispatched", b"event: x\n\ndata: a\n\n", vec![(None, "a", None)], b""),
-            ("id persists", b"id: 1\ndata: a\n\ndata: b\n\nid\ndata: c\n\n", vec![(None, "a", Some("1")), (None, "b", Some("1")), (None, "c", None)], b""),
-            ("id with nul ignored", b"id: 7\ndata: a\n\nid: x\0y\ndata: b\n\n", vec![(None, "a", Some("7")), (None, "b", Some("7"))], b""),
-            ("bom stripped", b"\xEF\xBB\xBFdata: a\n\n", vec![(None, "a", None)], b""),
-            ("bom only at start", b"data: a\n\n\xEF\xBB\xBFdata: b\n\n", vec![(None, "a", None)], b"\xEF\xBB\xBFdata: b\n\n"),
-            ("invalid utf8", b"data: \xFF\xFEok\n\n", vec![(None, "\u{FFFD}\u{FFFD}ok", None)], b""),
-            ("utf8 kept", "data: héllo €\n\n".as_bytes(), vec![(None, "héllo €", None)], b""),
-            ("unterminated not dispatched", b"data: a\n\ndata: b\n", vec![(None, "a", None)], b"data: b\n"),
-            ("unterminated line", b"data: a\n\ndata: b", vec![(None, "a", None)], b"data: b"),
-            ("trailing comment", b"data: a\n\n: bye\n\n", vec![(None, "a", None)], b": bye\n\n"),
+            (
+                "two spaces keep one",
+                b"data:  a\n\n",
+                vec![(None, " a", None)],
+                b"",
+            ),
+            (
+                "field without colon",
+                b"data\n\n",
+                vec![(None, "", None)],
+                b"",
+            ),
+            (
+                "empty data value",
+                b"data:\ndata:\n\n",
+                vec![(None, "\n", None)],
+                b"",
+            ),
+            (
+                "event type",
+                b"event: e1\ndata: a\n\ndata: b\n\n",
+                vec![(Some("e1"), "a", None), (None, "b", None)],
+                b"",
+            ),
+            (
+                "comments and unknown fields",
+                b": hi\nfoo: bar\nretry: 10\ndata: a\n\n",
+                vec![(None, "a", None)],
+                b"",
+            ),
+            (
+                "no data not dispatched",
+                b"event: x\n\ndata: a\n\n",
+                vec![(None, "a", None)],
+                b"",
+            ),
+            (
+                "id persists",
+                b"id: 1\ndata: a\n\ndata: b\n\nid\ndata: c\n\n",
+                vec![
+                    (None, "a", Some("1")),
+                    (None, "b", Some("1")),
+                    (None, "c", None),
+                ],
+                b"",
+            ),
+            (
+                "id with nul ignored",
+                b"id: 7\ndata: a\n\nid: x\0y\ndata: b\n\n",
+                vec![(None, "a", Some("7")), (None, "b", Some("7"))],
+                b"",
+            ),
+            (
+                "bom stripped",
+                b"\xEF\xBB\xBFdata: a\n\n",
+                vec![(None, "a", None)],
+                b"",
+            ),
+            (
+                "bom only at start",
+                b"data: a\n\n\xEF\xBB\xBFdata: b\n\n",
+                vec![(None, "a", None)],
+                b"\xEF\xBB\xBFdata: b\n\n",
+            ),
+            (
+                "invalid utf8",
+                b"data: \xFF\xFEok\n\n",
+                vec![(None, "\u{FFFD}\u{FFFD}ok", None)],
+                b"",
+            ),
+            (
+                "utf8 kept",
+                "data: héllo €\n\n".as_bytes(),
+                vec![(None, "héllo €", None)],
+                b"",
+            ),
+            (
+                "unterminated not dispatched",
+                b"data: a\n\ndata: b\n",
+                vec![(None, "a", None)],
+                b"data: b\n",
+            ),
+            (
+                "unterminated line",
+                b"data: a\n\ndata: b",
+                vec![(None, "a", None)],
+                b"data: b",
+            ),
+            (
+                "trailing comment",
+                b"data: a\n\n: bye\n\n",
+                vec![(None, "a", None)],
+                b": bye\n\n",
+            ),
             ("empty", b"", vec![], b""),
         ];
         for (name, input, want, want_tail) in &cases {
@@ -414,7 +521,8 @@ mod tests {
         let mut p = SseParser::new(1 << 10);
         let mut events = Vec::new();
         let mut skipped = Vec::new();
-        p.push(b": ping\n\n: ping\n\ndata: a", &mut |e| events.push(e)).unwrap();
+        p.push(b": ping\n\n: ping\n\ndata: a", &mut |e| events.push(e))
+            .unwrap();
         p.take_skipped_raw(&mut skipped);
         assert_eq!(skipped, b": ping\n\n: ping\n\n");
         assert_eq!(p.pending_len(), 7);
@@ -458,7 +566,7 @@ mod tests {
 
     #[test]
     fn flush_unterminated_dispatches_tail() {
-        let cases: Vec<(&str, &[u8], Option<&str>, &[u8])> = vec![
+        let cases: Vec<TailCase> = vec![
             ("no blank line", b"data: a\n\ndata: b\n", Some("b"), b""),
             ("no line end", b"data: a\n\ndata: b", Some("b"), b""),
             ("comment only", b"data: a\n\n: x", None, b": x"),
@@ -493,13 +601,5 @@ mod tests {
         let many: Vec<u8> = b"data: y\n\n".repeat(100_000);
         p.push(&many, &mut |_| n += 1).unwrap();
         assert_eq!(n, 100_001);
-    }
-}
-
-impl SseParser {
-    /// The bytes not yet part of a dispatched event, without taking them (a filter that
-    /// withholds them keeps a copy so a fail-open path can still emit them).
-    pub fn pending_raw(&self) -> &[u8] {
-        self.buf.get(self.raw_start..).unwrap_or_default()
     }
 }

@@ -61,7 +61,9 @@ pub enum Channel {
     Refusal,
     /// Arguments of tool call `index` (OpenAI `tool_calls[].index`, Anthropic block index,
     /// Responses `output_index`).
-    ToolArgs { index: usize },
+    ToolArgs {
+        index: usize,
+    },
 }
 
 /// One stream of text inside a response: a choice and a channel.
@@ -83,7 +85,12 @@ pub enum Delta {
     /// A content / reasoning / refusal / tool-call argument fragment.
     Text { key: ChannelKey, text: String },
     /// A tool call begins (or its id / name arrive).
-    ToolCallStart { choice: usize, index: usize, id: Option<String>, name: Option<String> },
+    ToolCallStart {
+        choice: usize,
+        index: usize,
+        id: Option<String>,
+        name: Option<String>,
+    },
     /// This channel will get no more text (`content_block_stop`, `response.output_text.done`,
     /// `finish_reason`, ...).
     ChannelEnd { key: ChannelKey },
@@ -119,7 +126,10 @@ pub(crate) struct TextLoc {
 
 impl TextLoc {
     fn new(steps: &[LocStep]) -> Self {
-        let mut loc = TextLoc { steps: [LocStep::Index(0); MAX_LOC], len: 0 };
+        let mut loc = TextLoc {
+            steps: [LocStep::Index(0); MAX_LOC],
+            len: 0,
+        };
         for (slot, step) in loc.steps.iter_mut().zip(steps) {
             *slot = *step;
             loc.len = loc.len.saturating_add(1);
@@ -220,7 +230,9 @@ impl StreamDecoder {
         })?;
         match self.shape {
             ApiShape::OpenAiChat => self.decode_chat(&v, out, locs)?,
-            ApiShape::AnthropicMessages => self.decode_anthropic(ev.event.as_deref(), &v, out, locs)?,
+            ApiShape::AnthropicMessages => {
+                self.decode_anthropic(ev.event.as_deref(), &v, out, locs)?
+            }
             ApiShape::OpenAiResponses => self.decode_responses(ev.event.as_deref(), &v, out, locs),
         }
         Ok(Some(v))
@@ -236,9 +248,16 @@ impl StreamDecoder {
         }
     }
 
-    fn decode_chat(&mut self, v: &Value, out: &mut Vec<Delta>, locs: &mut Vec<(usize, TextLoc)>) -> Result<()> {
+    fn decode_chat(
+        &mut self,
+        v: &Value,
+        out: &mut Vec<Delta>,
+        locs: &mut Vec<(usize, TextLoc)>,
+    ) -> Result<()> {
         if let Some(err) = v.get("error").filter(|e| !e.is_null()) {
-            out.push(Delta::Error { message: error_message(err) });
+            out.push(Delta::Error {
+                message: error_message(err),
+            });
             return Ok(());
         }
         self.model(v.get("model").and_then(Value::as_str), out);
@@ -253,7 +272,11 @@ impl StreamDecoder {
                         ("refusal", Channel::Refusal),
                     ];
                     for (field, channel) in FIELDS {
-                        if let Some(text) = delta.get(field).and_then(Value::as_str).filter(|s| !s.is_empty()) {
+                        if let Some(text) = delta
+                            .get(field)
+                            .and_then(Value::as_str)
+                            .filter(|s| !s.is_empty())
+                        {
                             let key = ChannelKey::new(choice, channel);
                             self.open_chat(key)?;
                             locs.push((
@@ -265,7 +288,10 @@ impl StreamDecoder {
                                     LocStep::Key(field),
                                 ]),
                             ));
-                            out.push(Delta::Text { key, text: text.to_string() });
+                            out.push(Delta::Text {
+                                key,
+                                text: text.to_string(),
+                            });
                         }
                     }
                     if let Some(calls) = delta.get("tool_calls").and_then(Value::as_array) {
@@ -282,7 +308,9 @@ impl StreamDecoder {
                                     name: name.map(str::to_string),
                                 });
                             }
-                            let args = func.and_then(|f| f.get("arguments")).and_then(Value::as_str);
+                            let args = func
+                                .and_then(|f| f.get("arguments"))
+                                .and_then(Value::as_str);
                             if let Some(text) = args.filter(|s| !s.is_empty()) {
                                 let key = ChannelKey::new(choice, Channel::ToolArgs { index });
                                 self.open_chat(key)?;
@@ -298,7 +326,10 @@ impl StreamDecoder {
                                         LocStep::Key("arguments"),
                                     ]),
                                 ));
-                                out.push(Delta::Text { key, text: text.to_string() });
+                                out.push(Delta::Text {
+                                    key,
+                                    text: text.to_string(),
+                                });
                             }
                         }
                     }
@@ -312,11 +343,17 @@ impl StreamDecoder {
                             true
                         }
                     });
-                    out.push(Delta::Finish { choice, reason: reason.to_string() });
+                    out.push(Delta::Finish {
+                        choice,
+                        reason: reason.to_string(),
+                    });
                 }
             }
         }
-        if let Some(u) = v.get("usage").and_then(|u| usage_of(u, "prompt_tokens", "completion_tokens")) {
+        if let Some(u) = v
+            .get("usage")
+            .and_then(|u| usage_of(u, "prompt_tokens", "completion_tokens"))
+        {
             out.push(Delta::Usage(u));
         }
         Ok(())
@@ -339,11 +376,18 @@ impl StreamDecoder {
         out: &mut Vec<Delta>,
         locs: &mut Vec<(usize, TextLoc)>,
     ) -> Result<()> {
-        let ty = v.get("type").and_then(Value::as_str).or(event).unwrap_or_default();
+        let ty = v
+            .get("type")
+            .and_then(Value::as_str)
+            .or(event)
+            .unwrap_or_default();
         match ty {
             "message_start" => {
                 let msg = v.get("message");
-                self.model(msg.and_then(|m| m.get("model")).and_then(Value::as_str), out);
+                self.model(
+                    msg.and_then(|m| m.get("model")).and_then(Value::as_str),
+                    out,
+                );
                 if let Some(u) = msg.and_then(|m| m.get("usage")).filter(|u| u.is_object()) {
                     self.input_tokens = u64_of(u, "input_tokens").unwrap_or(0);
                     out.push(Delta::Usage(Usage {
@@ -355,7 +399,10 @@ impl StreamDecoder {
             "content_block_start" => {
                 let index = index_of(v, "index").unwrap_or(0);
                 let block = v.get("content_block");
-                let block_type = block.and_then(|b| b.get("type")).and_then(Value::as_str).unwrap_or_default();
+                let block_type = block
+                    .and_then(|b| b.get("type"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
                 let (channel, field) = match block_type {
                     "text" => (Channel::Content, "text"),
                     "thinking" => (Channel::Reasoning, "thinking"),
@@ -363,8 +410,14 @@ impl StreamDecoder {
                         out.push(Delta::ToolCallStart {
                             choice: 0,
                             index,
-                            id: block.and_then(|b| b.get("id")).and_then(Value::as_str).map(str::to_string),
-                            name: block.and_then(|b| b.get("name")).and_then(Value::as_str).map(str::to_string),
+                            id: block
+                                .and_then(|b| b.get("id"))
+                                .and_then(Value::as_str)
+                                .map(str::to_string),
+                            name: block
+                                .and_then(|b| b.get("name"))
+                                .and_then(Value::as_str)
+                                .map(str::to_string),
                         });
                         (Channel::ToolArgs { index }, "")
                     }
@@ -373,44 +426,77 @@ impl StreamDecoder {
                 let full = self.blocks.len() >= MAX_CHANNELS;
                 match self.blocks.iter_mut().find(|(i, _)| *i == index) {
                     Some(slot) => slot.1 = channel,
-                    None if full => {
-                        return Err(too_many_channels(ChannelKey::new(0, channel)))
-                    }
+                    None if full => return Err(too_many_channels(ChannelKey::new(0, channel))),
                     None => self.blocks.push((index, channel)),
                 }
                 if !field.is_empty() {
-                    if let Some(text) = block.and_then(|b| b.get(field)).and_then(Value::as_str).filter(|s| !s.is_empty()) {
-                        locs.push((out.len(), TextLoc::new(&[LocStep::Key("content_block"), LocStep::Key(field)])));
-                        out.push(Delta::Text { key: ChannelKey::new(0, channel), text: text.to_string() });
+                    if let Some(text) = block
+                        .and_then(|b| b.get(field))
+                        .and_then(Value::as_str)
+                        .filter(|s| !s.is_empty())
+                    {
+                        locs.push((
+                            out.len(),
+                            TextLoc::new(&[LocStep::Key("content_block"), LocStep::Key(field)]),
+                        ));
+                        out.push(Delta::Text {
+                            key: ChannelKey::new(0, channel),
+                            text: text.to_string(),
+                        });
                     }
                 }
             }
             "content_block_delta" => {
                 let index = index_of(v, "index").unwrap_or(0);
                 let delta = v.get("delta");
-                let (field, inferred) = match delta.and_then(|d| d.get("type")).and_then(Value::as_str) {
-                    Some("text_delta") => ("text", Channel::Content),
-                    Some("thinking_delta") => ("thinking", Channel::Reasoning),
-                    Some("input_json_delta") => ("partial_json", Channel::ToolArgs { index }),
-                    // signature_delta, citations_delta, ...: no text to scan.
-                    _ => return Ok(()),
-                };
-                let channel = self.blocks.iter().find(|(i, _)| *i == index).map(|(_, c)| *c).unwrap_or(inferred);
-                if let Some(text) = delta.and_then(|d| d.get(field)).and_then(Value::as_str).filter(|s| !s.is_empty()) {
-                    locs.push((out.len(), TextLoc::new(&[LocStep::Key("delta"), LocStep::Key(field)])));
-                    out.push(Delta::Text { key: ChannelKey::new(0, channel), text: text.to_string() });
+                let (field, inferred) =
+                    match delta.and_then(|d| d.get("type")).and_then(Value::as_str) {
+                        Some("text_delta") => ("text", Channel::Content),
+                        Some("thinking_delta") => ("thinking", Channel::Reasoning),
+                        Some("input_json_delta") => ("partial_json", Channel::ToolArgs { index }),
+                        // signature_delta, citations_delta, ...: no text to scan.
+                        _ => return Ok(()),
+                    };
+                let channel = self
+                    .blocks
+                    .iter()
+                    .find(|(i, _)| *i == index)
+                    .map(|(_, c)| *c)
+                    .unwrap_or(inferred);
+                if let Some(text) = delta
+                    .and_then(|d| d.get(field))
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.is_empty())
+                {
+                    locs.push((
+                        out.len(),
+                        TextLoc::new(&[LocStep::Key("delta"), LocStep::Key(field)]),
+                    ));
+                    out.push(Delta::Text {
+                        key: ChannelKey::new(0, channel),
+                        text: text.to_string(),
+                    });
                 }
             }
             "content_block_stop" => {
                 let index = index_of(v, "index").unwrap_or(0);
                 if let Some(pos) = self.blocks.iter().position(|(i, _)| *i == index) {
                     let (_, channel) = self.blocks.swap_remove(pos);
-                    out.push(Delta::ChannelEnd { key: ChannelKey::new(0, channel) });
+                    out.push(Delta::ChannelEnd {
+                        key: ChannelKey::new(0, channel),
+                    });
                 }
             }
             "message_delta" => {
-                if let Some(reason) = v.get("delta").and_then(|d| d.get("stop_reason")).and_then(Value::as_str) {
-                    out.push(Delta::Finish { choice: 0, reason: reason.to_string() });
+                if let Some(reason) = v
+                    .get("delta")
+                    .and_then(|d| d.get("stop_reason"))
+                    .and_then(Value::as_str)
+                {
+                    out.push(Delta::Finish {
+                        choice: 0,
+                        reason: reason.to_string(),
+                    });
                 }
                 if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
                     if let Some(input) = u64_of(u, "input_tokens") {
@@ -426,7 +512,9 @@ impl StreamDecoder {
                 self.blocks.clear();
                 out.push(Delta::Done);
             }
-            "error" => out.push(Delta::Error { message: error_message(v.get("error").unwrap_or(v)) }),
+            "error" => out.push(Delta::Error {
+                message: error_message(v.get("error").unwrap_or(v)),
+            }),
             // ping and anything newer.
             _ => {}
         }
@@ -440,7 +528,11 @@ impl StreamDecoder {
         out: &mut Vec<Delta>,
         locs: &mut Vec<(usize, TextLoc)>,
     ) {
-        let ty = v.get("type").and_then(Value::as_str).or(event).unwrap_or_default();
+        let ty = v
+            .get("type")
+            .and_then(Value::as_str)
+            .or(event)
+            .unwrap_or_default();
         let output_index = index_of(v, "output_index").unwrap_or(0);
         let text_channel = match ty {
             "response.output_text.delta" | "response.output_text.done" => Some(Channel::Content),
@@ -450,16 +542,25 @@ impl StreamDecoder {
             | "response.reasoning_text.delta"
             | "response.reasoning_text.done" => Some(Channel::Reasoning),
             "response.function_call_arguments.delta" | "response.function_call_arguments.done" => {
-                Some(Channel::ToolArgs { index: output_index })
+                Some(Channel::ToolArgs {
+                    index: output_index,
+                })
             }
             _ => None,
         };
         if let Some(channel) = text_channel {
             let key = ChannelKey::new(0, channel);
             if ty.ends_with(".delta") {
-                if let Some(text) = v.get("delta").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+                if let Some(text) = v
+                    .get("delta")
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.is_empty())
+                {
                     locs.push((out.len(), TextLoc::new(&[LocStep::Key("delta")])));
-                    out.push(Delta::Text { key, text: text.to_string() });
+                    out.push(Delta::Text {
+                        key,
+                        text: text.to_string(),
+                    });
                 }
             } else {
                 out.push(Delta::ChannelEnd { key });
@@ -468,7 +569,12 @@ impl StreamDecoder {
         }
         match ty {
             "response.created" | "response.in_progress" => {
-                self.model(v.get("response").and_then(|r| r.get("model")).and_then(Value::as_str), out);
+                self.model(
+                    v.get("response")
+                        .and_then(|r| r.get("model"))
+                        .and_then(Value::as_str),
+                    out,
+                );
             }
             "response.output_item.added" => {
                 let item = v.get("item");
@@ -478,15 +584,23 @@ impl StreamDecoder {
                     out.push(Delta::ToolCallStart {
                         choice: 0,
                         index: output_index,
-                        id: str_field("call_id").or_else(|| str_field("id")).map(str::to_string),
+                        id: str_field("call_id")
+                            .or_else(|| str_field("id"))
+                            .map(str::to_string),
                         name: str_field("name").map(str::to_string),
                     });
                 }
             }
             "response.completed" | "response.incomplete" | "response.failed" => {
                 let resp = v.get("response");
-                self.model(resp.and_then(|r| r.get("model")).and_then(Value::as_str), out);
-                if let Some(u) = resp.and_then(|r| r.get("usage")).and_then(|u| usage_of(u, "input_tokens", "output_tokens")) {
+                self.model(
+                    resp.and_then(|r| r.get("model")).and_then(Value::as_str),
+                    out,
+                );
+                if let Some(u) = resp
+                    .and_then(|r| r.get("usage"))
+                    .and_then(|u| usage_of(u, "input_tokens", "output_tokens"))
+                {
                     out.push(Delta::Usage(u));
                 }
                 if ty == "response.failed" {
@@ -503,14 +617,19 @@ impl StreamDecoder {
                         .and_then(Value::as_str)
                         .or_else(|| resp.and_then(|r| r.get("status")).and_then(Value::as_str));
                     if let Some(reason) = reason {
-                        out.push(Delta::Finish { choice: 0, reason: reason.to_string() });
+                        out.push(Delta::Finish {
+                            choice: 0,
+                            reason: reason.to_string(),
+                        });
                     }
                 }
                 out.push(Delta::Done);
             }
             "error" => {
                 let err = v.get("error").filter(|e| e.is_object()).unwrap_or(v);
-                out.push(Delta::Error { message: error_message(err) });
+                out.push(Delta::Error {
+                    message: error_message(err),
+                });
             }
             _ => {}
         }
@@ -531,12 +650,16 @@ pub fn is_usage_only_chunk(shape: ApiShape, ev: &SseEvent) -> bool {
     let Ok(v) = serde_json::from_str::<Value>(&ev.data) else {
         return false;
     };
-    v.get("choices").and_then(Value::as_array).is_some_and(|c| c.is_empty())
+    v.get("choices")
+        .and_then(Value::as_array)
+        .is_some_and(|c| c.is_empty())
         && v.get("usage").is_some_and(Value::is_object)
 }
 
 fn index_of(v: &Value, key: &str) -> Option<usize> {
-    v.get(key).and_then(Value::as_u64).and_then(|n| usize::try_from(n).ok())
+    v.get(key)
+        .and_then(Value::as_u64)
+        .and_then(|n| usize::try_from(n).ok())
 }
 
 fn u64_of(v: &Value, key: &str) -> Option<u64> {
@@ -547,7 +670,10 @@ fn usage_of(u: &Value, input: &str, output: &str) -> Option<Usage> {
     if !u.is_object() {
         return None;
     }
-    Some(Usage { input_tokens: u64_of(u, input).unwrap_or(0), output_tokens: u64_of(u, output).unwrap_or(0) })
+    Some(Usage {
+        input_tokens: u64_of(u, input).unwrap_or(0),
+        output_tokens: u64_of(u, output).unwrap_or(0),
+    })
 }
 
 fn error_message(err: &Value) -> String {
@@ -610,7 +736,11 @@ pub struct StreamAssembler {
 
 impl StreamAssembler {
     pub fn new(max_bytes: usize) -> Self {
-        StreamAssembler { max_bytes, used: 0, out: Assembled::default() }
+        StreamAssembler {
+            max_bytes,
+            used: 0,
+            out: Assembled::default(),
+        }
     }
 
     pub fn apply(&mut self, d: &Delta) -> Result<()> {
@@ -622,11 +752,21 @@ impl StreamAssembler {
                     Channel::Content => choice.content.push_str(text),
                     Channel::Reasoning => choice.reasoning.push_str(text),
                     Channel::Refusal => choice.refusal.push_str(text),
-                    Channel::ToolArgs { index } => tool_call(choice, index)?.arguments.push_str(text),
+                    Channel::ToolArgs { index } => {
+                        tool_call(choice, index)?.arguments.push_str(text)
+                    }
                 }
             }
-            Delta::ToolCallStart { choice, index, id, name } => {
-                let n = id.as_ref().map_or(0, String::len).saturating_add(name.as_ref().map_or(0, String::len));
+            Delta::ToolCallStart {
+                choice,
+                index,
+                id,
+                name,
+            } => {
+                let n = id
+                    .as_ref()
+                    .map_or(0, String::len)
+                    .saturating_add(name.as_ref().map_or(0, String::len));
                 self.charge(n)?;
                 let call = tool_call(self.choice(*choice)?, *index)?;
                 if id.is_some() {
@@ -676,10 +816,14 @@ impl StreamAssembler {
 
     fn choice(&mut self, choice: usize) -> Result<&mut AssembledChoice> {
         if choice >= MAX_CHANNELS {
-            return Err(Error::too_large(format!("choice index {choice} exceeds the limit of {MAX_CHANNELS}")));
+            return Err(Error::too_large(format!(
+                "choice index {choice} exceeds the limit of {MAX_CHANNELS}"
+            )));
         }
         if self.out.choices.len() <= choice {
-            self.out.choices.resize_with(choice.saturating_add(1), AssembledChoice::default);
+            self.out
+                .choices
+                .resize_with(choice.saturating_add(1), AssembledChoice::default);
         }
         self.out
             .choices
@@ -693,9 +837,14 @@ fn tool_call(choice: &mut AssembledChoice, index: usize) -> Result<&mut Assemble
         Some(pos) => pos,
         None => {
             if choice.tool_calls.len() >= MAX_CHANNELS {
-                return Err(Error::too_large(format!("more than {MAX_CHANNELS} tool calls (at index {index})")));
+                return Err(Error::too_large(format!(
+                    "more than {MAX_CHANNELS} tool calls (at index {index})"
+                )));
             }
-            choice.tool_calls.push(AssembledToolCall { index, ..AssembledToolCall::default() });
+            choice.tool_calls.push(AssembledToolCall {
+                index,
+                ..AssembledToolCall::default()
+            });
             choice.tool_calls.len().saturating_sub(1)
         }
     };
@@ -711,7 +860,12 @@ mod tests {
     use crate::error::ErrorKind;
 
     fn ev(event: Option<&str>, data: &str) -> SseEvent {
-        SseEvent { event: event.map(str::to_string), data: data.to_string(), id: None, raw: Vec::new() }
+        SseEvent {
+            event: event.map(str::to_string),
+            data: data.to_string(),
+            id: None,
+            raw: Vec::new(),
+        }
     }
 
     fn decode_all(shape: ApiShape, events: &[SseEvent]) -> Result<Vec<Delta>> {
@@ -724,7 +878,10 @@ mod tests {
     }
 
     fn text(choice: usize, channel: Channel, t: &str) -> Delta {
-        Delta::Text { key: ChannelKey::new(choice, channel), text: t.to_string() }
+        Delta::Text {
+            key: ChannelKey::new(choice, channel),
+            text: t.to_string(),
+        }
     }
 
     #[test]
@@ -735,60 +892,118 @@ mod tests {
                 "chat content, finish, usage chunk, done",
                 ApiShape::OpenAiChat,
                 vec![
-                    ev(None, r#"{"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}],"usage":null}"#),
-                    ev(None, r#"{"model":"m","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}],"usage":null}"#),
-                    ev(None, r#"{"model":"m","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":null}"#),
-                    ev(None, r#"{"model":"m","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#),
+                    ev(
+                        None,
+                        r#"{"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}],"usage":null}"#,
+                    ),
+                    ev(
+                        None,
+                        r#"{"model":"m","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}],"usage":null}"#,
+                    ),
+                    ev(
+                        None,
+                        r#"{"model":"m","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":null}"#,
+                    ),
+                    ev(
+                        None,
+                        r#"{"model":"m","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#,
+                    ),
                     ev(None, "[DONE]"),
                 ],
                 vec![
                     Delta::Model("m".into()),
                     text(0, content, "Hi"),
-                    Delta::ChannelEnd { key: ChannelKey::new(0, content) },
-                    Delta::Finish { choice: 0, reason: "stop".into() },
-                    Delta::Usage(Usage { input_tokens: 3, output_tokens: 1 }),
+                    Delta::ChannelEnd {
+                        key: ChannelKey::new(0, content),
+                    },
+                    Delta::Finish {
+                        choice: 0,
+                        reason: "stop".into(),
+                    },
+                    Delta::Usage(Usage {
+                        input_tokens: 3,
+                        output_tokens: 1,
+                    }),
                     Delta::Done,
                 ],
             ),
             (
                 "chat error object",
                 ApiShape::OpenAiChat,
-                vec![ev(None, r#"{"error":{"message":"boom","type":"server_error"}}"#)],
-                vec![Delta::Error { message: "boom".into() }],
+                vec![ev(
+                    None,
+                    r#"{"error":{"message":"boom","type":"server_error"}}"#,
+                )],
+                vec![Delta::Error {
+                    message: "boom".into(),
+                }],
             ),
             (
                 "anthropic usage combines input and output",
                 ApiShape::AnthropicMessages,
                 vec![
-                    ev(Some("message_start"), r#"{"type":"message_start","message":{"model":"c","usage":{"input_tokens":9,"output_tokens":1}}}"#),
-                    ev(Some("message_delta"), r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":5}}"#),
+                    ev(
+                        Some("message_start"),
+                        r#"{"type":"message_start","message":{"model":"c","usage":{"input_tokens":9,"output_tokens":1}}}"#,
+                    ),
+                    ev(
+                        Some("message_delta"),
+                        r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":5}}"#,
+                    ),
                     ev(Some("message_stop"), r#"{"type":"message_stop"}"#),
                 ],
                 vec![
                     Delta::Model("c".into()),
-                    Delta::Usage(Usage { input_tokens: 9, output_tokens: 1 }),
-                    Delta::Finish { choice: 0, reason: "end_turn".into() },
-                    Delta::Usage(Usage { input_tokens: 9, output_tokens: 5 }),
+                    Delta::Usage(Usage {
+                        input_tokens: 9,
+                        output_tokens: 1,
+                    }),
+                    Delta::Finish {
+                        choice: 0,
+                        reason: "end_turn".into(),
+                    },
+                    Delta::Usage(Usage {
+                        input_tokens: 9,
+                        output_tokens: 5,
+                    }),
                     Delta::Done,
                 ],
             ),
             (
                 "anthropic error",
                 ApiShape::AnthropicMessages,
-                vec![ev(Some("error"), r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#)],
-                vec![Delta::Error { message: "Overloaded".into() }],
+                vec![ev(
+                    Some("error"),
+                    r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+                )],
+                vec![Delta::Error {
+                    message: "Overloaded".into(),
+                }],
             ),
             (
                 "responses error event",
                 ApiShape::OpenAiResponses,
-                vec![ev(Some("error"), r#"{"type":"error","code":"server_error","message":"bad","param":null,"sequence_number":3}"#)],
-                vec![Delta::Error { message: "bad".into() }],
+                vec![ev(
+                    Some("error"),
+                    r#"{"type":"error","code":"server_error","message":"bad","param":null,"sequence_number":3}"#,
+                )],
+                vec![Delta::Error {
+                    message: "bad".into(),
+                }],
             ),
             (
                 "responses failed",
                 ApiShape::OpenAiResponses,
-                vec![ev(Some("response.failed"), r#"{"type":"response.failed","response":{"status":"failed","error":{"code":"server_error","message":"nope"},"usage":null}}"#)],
-                vec![Delta::Error { message: "nope".into() }, Delta::Done],
+                vec![ev(
+                    Some("response.failed"),
+                    r#"{"type":"response.failed","response":{"status":"failed","error":{"code":"server_error","message":"nope"},"usage":null}}"#,
+                )],
+                vec![
+                    Delta::Error {
+                        message: "nope".into(),
+                    },
+                    Delta::Done,
+                ],
             ),
         ];
         for (name, shape, events, want) in cases {
@@ -807,18 +1022,29 @@ mod tests {
     #[test]
     fn channel_bound() {
         let events: Vec<SseEvent> = (0..=MAX_CHANNELS)
-            .map(|i| ev(None, &format!(r#"{{"choices":[{{"index":{i},"delta":{{"content":"x"}}}}]}}"#)))
+            .map(|i| {
+                ev(
+                    None,
+                    &format!(r#"{{"choices":[{{"index":{i},"delta":{{"content":"x"}}}}]}}"#),
+                )
+            })
             .collect();
         let err = decode_all(ApiShape::OpenAiChat, &events).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::TooLarge);
         let mut asm = StreamAssembler::new(1 << 20);
-        let err = asm.apply(&text(MAX_CHANNELS, Channel::Content, "x")).unwrap_err();
+        let err = asm
+            .apply(&text(MAX_CHANNELS, Channel::Content, "x"))
+            .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::TooLarge);
     }
 
     #[test]
     fn assembler_bound() {
-        let cases = [("limit 0", 0, false), ("exactly fits", 4, true), ("one over", 3, false)];
+        let cases = [
+            ("limit 0", 0, false),
+            ("exactly fits", 4, true),
+            ("one over", 3, false),
+        ];
         for (name, max, ok) in cases {
             let mut asm = StreamAssembler::new(max);
             let res = asm.apply(&text(0, Channel::Content, "abcd"));
@@ -832,11 +1058,27 @@ mod tests {
     #[test]
     fn usage_only_chunk() {
         let cases = [
-            (ApiShape::OpenAiChat, r#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}"#, true),
-            (ApiShape::OpenAiChat, r#"{"choices":[{"index":0,"delta":{}}],"usage":{"prompt_tokens":1}}"#, false),
-            (ApiShape::OpenAiChat, r#"{"choices":[],"usage":null}"#, false),
+            (
+                ApiShape::OpenAiChat,
+                r#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}"#,
+                true,
+            ),
+            (
+                ApiShape::OpenAiChat,
+                r#"{"choices":[{"index":0,"delta":{}}],"usage":{"prompt_tokens":1}}"#,
+                false,
+            ),
+            (
+                ApiShape::OpenAiChat,
+                r#"{"choices":[],"usage":null}"#,
+                false,
+            ),
             (ApiShape::OpenAiChat, "[DONE]", false),
-            (ApiShape::AnthropicMessages, r#"{"choices":[],"usage":{}}"#, false),
+            (
+                ApiShape::AnthropicMessages,
+                r#"{"choices":[],"usage":{}}"#,
+                false,
+            ),
         ];
         for (shape, data, want) in cases {
             assert_eq!(is_usage_only_chunk(shape, &ev(None, data)), want, "{data}");

@@ -97,7 +97,11 @@ pub struct LocalReply {
 
 impl LocalReply {
     pub fn new(status: u16, reason: &str, message: &str) -> Self {
-        LocalReply { status, reason: reason.to_string(), message: message.to_string() }
+        LocalReply {
+            status,
+            reason: reason.to_string(),
+            message: message.to_string(),
+        }
     }
 
     /// The body in the API's own error shape: OpenAI `{"error":{"message","type","code"}}`,
@@ -181,7 +185,10 @@ impl LocalReply {
         out.extend_from_slice(b"data: ");
         out.extend_from_slice(&data);
         out.extend_from_slice(b"\n\n");
-        if !matches!(api, Some(ApiShape::AnthropicMessages | ApiShape::OpenAiResponses)) {
+        if !matches!(
+            api,
+            Some(ApiShape::AnthropicMessages | ApiShape::OpenAiResponses)
+        ) {
             out.extend_from_slice(b"data: [DONE]\n\n");
         }
         out
@@ -194,12 +201,17 @@ mod tests {
 
     #[test]
     fn reply_shapes() {
-        let r = LocalReply::new(413, "body_too_large", "request body is over the 10 byte limit");
+        let r = LocalReply::new(
+            413,
+            "body_too_large",
+            "request body is over the 10 byte limit",
+        );
         let o: Value = serde_json::from_slice(&r.body(Some(ApiShape::OpenAiChat), "rid")).unwrap();
         assert_eq!(o["error"]["type"], "invalid_request_error");
         assert_eq!(o["error"]["code"], "body_too_large");
         assert_eq!(o["error"]["request_id"], "rid");
-        let a: Value = serde_json::from_slice(&r.body(Some(ApiShape::AnthropicMessages), "rid")).unwrap();
+        let a: Value =
+            serde_json::from_slice(&r.body(Some(ApiShape::AnthropicMessages), "rid")).unwrap();
         assert_eq!(a["type"], "error");
         assert_eq!(a["error"]["type"], "request_too_large");
         assert_eq!(a["error"]["code"], "body_too_large");

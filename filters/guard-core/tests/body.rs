@@ -11,7 +11,14 @@ use proptest::prelude::*;
 use serde_json::{json, Value};
 
 /// A segment as a comparable row: (source, JSON Pointer, text, message, choice, tool name).
-type Row = (Source, String, String, Option<usize>, Option<usize>, Option<String>);
+type Row = (
+    Source,
+    String,
+    String,
+    Option<usize>,
+    Option<usize>,
+    Option<String>,
+);
 
 fn row(s: &Segment<'_>) -> Row {
     (
@@ -33,13 +40,25 @@ fn r(
     choice: Option<usize>,
     tool: Option<&str>,
 ) -> Row {
-    (source, ptr.to_string(), text.to_string(), message, choice, tool.map(str::to_string))
+    (
+        source,
+        ptr.to_string(),
+        text.to_string(),
+        message,
+        choice,
+        tool.map(str::to_string),
+    )
 }
 
 /// Every segment path resolves to a string equal to its text.
 fn assert_paths_resolve(json: &Value, segs: &[Segment<'_>], name: &str) {
     for s in segs {
-        assert_eq!(s.path.get(json).and_then(Value::as_str), Some(&*s.text), "{name}: {}", s.path);
+        assert_eq!(
+            s.path.get(json).and_then(Value::as_str),
+            Some(&*s.text),
+            "{name}: {}",
+            s.path
+        );
     }
 }
 
@@ -96,9 +115,30 @@ fn request_segments() {
                     None,
                     Some("fetch"),
                 ),
-                r(ToolResult, "/messages/4/content", "fetched", Some(4), None, Some("fetch")),
-                r(ToolResult, "/messages/5/content", "looked up", Some(5), None, Some("explicit")),
-                r(ToolResult, "/messages/6/content", "orphan", Some(6), None, None),
+                r(
+                    ToolResult,
+                    "/messages/4/content",
+                    "fetched",
+                    Some(4),
+                    None,
+                    Some("fetch"),
+                ),
+                r(
+                    ToolResult,
+                    "/messages/5/content",
+                    "looked up",
+                    Some(5),
+                    None,
+                    Some("explicit"),
+                ),
+                r(
+                    ToolResult,
+                    "/messages/6/content",
+                    "orphan",
+                    Some(6),
+                    None,
+                    None,
+                ),
                 r(
                     ToolResult,
                     "/messages/7/content",
@@ -120,8 +160,22 @@ fn request_segments() {
                 {"type": "text", "text": "and this"}
             ]}]}),
             vec![
-                r(User, "/messages/0/content/0/text", "look", Some(0), None, None),
-                r(User, "/messages/0/content/4/text", "and this", Some(0), None, None),
+                r(
+                    User,
+                    "/messages/0/content/0/text",
+                    "look",
+                    Some(0),
+                    None,
+                    None,
+                ),
+                r(
+                    User,
+                    "/messages/0/content/4/text",
+                    "and this",
+                    Some(0),
+                    None,
+                    None,
+                ),
             ],
         ),
         (
@@ -134,10 +188,31 @@ fn request_segments() {
                 {"role": "assistant", "tool_calls": [{"id": "k", "type": "custom", "custom": {"name": "sh", "input": "ls -la"}}]}
             ]}),
             vec![
-                r(Assistant, "/messages/0/content/0/text", "a", Some(0), None, None),
-                r(Assistant, "/messages/0/content/1/refusal", "no", Some(0), None, None),
+                r(
+                    Assistant,
+                    "/messages/0/content/0/text",
+                    "a",
+                    Some(0),
+                    None,
+                    None,
+                ),
+                r(
+                    Assistant,
+                    "/messages/0/content/1/refusal",
+                    "no",
+                    Some(0),
+                    None,
+                    None,
+                ),
                 r(Assistant, "/messages/0/refusal", "r", Some(0), None, None),
-                r(Reasoning, "/messages/0/reasoning_content", "think", Some(0), None, None),
+                r(
+                    Reasoning,
+                    "/messages/0/reasoning_content",
+                    "think",
+                    Some(0),
+                    None,
+                    None,
+                ),
                 r(
                     ToolCall,
                     "/messages/1/function_call/arguments",
@@ -166,7 +241,14 @@ fn request_segments() {
             ], "prediction": {"type": "content", "content": "predicted"}}),
             vec![
                 r(User, "/messages/0/content", "", Some(0), None, None),
-                r(ToolResult, "/messages/2/content/0/text", "part result", Some(2), None, None),
+                r(
+                    ToolResult,
+                    "/messages/2/content/0/text",
+                    "part result",
+                    Some(2),
+                    None,
+                    None,
+                ),
                 r(User, "/prediction/content", "predicted", None, None, None),
             ],
         ),
@@ -174,7 +256,14 @@ fn request_segments() {
             "chat: unknown part type with text is still scanned",
             Chat,
             json!({"messages": [{"role": "user", "content": [{"type": "future_text", "text": "new"}]}]}),
-            vec![r(User, "/messages/0/content/0/text", "new", Some(0), None, None)],
+            vec![r(
+                User,
+                "/messages/0/content/0/text",
+                "new",
+                Some(0),
+                None,
+                None,
+            )],
         ),
         ("chat: no messages", Chat, json!({"model": "m"}), vec![]),
         (
@@ -213,18 +302,95 @@ fn request_segments() {
             ]}),
             vec![
                 r(System, "/input/0/content", "s", Some(0), None, None),
-                r(Developer, "/input/1/content/0/text", "d", Some(1), None, None),
+                r(
+                    Developer,
+                    "/input/1/content/0/text",
+                    "d",
+                    Some(1),
+                    None,
+                    None,
+                ),
                 r(User, "/input/2/content/0/text", "u", Some(2), None, None),
-                r(Assistant, "/input/3/content/0/text", "a", Some(3), None, None),
-                r(Assistant, "/input/3/content/1/refusal", "nope", Some(3), None, None),
-                r(Assistant, "/input/3/content/2/text", "t", Some(3), None, None),
-                r(Reasoning, "/input/4/summary/0/text", "sum", Some(4), None, None),
-                r(Reasoning, "/input/4/content/0/text", "raw", Some(4), None, None),
-                r(ToolCall, "/input/5/arguments", "{\"k\":1}", Some(5), None, Some("get")),
-                r(ToolResult, "/input/6/output", "got", Some(6), None, Some("get")),
-                r(ToolCall, "/input/7/input", "echo", Some(7), None, Some("sh")),
-                r(ToolResult, "/input/8/output/0/text", "echoed", Some(8), None, Some("sh")),
-                r(ToolResult, "/input/10/output", "orphan", Some(10), None, None),
+                r(
+                    Assistant,
+                    "/input/3/content/0/text",
+                    "a",
+                    Some(3),
+                    None,
+                    None,
+                ),
+                r(
+                    Assistant,
+                    "/input/3/content/1/refusal",
+                    "nope",
+                    Some(3),
+                    None,
+                    None,
+                ),
+                r(
+                    Assistant,
+                    "/input/3/content/2/text",
+                    "t",
+                    Some(3),
+                    None,
+                    None,
+                ),
+                r(
+                    Reasoning,
+                    "/input/4/summary/0/text",
+                    "sum",
+                    Some(4),
+                    None,
+                    None,
+                ),
+                r(
+                    Reasoning,
+                    "/input/4/content/0/text",
+                    "raw",
+                    Some(4),
+                    None,
+                    None,
+                ),
+                r(
+                    ToolCall,
+                    "/input/5/arguments",
+                    "{\"k\":1}",
+                    Some(5),
+                    None,
+                    Some("get"),
+                ),
+                r(
+                    ToolResult,
+                    "/input/6/output",
+                    "got",
+                    Some(6),
+                    None,
+                    Some("get"),
+                ),
+                r(
+                    ToolCall,
+                    "/input/7/input",
+                    "echo",
+                    Some(7),
+                    None,
+                    Some("sh"),
+                ),
+                r(
+                    ToolResult,
+                    "/input/8/output/0/text",
+                    "echoed",
+                    Some(8),
+                    None,
+                    Some("sh"),
+                ),
+                r(
+                    ToolResult,
+                    "/input/10/output",
+                    "orphan",
+                    Some(10),
+                    None,
+                    None,
+                ),
             ],
         ),
         (
@@ -238,12 +404,47 @@ fn request_segments() {
             ], "prompt": {"id": "p", "variables": {"city": "Paris", "note": {"type": "input_text", "text": "n"},
                                                   "pic": {"type": "input_image", "image_url": "u"}}}}),
             vec![
-                r(ToolCall, "/input/0/arguments", "{\"q\":1}", Some(0), None, Some("search")),
-                r(ToolResult, "/input/0/output", "found", Some(0), None, Some("search")),
+                r(
+                    ToolCall,
+                    "/input/0/arguments",
+                    "{\"q\":1}",
+                    Some(0),
+                    None,
+                    Some("search"),
+                ),
+                r(
+                    ToolResult,
+                    "/input/0/output",
+                    "found",
+                    Some(0),
+                    None,
+                    Some("search"),
+                ),
                 r(ToolCall, "/input/1/code", "print(1)", Some(1), None, None),
-                r(ToolResult, "/input/1/outputs/0/logs", "1", Some(1), None, None),
-                r(Document, "/input/2/results/0/text", "doc text", Some(2), None, None),
-                r(ToolResult, "/input/3/output", "shell out", Some(3), None, None),
+                r(
+                    ToolResult,
+                    "/input/1/outputs/0/logs",
+                    "1",
+                    Some(1),
+                    None,
+                    None,
+                ),
+                r(
+                    Document,
+                    "/input/2/results/0/text",
+                    "doc text",
+                    Some(2),
+                    None,
+                    None,
+                ),
+                r(
+                    ToolResult,
+                    "/input/3/output",
+                    "shell out",
+                    Some(3),
+                    None,
+                    None,
+                ),
                 r(User, "/prompt/variables/city", "Paris", None, None, None),
                 r(User, "/prompt/variables/note/text", "n", None, None, None),
             ],
@@ -257,7 +458,14 @@ fn request_segments() {
             vec![
                 r(System, "/system", "sys", None, None, None),
                 r(User, "/messages/0/content", "hi", Some(0), None, None),
-                r(Assistant, "/messages/1/content", "hello", Some(1), None, None),
+                r(
+                    Assistant,
+                    "/messages/1/content",
+                    "hello",
+                    Some(1),
+                    None,
+                    None,
+                ),
             ],
         ),
         (
@@ -295,9 +503,30 @@ fn request_segments() {
                 r(System, "/system/0/text", "s1", None, None, None),
                 r(System, "/system/1/text", "s2", None, None, None),
                 r(User, "/messages/0/content/0/text", "q", Some(0), None, None),
-                r(Document, "/messages/0/content/2/title", "T", Some(0), None, None),
-                r(Document, "/messages/0/content/2/context", "C", Some(0), None, None),
-                r(Document, "/messages/0/content/2/source/data", "doc body", Some(0), None, None),
+                r(
+                    Document,
+                    "/messages/0/content/2/title",
+                    "T",
+                    Some(0),
+                    None,
+                    None,
+                ),
+                r(
+                    Document,
+                    "/messages/0/content/2/context",
+                    "C",
+                    Some(0),
+                    None,
+                    None,
+                ),
+                r(
+                    Document,
+                    "/messages/0/content/2/source/data",
+                    "doc body",
+                    Some(0),
+                    None,
+                    None,
+                ),
                 r(
                     Document,
                     "/messages/0/content/3/source/content/0/text",
@@ -306,11 +535,46 @@ fn request_segments() {
                     None,
                     None,
                 ),
-                r(Document, "/messages/0/content/4/source/content", "whole", Some(0), None, None),
-                r(Document, "/messages/0/content/6/title", "ST", Some(0), None, None),
-                r(Document, "/messages/0/content/6/content/0/text", "sr", Some(0), None, None),
-                r(Reasoning, "/messages/1/content/0/thinking", "hmm", Some(1), None, None),
-                r(Assistant, "/messages/1/content/2/text", "calling", Some(1), None, None),
+                r(
+                    Document,
+                    "/messages/0/content/4/source/content",
+                    "whole",
+                    Some(0),
+                    None,
+                    None,
+                ),
+                r(
+                    Document,
+                    "/messages/0/content/6/title",
+                    "ST",
+                    Some(0),
+                    None,
+                    None,
+                ),
+                r(
+                    Document,
+                    "/messages/0/content/6/content/0/text",
+                    "sr",
+                    Some(0),
+                    None,
+                    None,
+                ),
+                r(
+                    Reasoning,
+                    "/messages/1/content/0/thinking",
+                    "hmm",
+                    Some(1),
+                    None,
+                    None,
+                ),
+                r(
+                    Assistant,
+                    "/messages/1/content/2/text",
+                    "calling",
+                    Some(1),
+                    None,
+                    None,
+                ),
                 r(
                     Document,
                     "/messages/1/content/2/citations/0/cited_text",
@@ -319,7 +583,14 @@ fn request_segments() {
                     None,
                     None,
                 ),
-                r(ToolCall, "/messages/1/content/3/input/q", "a", Some(1), None, Some("search")),
+                r(
+                    ToolCall,
+                    "/messages/1/content/3/input/q",
+                    "a",
+                    Some(1),
+                    None,
+                    Some("search"),
+                ),
                 r(
                     ToolCall,
                     "/messages/1/content/3/input/opts/tags/0",
@@ -385,9 +656,30 @@ fn request_segments() {
                 {"type": "tool_use", "id": "t", "name": "f", "input": {"a/b": "slash", "c~d": "tilde", "": "empty key"}}
             ]}]}),
             vec![
-                r(ToolCall, "/messages/0/content/0/input/a~1b", "slash", Some(0), None, Some("f")),
-                r(ToolCall, "/messages/0/content/0/input/c~0d", "tilde", Some(0), None, Some("f")),
-                r(ToolCall, "/messages/0/content/0/input/", "empty key", Some(0), None, Some("f")),
+                r(
+                    ToolCall,
+                    "/messages/0/content/0/input/a~1b",
+                    "slash",
+                    Some(0),
+                    None,
+                    Some("f"),
+                ),
+                r(
+                    ToolCall,
+                    "/messages/0/content/0/input/c~0d",
+                    "tilde",
+                    Some(0),
+                    None,
+                    Some("f"),
+                ),
+                r(
+                    ToolCall,
+                    "/messages/0/content/0/input/",
+                    "empty key",
+                    Some(0),
+                    None,
+                    Some("f"),
+                ),
             ],
         ),
     ];
@@ -412,8 +704,22 @@ fn response_segments() {
                 {"index": 3, "message": null}
             ]}),
             vec![
-                r(Assistant, "/choices/0/message/content", "first", None, Some(0), None),
-                r(Reasoning, "/choices/0/message/reasoning_content", "why", None, Some(0), None),
+                r(
+                    Assistant,
+                    "/choices/0/message/content",
+                    "first",
+                    None,
+                    Some(0),
+                    None,
+                ),
+                r(
+                    Reasoning,
+                    "/choices/0/message/reasoning_content",
+                    "why",
+                    None,
+                    Some(0),
+                    None,
+                ),
                 r(
                     ToolCall,
                     "/choices/1/message/tool_calls/0/function/arguments",
@@ -430,15 +736,36 @@ fn response_segments() {
                     Some(1),
                     Some("g"),
                 ),
-                r(Assistant, "/choices/2/message/content/0/text", "p", None, Some(2), None),
-                r(Assistant, "/choices/2/message/refusal", "no", None, Some(2), None),
+                r(
+                    Assistant,
+                    "/choices/2/message/content/0/text",
+                    "p",
+                    None,
+                    Some(2),
+                    None,
+                ),
+                r(
+                    Assistant,
+                    "/choices/2/message/refusal",
+                    "no",
+                    None,
+                    Some(2),
+                    None,
+                ),
             ],
         ),
         (
             "chat: message without role is the assistant's",
             Chat,
             json!({"choices": [{"message": {"content": "x"}}]}),
-            vec![r(Assistant, "/choices/0/message/content", "x", None, Some(0), None)],
+            vec![r(
+                Assistant,
+                "/choices/0/message/content",
+                "x",
+                None,
+                Some(0),
+                None,
+            )],
         ),
         (
             "responses: output items and output_text",
@@ -454,11 +781,46 @@ fn response_segments() {
                 {"type": "function_call", "id": "fc2", "call_id": "c2", "name": "g", "arguments": "{\"a\":\"b\"}"}
             ], "output_text": "answer"}),
             vec![
-                r(Reasoning, "/output/0/summary/0/text", "sum", Some(0), None, None),
-                r(Assistant, "/output/1/content/0/text", "answer", Some(1), None, None),
-                r(Assistant, "/output/1/content/1/refusal", "nope", Some(1), None, None),
-                r(ToolCall, "/output/2/arguments", "{}", Some(2), None, Some("f")),
-                r(ToolCall, "/output/3/arguments", "{\"a\":\"b\"}", Some(3), None, Some("g")),
+                r(
+                    Reasoning,
+                    "/output/0/summary/0/text",
+                    "sum",
+                    Some(0),
+                    None,
+                    None,
+                ),
+                r(
+                    Assistant,
+                    "/output/1/content/0/text",
+                    "answer",
+                    Some(1),
+                    None,
+                    None,
+                ),
+                r(
+                    Assistant,
+                    "/output/1/content/1/refusal",
+                    "nope",
+                    Some(1),
+                    None,
+                    None,
+                ),
+                r(
+                    ToolCall,
+                    "/output/2/arguments",
+                    "{}",
+                    Some(2),
+                    None,
+                    Some("f"),
+                ),
+                r(
+                    ToolCall,
+                    "/output/3/arguments",
+                    "{\"a\":\"b\"}",
+                    Some(3),
+                    None,
+                    Some("g"),
+                ),
                 r(Assistant, "/output_text", "answer", None, None, None),
             ],
         ),
@@ -473,8 +835,22 @@ fn response_segments() {
             vec![
                 r(Reasoning, "/content/0/thinking", "plan", None, None, None),
                 r(Assistant, "/content/1/text", "ok", None, None, None),
-                r(ToolCall, "/content/2/input/to", "a@b.c", None, None, Some("send")),
-                r(ToolCall, "/content/2/input/body/0", "x", None, None, Some("send")),
+                r(
+                    ToolCall,
+                    "/content/2/input/to",
+                    "a@b.c",
+                    None,
+                    None,
+                    Some("send"),
+                ),
+                r(
+                    ToolCall,
+                    "/content/2/input/body/0",
+                    "x",
+                    None,
+                    None,
+                    Some("send"),
+                ),
             ],
         ),
         (
@@ -490,7 +866,15 @@ fn response_segments() {
 }
 
 /// (choice, message, index, id, name, args as JSON, pointer)
-type CallRow = (Option<usize>, Option<usize>, usize, Option<String>, String, Value, String);
+type CallRow = (
+    Option<usize>,
+    Option<usize>,
+    usize,
+    Option<String>,
+    String,
+    Value,
+    String,
+);
 
 fn call_rows(calls: &[guard_core::body::ToolCall<'_>], json: &Value) -> Vec<CallRow> {
     calls
@@ -530,7 +914,15 @@ fn c(
     args: Value,
     ptr: &str,
 ) -> CallRow {
-    (choice, message, index, id.map(str::to_string), name.to_string(), args, ptr.to_string())
+    (
+        choice,
+        message,
+        index,
+        id.map(str::to_string),
+        name.to_string(),
+        args,
+        ptr.to_string(),
+    )
 }
 
 #[test]
@@ -617,9 +1009,33 @@ fn tool_calls() {
                 {"type": "custom_tool_call", "call_id": "c3", "name": "sh", "input": "ls"}
             ]}),
             vec![
-                c(None, Some(1), 0, Some("c1"), "f", json!("{}"), "/output/1/arguments"),
-                c(None, Some(2), 1, Some("fc2"), "g", json!("{\"a\":1}"), "/output/2/arguments"),
-                c(None, Some(3), 2, Some("c3"), "sh", json!("ls"), "/output/3/input"),
+                c(
+                    None,
+                    Some(1),
+                    0,
+                    Some("c1"),
+                    "f",
+                    json!("{}"),
+                    "/output/1/arguments",
+                ),
+                c(
+                    None,
+                    Some(2),
+                    1,
+                    Some("fc2"),
+                    "g",
+                    json!("{\"a\":1}"),
+                    "/output/2/arguments",
+                ),
+                c(
+                    None,
+                    Some(3),
+                    2,
+                    Some("c3"),
+                    "sh",
+                    json!("ls"),
+                    "/output/3/input",
+                ),
             ],
         ),
         (
@@ -633,8 +1049,24 @@ fn tool_calls() {
                 {"type": "tool_use", "id": "t2", "name": "g", "input": {}}
             ]}),
             vec![
-                c(None, None, 0, Some("t1"), "f", json!({"json": {"a": 1}}), "/content/1/input"),
-                c(None, None, 1, Some("t2"), "g", json!({"json": {}}), "/content/3/input"),
+                c(
+                    None,
+                    None,
+                    0,
+                    Some("t1"),
+                    "f",
+                    json!({"json": {"a": 1}}),
+                    "/content/1/input",
+                ),
+                c(
+                    None,
+                    None,
+                    1,
+                    Some("t2"),
+                    "g",
+                    json!({"json": {}}),
+                    "/content/3/input",
+                ),
             ],
         ),
         (
@@ -684,7 +1116,13 @@ fn tool_calls() {
 #[test]
 fn tools_and_response_schema() {
     let schema = json!({"type": "object", "properties": {"a": {"type": "string"}}});
-    let cases: Vec<(&str, ApiShape, Value, Vec<(&str, Option<Value>)>, Option<Value>)> = vec![
+    let cases: Vec<(
+        &str,
+        ApiShape,
+        Value,
+        Vec<(&str, Option<Value>)>,
+        Option<Value>,
+    )> = vec![
         (
             "chat: tools, custom tool, legacy functions, json_schema format",
             Chat,
@@ -754,8 +1192,11 @@ fn tools_and_response_schema() {
     ];
     for (name, shape, body, want_tools, want_schema) in cases {
         let req = RequestBody::parse(shape, body.to_string().as_bytes()).unwrap();
-        let tools: Vec<(&str, Option<Value>)> =
-            req.tools().iter().map(|t| (t.name, t.schema.cloned())).collect();
+        let tools: Vec<(&str, Option<Value>)> = req
+            .tools()
+            .iter()
+            .map(|t| (t.name, t.schema.cloned()))
+            .collect();
         assert_eq!(tools, want_tools, "{name}");
         assert_eq!(req.response_schema().cloned(), want_schema, "{name}");
     }
@@ -768,14 +1209,20 @@ fn model_stream_usage_error() {
             "chat usage",
             Chat,
             json!({"model": "m", "choices": [], "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}),
-            Some(Usage { input_tokens: 10, output_tokens: 5 }),
+            Some(Usage {
+                input_tokens: 10,
+                output_tokens: 5,
+            }),
             false,
         ),
         (
             "responses usage, null error",
             Responses,
             json!({"model": "m", "error": null, "output": [], "usage": {"input_tokens": 7, "output_tokens": 3}}),
-            Some(Usage { input_tokens: 7, output_tokens: 3 }),
+            Some(Usage {
+                input_tokens: 7,
+                output_tokens: 3,
+            }),
             false,
         ),
         (
@@ -783,17 +1230,29 @@ fn model_stream_usage_error() {
             Anthropic,
             json!({"model": "m", "content": [], "usage": {"input_tokens": 4, "cache_creation_input_tokens": 100,
                    "cache_read_input_tokens": 1000, "output_tokens": 9}}),
-            Some(Usage { input_tokens: 1104, output_tokens: 9 }),
+            Some(Usage {
+                input_tokens: 1104,
+                output_tokens: 9,
+            }),
             false,
         ),
         (
             "anthropic usage saturates",
             Anthropic,
             json!({"model": "m", "usage": {"input_tokens": u64::MAX, "cache_read_input_tokens": 5, "output_tokens": 1}}),
-            Some(Usage { input_tokens: u64::MAX, output_tokens: 1 }),
+            Some(Usage {
+                input_tokens: u64::MAX,
+                output_tokens: 1,
+            }),
             false,
         ),
-        ("no usage", Chat, json!({"model": "m", "choices": []}), None, false),
+        (
+            "no usage",
+            Chat,
+            json!({"model": "m", "choices": []}),
+            None,
+            false,
+        ),
         (
             "usage of the wrong shape",
             Chat,
@@ -840,7 +1299,12 @@ fn model_stream_usage_error() {
         assert_eq!(req.is_stream(), want, "{body}");
         assert_eq!(req.model(), Some("m"));
     }
-    assert_eq!(RequestBody::from_value(Chat, json!({"model": 3})).unwrap().model(), None);
+    assert_eq!(
+        RequestBody::from_value(Chat, json!({"model": 3}))
+            .unwrap()
+            .model(),
+        None
+    );
 }
 
 #[test]
@@ -883,7 +1347,11 @@ fn malformed_bodies_are_unparsable() {
         json!({"messages": [{"role": "user", "content": content}]})
     };
     let err = RequestBody::from_value(Anthropic, deeply_nested_blocks).unwrap_err();
-    assert!(err.message().contains("nested at most 4 deep"), "{}", err.message());
+    assert!(
+        err.message().contains("nested at most 4 deep"),
+        "{}",
+        err.message()
+    );
 
     let response_cases: Vec<(&str, ApiShape, &[u8], &str)> = vec![
         (
@@ -904,8 +1372,18 @@ fn malformed_bodies_are_unparsable() {
             br#"{"output":"x"}"#,
             "/output is a string, expected an array",
         ),
-        ("anthropic content a number", Anthropic, br#"{"content":3}"#, "/content is a number"),
-        ("top-level null", Anthropic, b"null", "response body is null, expected a json object"),
+        (
+            "anthropic content a number",
+            Anthropic,
+            br#"{"content":3}"#,
+            "/content is a number",
+        ),
+        (
+            "top-level null",
+            Anthropic,
+            b"null",
+            "response body is null, expected a json object",
+        ),
     ];
     for (name, shape, bytes, want) in response_cases {
         let err = ResponseBody::parse(shape, bytes).unwrap_err();
@@ -922,7 +1400,10 @@ fn lenient_where_the_apis_allow_null_or_unknowns() {
             Chat,
             json!({"messages": [{"role": "assistant", "content": null, "tool_calls": null, "refusal": null, "function_call": null}]}),
         ),
-        (Chat, json!({"messages": [{"role": "wizard", "content": "x", "audio": {"id": "a"}}]})),
+        (
+            Chat,
+            json!({"messages": [{"role": "wizard", "content": "x", "audio": {"id": "a"}}]}),
+        ),
         (Responses, json!({"input": null, "instructions": null})),
         (
             Responses,
@@ -981,7 +1462,8 @@ fn set_text_round_trip_keeps_unknown_fields_and_order() {
         br#"{"choices":[{"message":{"content":"a"},"logprobs":null}],"x":{}}"#,
     )
     .unwrap();
-    resp.set_text(&resp.segments()[0].path.clone(), "b").unwrap();
+    resp.set_text(&resp.segments()[0].path.clone(), "b")
+        .unwrap();
     assert_eq!(
         resp.to_bytes(),
         br#"{"choices":[{"message":{"content":"b"},"logprobs":null}],"x":{}}"#
@@ -997,19 +1479,38 @@ fn set_text_on_a_non_string_is_bad_location() {
     .unwrap();
     let root = JsonPath::root();
     let cases: Vec<(JsonPath, &str)> = vec![
-        (root.key("messages"), "cannot set text at /messages: it is an array, not a string"),
-        (root.key("n"), "cannot set text at /n: it is a number, not a string"),
-        (root.key("messages").index(0).key("content"), "/messages/0/content: it is an array"),
-        (root.key("messages").index(7), "cannot set text at /messages/7: no such location"),
+        (
+            root.key("messages"),
+            "cannot set text at /messages: it is an array, not a string",
+        ),
+        (
+            root.key("n"),
+            "cannot set text at /n: it is a number, not a string",
+        ),
+        (
+            root.key("messages").index(0).key("content"),
+            "/messages/0/content: it is an array",
+        ),
+        (
+            root.key("messages").index(7),
+            "cannot set text at /messages/7: no such location",
+        ),
         (root.key("missing"), "no such location"),
-        (root.clone(), "cannot set text at the top level: it is an object"),
+        (
+            root.clone(),
+            "cannot set text at the top level: it is an object",
+        ),
     ];
     for (path, want) in cases {
         let err = req.set_text(&path, "y").unwrap_err();
         assert_eq!(err.kind(), ErrorKind::BadLocation, "{path}");
         assert!(err.message().contains(want), "{path}: {}", err.message());
     }
-    assert_eq!(req.segments()[0].text, "x", "a failed set_text changes nothing");
+    assert_eq!(
+        req.segments()[0].text,
+        "x",
+        "a failed set_text changes nothing"
+    );
 }
 
 #[test]
@@ -1161,15 +1662,19 @@ fn chat_message() -> impl Strategy<Value = Value> {
         "function",
         "other",
     ]);
-    let call =
-        (text(), prop::bool::ANY, openai_call_object("arguments"), openai_call_object("input"))
-            .prop_map(|(id, custom, f, c)| {
-                if custom {
-                    json!({"id": id, "type": "custom", "custom": c})
-                } else {
-                    json!({"id": id, "type": "function", "function": f})
-                }
-            });
+    let call = (
+        text(),
+        prop::bool::ANY,
+        openai_call_object("arguments"),
+        openai_call_object("input"),
+    )
+        .prop_map(|(id, custom, f, c)| {
+            if custom {
+                json!({"id": id, "type": "custom", "custom": c})
+            } else {
+                json!({"id": id, "type": "function", "function": f})
+            }
+        });
     (
         role,
         openai_content(),
@@ -1178,22 +1683,25 @@ fn chat_message() -> impl Strategy<Value = Value> {
         prop::option::of(text()),
         prop::option::of(openai_call_object("arguments")),
     )
-        .prop_map(|(role, content, calls, refusal, reasoning, function_call)| {
-            let mut m = json!({"role": role, "content": content, "tool_call_id": "c", "name": "n"});
-            if !calls.is_empty() {
-                m["tool_calls"] = Value::Array(calls);
-            }
-            if let Some(r) = refusal {
-                m["refusal"] = r;
-            }
-            if let Some(r) = reasoning {
-                m["reasoning_content"] = r;
-            }
-            if let Some(f) = function_call {
-                m["function_call"] = f;
-            }
-            m
-        })
+        .prop_map(
+            |(role, content, calls, refusal, reasoning, function_call)| {
+                let mut m =
+                    json!({"role": role, "content": content, "tool_call_id": "c", "name": "n"});
+                if !calls.is_empty() {
+                    m["tool_calls"] = Value::Array(calls);
+                }
+                if let Some(r) = refusal {
+                    m["refusal"] = r;
+                }
+                if let Some(r) = reasoning {
+                    m["reasoning_content"] = r;
+                }
+                if let Some(f) = function_call {
+                    m["function_call"] = f;
+                }
+                m
+            },
+        )
 }
 
 fn responses_item() -> impl Strategy<Value = Value> {
@@ -1216,7 +1724,10 @@ fn responses_item() -> impl Strategy<Value = Value> {
             openai_content()
         )
             .prop_map(|(t, out)| json!({"type": t, "call_id": "c", "output": out})),
-        (prop::collection::vec(openai_part(), 0..3), prop::collection::vec(openai_part(), 0..3))
+        (
+            prop::collection::vec(openai_part(), 0..3),
+            prop::collection::vec(openai_part(), 0..3)
+        )
             .prop_map(|(s, c)| json!({"type": "reasoning", "summary": s, "content": c})),
         (text(), text()).prop_map(
             |(a, o)| json!({"type": "mcp_call", "name": "m", "arguments": a, "output": o})
@@ -1267,13 +1778,17 @@ fn api_body() -> impl Strategy<Value = Value> {
         )
             .prop_map(|(i, input)| json!({"instructions": i, "input": input})),
         prop::collection::vec(responses_item(), 0..5).prop_map(|o| json!({"output": o})),
-        (anthropic_content(), prop::collection::vec((role, anthropic_content()), 0..4)).prop_map(
-            |(system, ms)| {
-                let ms: Vec<Value> =
-                    ms.into_iter().map(|(r, c)| json!({"role": r, "content": c})).collect();
+        (
+            anthropic_content(),
+            prop::collection::vec((role, anthropic_content()), 0..4)
+        )
+            .prop_map(|(system, ms)| {
+                let ms: Vec<Value> = ms
+                    .into_iter()
+                    .map(|(r, c)| json!({"role": r, "content": c}))
+                    .collect();
                 json!({"system": system, "messages": ms})
-            }
-        ),
+            }),
         anthropic_content().prop_map(|c| json!({"content": c})),
         api_value(),
     ]

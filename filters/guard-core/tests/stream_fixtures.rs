@@ -7,8 +7,8 @@ use guard_core::body::Usage;
 use guard_core::holdback::{HoldBack, StreamRewriter, StreamScanner};
 use guard_core::sse::{SseEvent, SseParser};
 use guard_core::stream::{
-    is_usage_only_chunk, Assembled, AssembledChoice, AssembledToolCall, ChannelKey, Delta, StreamAssembler,
-    StreamDecoder,
+    is_usage_only_chunk, Assembled, AssembledChoice, AssembledToolCall, ChannelKey, Delta,
+    StreamAssembler, StreamDecoder,
 };
 use guard_core::ErrorKind;
 use serde_json::Value;
@@ -32,10 +32,21 @@ struct Case {
 }
 
 fn tool(index: usize, id: &str, name: &str, args: &str) -> AssembledToolCall {
-    AssembledToolCall { index, id: Some(id.into()), name: Some(name.into()), arguments: args.into() }
+    AssembledToolCall {
+        index,
+        id: Some(id.into()),
+        name: Some(name.into()),
+        arguments: args.into(),
+    }
 }
 
-fn choice(content: &str, reasoning: &str, refusal: &str, tools: Vec<AssembledToolCall>, finish: Option<&str>) -> AssembledChoice {
+fn choice(
+    content: &str,
+    reasoning: &str,
+    refusal: &str,
+    tools: Vec<AssembledToolCall>,
+    finish: Option<&str>,
+) -> AssembledChoice {
     AssembledChoice {
         content: content.into(),
         reasoning: reasoning.into(),
@@ -45,17 +56,27 @@ fn choice(content: &str, reasoning: &str, refusal: &str, tools: Vec<AssembledToo
     }
 }
 
-fn assembled(model: &str, choices: Vec<AssembledChoice>, usage: Option<(u64, u64)>, done: bool, error: Option<&str>) -> Assembled {
+fn assembled(
+    model: &str,
+    choices: Vec<AssembledChoice>,
+    usage: Option<(u64, u64)>,
+    done: bool,
+    error: Option<&str>,
+) -> Assembled {
     Assembled {
         model: Some(model.into()),
         choices,
-        usage: usage.map(|(i, o)| Usage { input_tokens: i, output_tokens: o }),
+        usage: usage.map(|(i, o)| Usage {
+            input_tokens: i,
+            output_tokens: o,
+        }),
         done,
         error: error.map(str::to_string),
     }
 }
 
-const SECRET_TEXT: &str = "The code is SECRET42, again: SECRET42 and SECRET42. Not SECRET43, but SECRET42SECRET42 end S";
+const SECRET_TEXT: &str =
+    "The code is SECRET42, again: SECRET42 and SECRET42. Not SECRET43, but SECRET42SECRET42 end S";
 const SECRET_ARGS: &str = r#"{"pin": "SECRET42", "n": 1}"#;
 const SECRET_THOUGHT: &str = "Recall SECRET42 from memory.";
 
@@ -294,11 +315,18 @@ fn cases() -> Vec<Case> {
 
 // ---------------------------------------------------------------- chunking and variants
 
-/// Chunking plans as lists of cut offsets.
+/// Cuts further apart than this are in different events of the fixtures, so one run can test
+/// several independent split points.
+const STRIDE_MIN: usize = 1024;
+
+/// Chunking plans as lists of cut offsets. With `every_offset`, every offset `1..len` is a cut
+/// in some plan: plan `s` cuts at `s, s + stride, s + 2 * stride, ...` (a single cut when the
+/// input is shorter than the stride), plus the one-byte-at-a-time plan.
 fn plans(len: usize, every_offset: bool) -> Vec<Vec<usize>> {
     let mut plans = vec![vec![]];
     if every_offset {
-        plans.extend((1..len).map(|i| vec![i]));
+        let stride = STRIDE_MIN.max(len / 8).min(len.max(1));
+        plans.extend((1..=stride).map(|s| (s..len).step_by(stride).collect::<Vec<_>>()).filter(|c| !c.is_empty()));
         plans.push((1..len).collect());
     }
     for n in [2usize, 3, 4, 7, 16, 64] {
@@ -327,11 +355,14 @@ fn plans(len: usize, every_offset: bool) -> Vec<Vec<usize>> {
 
 fn chunks<'a>(input: &'a [u8], cuts: &'a [usize]) -> impl Iterator<Item = &'a [u8]> + 'a {
     let mut prev = 0;
-    cuts.iter().copied().chain(std::iter::once(input.len())).map(move |c| {
-        let s = &input[prev..c];
-        prev = c;
-        s
-    })
+    cuts.iter()
+        .copied()
+        .chain(std::iter::once(input.len()))
+        .map(move |c| {
+            let s = &input[prev..c];
+            prev = c;
+            s
+        })
 }
 
 /// Line-ending variants of a fixture (the JSON payloads have no raw line breaks).
@@ -348,12 +379,21 @@ fn variants(input: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
         out
     };
     let mut commented = b"\xEF\xBB\xBF: hello\n\n".to_vec();
-    for block in std::str::from_utf8(input).unwrap().split("\n\n").filter(|b| !b.is_empty()) {
+    for block in std::str::from_utf8(input)
+        .unwrap()
+        .split("\n\n")
+        .filter(|b| !b.is_empty())
+    {
         commented.extend_from_slice(b": keep-alive\n");
         commented.extend_from_slice(block.as_bytes());
         commented.extend_from_slice(b"\nretry: 1000\n\n");
     }
-    vec![("lf", input.to_vec()), ("crlf", replace(b"\r\n")), ("cr", replace(b"\r")), ("bom+comments", commented)]
+    vec![
+        ("lf", input.to_vec()),
+        ("crlf", replace(b"\r\n")),
+        ("cr", replace(b"\r")),
+        ("bom+comments", commented),
+    ]
 }
 
 fn parse_events(input: &[u8], cuts: &[usize]) -> Vec<SseEvent> {
@@ -363,7 +403,8 @@ fn parse_events(input: &[u8], cuts: &[usize]) -> Vec<SseEvent> {
         p.push(c, &mut |e| events.push(e)).unwrap();
     }
     p.finish(&mut |e| events.push(e)).unwrap();
-    assert_eq!(p.pending_len(), 0, "fixture ends with a complete event");
+    // Fixtures end with a complete event; only the LF of a CRLF split after it may remain.
+    assert!(matches!(p.take_pending_raw().as_slice(), b"" | b"\n"));
     events
 }
 
@@ -399,7 +440,11 @@ fn decode_fixtures_under_every_chunking() {
         for (variant, bytes) in variants(&input) {
             for cuts in plans(bytes.len(), variant == "lf" || variant == "crlf") {
                 let deltas = decode(case.shape, &parse_events(&bytes, &cuts));
-                assert_eq!(deltas, whole_deltas, "{} {variant} cuts {cuts:?}", case.file);
+                assert_eq!(
+                    deltas, whole_deltas,
+                    "{} {variant} cuts {cuts:?}",
+                    case.file
+                );
             }
         }
     }
@@ -409,7 +454,10 @@ fn decode_fixtures_under_every_chunking() {
 fn usage_only_chunks() {
     for case in cases() {
         let events = parse_events(&load(case.file), &[]);
-        let n = events.iter().filter(|e| is_usage_only_chunk(case.shape, e)).count();
+        let n = events
+            .iter()
+            .filter(|e| is_usage_only_chunk(case.shape, e))
+            .count();
         assert_eq!(n, case.usage_chunks, "{}", case.file);
     }
 }
@@ -427,7 +475,9 @@ fn channel_ends_precede_done() {
                 _ => {}
             }
         }
-        let terminal = deltas.iter().any(|d| matches!(d, Delta::Done | Delta::Error { .. }));
+        let terminal = deltas
+            .iter()
+            .any(|d| matches!(d, Delta::Done | Delta::Error { .. }));
         assert!(open.is_empty() || terminal, "{} open {open:?}", case.file);
     }
 }
@@ -464,7 +514,10 @@ impl StreamScanner for Redact {
         if end {
             return pending.len();
         }
-        let keep = (1..SECRET.len()).rev().find(|&n| pending.ends_with(&SECRET[..n])).unwrap_or(0);
+        let keep = (1..SECRET.len())
+            .rev()
+            .find(|&n| pending.ends_with(&SECRET[..n]))
+            .unwrap_or(0);
         pending.len() - keep
     }
 }
@@ -525,14 +578,24 @@ fn check_responses_full_texts(out: &[u8], got: &Assembled, ctx: &str) {
         match v["type"].as_str().unwrap() {
             "response.output_text.done" => assert_eq!(v["text"], choice.content.as_str(), "{ctx}"),
             "response.function_call_arguments.done" => {
-                assert_eq!(v["arguments"], choice.tool_calls[0].arguments.as_str(), "{ctx}")
+                assert_eq!(
+                    v["arguments"],
+                    choice.tool_calls[0].arguments.as_str(),
+                    "{ctx}"
+                )
             }
             "response.completed" => {
                 for item in v["response"]["output"].as_array().unwrap() {
                     match item["type"].as_str().unwrap() {
-                        "message" => assert_eq!(item["content"][0]["text"], choice.content.as_str(), "{ctx}"),
+                        "message" => {
+                            assert_eq!(item["content"][0]["text"], choice.content.as_str(), "{ctx}")
+                        }
                         "function_call" => {
-                            assert_eq!(item["arguments"], choice.tool_calls[0].arguments.as_str(), "{ctx}")
+                            assert_eq!(
+                                item["arguments"],
+                                choice.tool_calls[0].arguments.as_str(),
+                                "{ctx}"
+                            )
                         }
                         _ => {}
                     }
@@ -547,13 +610,20 @@ fn check_responses_full_texts(out: &[u8], got: &Assembled, ctx: &str) {
 fn rewrite_redacts_secret_split_anywhere() {
     for case in cases().into_iter().filter(|c| c.file.contains("secret")) {
         let input = load(case.file);
-        assert!(input.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()), "{}", case.file);
+        assert!(
+            input.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
+            "{}",
+            case.file
+        );
         let want = redacted(&case.want);
         for (variant, bytes) in variants(&input) {
             for cuts in plans(bytes.len(), variant == "lf" || variant == "cr") {
                 let ctx = format!("{} {variant} cuts {cuts:?}", case.file);
                 let out = rewrite(case.shape, &bytes, &cuts, &mut [&mut Redact], 64).unwrap();
-                assert!(!out.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()), "{ctx}");
+                assert!(
+                    !out.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
+                    "{ctx}"
+                );
                 let got = assemble_bytes(case.shape, &out);
                 assert_eq!(got, want, "{ctx}");
                 if case.shape == ApiShape::OpenAiResponses {
@@ -570,8 +640,20 @@ fn rewrite_with_scanner_pipeline_keeps_other_fixtures_intact() {
     for case in cases().into_iter().filter(|c| !c.file.contains("secret")) {
         let input = load(case.file);
         for cuts in plans(input.len(), false) {
-            let out = rewrite(case.shape, &input, &cuts, &mut [&mut Redact, &mut HoldAll], 1 << 16).unwrap();
-            assert_eq!(assemble_bytes(case.shape, &out), case.want, "{} cuts {cuts:?}", case.file);
+            let out = rewrite(
+                case.shape,
+                &input,
+                &cuts,
+                &mut [&mut Redact, &mut HoldAll],
+                1 << 16,
+            )
+            .unwrap();
+            assert_eq!(
+                assemble_bytes(case.shape, &out),
+                case.want,
+                "{} cuts {cuts:?}",
+                case.file
+            );
         }
     }
 }
@@ -608,7 +690,11 @@ fn rewrite_hold_all_flushes_at_channel_end() {
     // block / part remains. OpenAI chat keeps every chunk, with empty text.
     let shape_cases: Vec<(&str, ApiShape, usize)> = vec![
         ("anthropic_text.sse", ApiShape::AnthropicMessages, 1),
-        ("anthropic_tools_thinking.sse", ApiShape::AnthropicMessages, 3),
+        (
+            "anthropic_tools_thinking.sse",
+            ApiShape::AnthropicMessages,
+            3,
+        ),
         ("responses_text.sse", ApiShape::OpenAiResponses, 1),
         ("responses_tools.sse", ApiShape::OpenAiResponses, 4),
     ];
@@ -617,7 +703,14 @@ fn rewrite_hold_all_flushes_at_channel_end() {
         assert_eq!(count_text_events(shape, &out), want, "{file}");
     }
     let input = load("openai_chat_text.sse");
-    let out = rewrite(ApiShape::OpenAiChat, &input, &[], &mut [&mut HoldAll], 1 << 16).unwrap();
+    let out = rewrite(
+        ApiShape::OpenAiChat,
+        &input,
+        &[],
+        &mut [&mut HoldAll],
+        1 << 16,
+    )
+    .unwrap();
     let text = String::from_utf8(out).unwrap();
     // The 12 content chunks stay (emptied); one synthetic chunk carries the text before the
     // finish_reason chunk.
@@ -630,11 +723,22 @@ fn rewrite_hold_all_flushes_at_channel_end() {
 #[test]
 fn rewrite_hold_overflow_is_too_large() {
     let input = load("openai_chat_text.sse");
-    let content_len = "Hello! How can I help you today? Grüße 👋\n\n- \"quoted\" \\ backslash".len();
-    let cases = [("limit 0", 0, false), ("one under", content_len - 1, false), ("exactly fits", content_len, true)];
+    let content_len =
+        "Hello! How can I help you today? Grüße 👋\n\n- \"quoted\" \\ backslash".len();
+    let cases = [
+        ("limit 0", 0, false),
+        ("one under", content_len - 1, false),
+        ("exactly fits", content_len, true),
+    ];
     for (name, max, ok) in cases {
         for cuts in plans(input.len(), false) {
-            let res = rewrite(ApiShape::OpenAiChat, &input, &cuts, &mut [&mut HoldAll], max);
+            let res = rewrite(
+                ApiShape::OpenAiChat,
+                &input,
+                &cuts,
+                &mut [&mut HoldAll],
+                max,
+            );
             match res {
                 Ok(_) => assert!(ok, "{name}"),
                 Err(e) => {
@@ -645,7 +749,10 @@ fn rewrite_hold_overflow_is_too_large() {
         }
     }
     // And for Anthropic / Responses.
-    for (file, shape) in [("anthropic_text.sse", ApiShape::AnthropicMessages), ("responses_text.sse", ApiShape::OpenAiResponses)] {
+    for (file, shape) in [
+        ("anthropic_text.sse", ApiShape::AnthropicMessages),
+        ("responses_text.sse", ApiShape::OpenAiResponses),
+    ] {
         let err = rewrite(shape, &load(file), &[], &mut [&mut HoldAll], 4).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::TooLarge, "{file}");
     }
@@ -686,13 +793,18 @@ fn rewrite_unterminated_tail() {
             let mut events = Vec::new();
             p.push(text.as_bytes(), &mut |e| events.push(e)).unwrap();
             p.flush_unterminated(&mut |e| events.push(e)).unwrap();
-            assert_eq!(assemble(&decode(shape, &events)).choices[0].content, want, "{name} {cuts:?}");
+            assert_eq!(
+                assemble(&decode(shape, &events)).choices[0].content,
+                want,
+                "{name} {cuts:?}"
+            );
             let same = rewrite(shape, input.as_bytes(), &cuts, &mut [&mut Pass], 64).unwrap();
             assert_eq!(same, input.as_bytes(), "{name} {cuts:?}");
         }
     }
     // A truncated last event that is not JSON passes through after the flush.
-    let input = b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"held\"}}]}\n\ndata: {\"choi";
+    let input =
+        b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"held\"}}]}\n\ndata: {\"choi";
     let out = rewrite(ApiShape::OpenAiChat, input, &[], &mut [&mut HoldAll], 64).unwrap();
     let text = String::from_utf8(out).unwrap();
     assert!(text.ends_with("\n\ndata: {\"choi"), "{text}");
@@ -713,12 +825,15 @@ fn holdback_standalone_secret_split_at_every_offset() {
         let mut got = String::new();
         for piece in chunks(text.as_bytes(), &cuts) {
             let piece = std::str::from_utf8(piece).unwrap();
-            hb.push(key, piece, false, &mut [&mut Redact], &mut rel).unwrap();
+            hb.push(key, piece, false, &mut [&mut Redact], &mut rel)
+                .unwrap();
             assert!(hb.held(key) < SECRET.len());
             got.push_str(&rel);
         }
-        hb.push(key, "", true, &mut [&mut Redact], &mut rel).unwrap();
+        hb.push(key, "", true, &mut [&mut Redact], &mut rel)
+            .unwrap();
         got.push_str(&rel);
         assert_eq!(got, want, "cuts {cuts:?}");
     }
 }
+

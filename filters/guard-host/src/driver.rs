@@ -173,7 +173,9 @@ enum ReqState {
 #[derive(Debug, PartialEq)]
 enum RespState {
     Pass,
-    Buffering { hold_headers: bool },
+    Buffering {
+        hold_headers: bool,
+    },
     /// Compressed or otherwise unscannable answer on a fail-closed policy: replace at the end.
     Rejecting(LocalReply),
     Streaming,
@@ -199,7 +201,11 @@ pub struct GuardStream<F: GuardFilter> {
 }
 
 impl<F: GuardFilter> GuardStream<F> {
-    pub fn new(config: Rc<FilterConfig<F::Compiled>>, shared: Rc<F::Shared>, metrics: Rc<Metrics>) -> Self {
+    pub fn new(
+        config: Rc<FilterConfig<F::Compiled>>,
+        shared: Rc<F::Shared>,
+        metrics: Rc<Metrics>,
+    ) -> Self {
         GuardStream {
             filter: F::new_stream(),
             config,
@@ -221,9 +227,18 @@ impl<F: GuardFilter> GuardStream<F> {
         self.info.as_ref()
     }
 
-    fn with_cx<R>(&mut self, host: &dyn Host, f: impl FnOnce(&mut F, &mut Cx<'_, F>) -> R) -> Option<R> {
+    fn with_cx<R>(
+        &mut self,
+        host: &dyn Host,
+        f: impl FnOnce(&mut F, &mut Cx<'_, F>) -> R,
+    ) -> Option<R> {
         let info = self.info.as_mut()?;
-        let mut cx = Cx { host, config: &*self.config, shared: &*self.shared, info };
+        let mut cx = Cx {
+            host,
+            config: &*self.config,
+            shared: &*self.shared,
+            info,
+        };
         Some(f(&mut self.filter, &mut cx))
     }
 
@@ -234,7 +249,9 @@ impl<F: GuardFilter> GuardStream<F> {
         let path_bytes = host.header(Dir::Request, ":path").unwrap_or_default();
         let path = String::from_utf8_lossy(&path_bytes).into_owned();
         let api = self.config.apis.shape_for_path(&path);
-        let content_type = host.header(Dir::Request, "content-type").unwrap_or_default();
+        let content_type = host
+            .header(Dir::Request, "content-type")
+            .unwrap_or_default();
         let json_body = content_type.is_empty() || contains_ascii_ci(&content_type, b"json");
         if api.is_none() && !(self.config.apis.sniff_body && method == "POST" && json_body) {
             return Action::Continue; // not LLM traffic: not ours
@@ -245,7 +262,9 @@ impl<F: GuardFilter> GuardStream<F> {
             .route_metadata_namespace
             .as_deref()
             .and_then(|ns| route_metadata_string(host, ns, "policy"));
-        let policy = self.config.select(metadata_policy.as_deref(), route_name.as_deref());
+        let policy = self
+            .config
+            .select(metadata_policy.as_deref(), route_name.as_deref());
         let request_id = host
             .header(Dir::Request, "x-request-id")
             .map(|v| String::from_utf8_lossy(&v).into_owned())
@@ -276,7 +295,9 @@ impl<F: GuardFilter> GuardStream<F> {
             end_ns: None,
             response_skipped: false,
         });
-        let Some(info) = self.info.as_ref() else { return Action::Continue };
+        let Some(info) = self.info.as_ref() else {
+            return Action::Continue;
+        };
         let policy = Rc::clone(&info.policy);
 
         if policy.common.request_identity_encoding {
@@ -297,7 +318,9 @@ impl<F: GuardFilter> GuardStream<F> {
             self.note(Decision::Skipped, "no_request_body");
             return Action::Continue;
         }
-        let wants = self.with_cx(host, |f, cx| f.wants_request_body(cx)).unwrap_or(false);
+        let wants = self
+            .with_cx(host, |f, cx| f.wants_request_body(cx))
+            .unwrap_or(false);
         if !wants {
             self.req = ReqState::Done;
             return Action::Continue;
@@ -310,11 +333,19 @@ impl<F: GuardFilter> GuardStream<F> {
         Action::Pause
     }
 
-    pub fn on_request_body(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) -> Action {
+    pub fn on_request_body(
+        &mut self,
+        host: &dyn Host,
+        body_size: usize,
+        end_of_stream: bool,
+    ) -> Action {
         if self.req != ReqState::Buffering {
             return Action::Continue;
         }
-        let limit = self.info.as_ref().map_or(0, |i| i.policy.common.max_request_body_bytes);
+        let limit = self
+            .info
+            .as_ref()
+            .map_or(0, |i| i.policy.common.max_request_body_bytes);
         if body_size as u64 > limit {
             let err = Error::too_large(format!("request body is over the {limit} byte limit"));
             return self.request_failure(host, err, "body_too_large", 413);
@@ -360,11 +391,16 @@ impl<F: GuardFilter> GuardStream<F> {
             None | Some(Ok(Outcome::Continue)) => Action::Continue,
             Some(Ok(Outcome::Replace(new))) => {
                 if !host.set_body(Dir::Request, 0, buffered, &new) {
-                    let err = Error::new(ErrorKind::BadLocation, "request body could not be replaced");
+                    let err =
+                        Error::new(ErrorKind::BadLocation, "request body could not be replaced");
                     return self.request_failure(host, err, "internal_error", 500);
                 }
                 if host.header(Dir::Request, "content-length").is_some() {
-                    host.set_header(Dir::Request, "content-length", Some(new.len().to_string().as_bytes()));
+                    host.set_header(
+                        Dir::Request,
+                        "content-length",
+                        Some(new.len().to_string().as_bytes()),
+                    );
                 }
                 Action::Continue
             }
@@ -381,7 +417,13 @@ impl<F: GuardFilter> GuardStream<F> {
     }
 
     /// Apply the failure policy to a request the filter could not judge.
-    fn request_failure(&mut self, host: &dyn Host, err: Error, reason: &str, status: u16) -> Action {
+    fn request_failure(
+        &mut self,
+        host: &dyn Host,
+        err: Error,
+        reason: &str,
+        status: u16,
+    ) -> Action {
         self.req = ReqState::Done;
         let policy = self.info.as_ref().map(|i| i.policy.failure_policy);
         host.log(LogLevel::Debug, &format!("{}: {reason}: {err}", F::NAME));
@@ -416,9 +458,13 @@ impl<F: GuardFilter> GuardStream<F> {
             self.finish(host);
             return Action::Continue;
         }
-        let content_type = host.header(Dir::Response, "content-type").unwrap_or_default();
+        let content_type = host
+            .header(Dir::Response, "content-type")
+            .unwrap_or_default();
         let streaming = starts_with_ascii_ci(&content_type, b"text/event-stream");
-        let plan = self.with_cx(host, |f, cx| f.response_plan(cx, streaming)).unwrap_or(ResponsePlan::Skip);
+        let plan = self
+            .with_cx(host, |f, cx| f.response_plan(cx, streaming))
+            .unwrap_or(ResponsePlan::Skip);
         if plan == ResponsePlan::Skip {
             self.resp = RespState::Pass;
             return Action::Continue;
@@ -472,17 +518,27 @@ impl<F: GuardFilter> GuardStream<F> {
         }
     }
 
-    pub fn on_response_body(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) -> Action {
+    pub fn on_response_body(
+        &mut self,
+        host: &dyn Host,
+        body_size: usize,
+        end_of_stream: bool,
+    ) -> Action {
         match &self.resp {
             RespState::Buffering { hold_headers } => {
                 let hold = *hold_headers;
-                let limit = self.info.as_ref().map_or(0, |i| i.policy.common.max_response_body_bytes);
+                let limit = self
+                    .info
+                    .as_ref()
+                    .map_or(0, |i| i.policy.common.max_response_body_bytes);
                 if body_size as u64 > limit {
-                    let err = Error::too_large(format!("response body is over the {limit} byte limit"));
+                    let err =
+                        Error::too_large(format!("response body is over the {limit} byte limit"));
                     return self.response_failure(host, err, hold, body_size, end_of_stream);
                 }
                 if !self.read_new(host, Dir::Response, body_size) {
-                    let err = Error::new(ErrorKind::BadLocation, "response body buffer unavailable");
+                    let err =
+                        Error::new(ErrorKind::BadLocation, "response body buffer unavailable");
                     return self.response_failure(host, err, hold, body_size, end_of_stream);
                 }
                 if !end_of_stream {
@@ -494,7 +550,9 @@ impl<F: GuardFilter> GuardStream<F> {
                 if !end_of_stream {
                     return Action::Pause;
                 }
-                let RespState::Rejecting(reply) = std::mem::replace(&mut self.resp, RespState::Done) else {
+                let RespState::Rejecting(reply) =
+                    std::mem::replace(&mut self.resp, RespState::Done)
+                else {
                     return Action::Continue;
                 };
                 self.replace_response(host, &reply, body_size);
@@ -545,7 +603,11 @@ impl<F: GuardFilter> GuardStream<F> {
             Some(Ok(Outcome::Replace(new))) => {
                 host.set_body(Dir::Response, 0, body_size, &new);
                 if hold {
-                    host.set_header(Dir::Response, "content-length", Some(new.len().to_string().as_bytes()));
+                    host.set_header(
+                        Dir::Response,
+                        "content-length",
+                        Some(new.len().to_string().as_bytes()),
+                    );
                 }
                 Action::Continue
             }
@@ -564,7 +626,14 @@ impl<F: GuardFilter> GuardStream<F> {
         action
     }
 
-    fn response_failure(&mut self, host: &dyn Host, err: Error, hold: bool, body_size: usize, eos: bool) -> Action {
+    fn response_failure(
+        &mut self,
+        host: &dyn Host,
+        err: Error,
+        hold: bool,
+        body_size: usize,
+        eos: bool,
+    ) -> Action {
         self.resp = RespState::Done;
         let (reason, _) = failure_reason(&err, false);
         host.log(LogLevel::Debug, &format!("{}: {reason}: {err}", F::NAME));
@@ -612,8 +681,13 @@ impl<F: GuardFilter> GuardStream<F> {
                     out.clear();
                     out.extend_from_slice(&chunk);
                 }
-                self.with_cx(host, |f, cx| f.on_stream_end(cx, &mut out)).unwrap_or(Ok(()))?;
-                Ok(if out == chunk { Chunk::Pass } else { Chunk::Rewritten })
+                self.with_cx(host, |f, cx| f.on_stream_end(cx, &mut out))
+                    .unwrap_or(Ok(()))?;
+                Ok(if out == chunk {
+                    Chunk::Pass
+                } else {
+                    Chunk::Rewritten
+                })
             });
         }
         match result {
@@ -623,7 +697,10 @@ impl<F: GuardFilter> GuardStream<F> {
             }
             Err(e) => {
                 let (reason, _) = failure_reason(&e, false);
-                host.log(LogLevel::Debug, &format!("{}: stream: {reason}: {e}", F::NAME));
+                host.log(
+                    LogLevel::Debug,
+                    &format!("{}: stream: {reason}: {e}", F::NAME),
+                );
                 let fail_closed = self
                     .info
                     .as_ref()
@@ -632,8 +709,11 @@ impl<F: GuardFilter> GuardStream<F> {
                 if fail_closed {
                     self.note(Decision::Block, reason);
                     let reply = LocalReply::new(502, reason, e.message());
-                    let (api, rid) =
-                        self.info.as_ref().map(|i| (i.api, i.request_id.clone())).unwrap_or((None, String::new()));
+                    let (api, rid) = self
+                        .info
+                        .as_ref()
+                        .map(|i| (i.api, i.request_id.clone()))
+                        .unwrap_or((None, String::new()));
                     out.extend_from_slice(&reply.stream_event(api, &rid));
                     self.resp = RespState::StreamStopped;
                 } else {
@@ -658,13 +738,29 @@ impl<F: GuardFilter> GuardStream<F> {
 
     /// Replace a response whose headers are held: new status, JSON error body.
     fn replace_response(&mut self, host: &dyn Host, reply: &LocalReply, body_size: usize) {
-        let (api, rid) = self.info.as_ref().map(|i| (i.api, i.request_id.clone())).unwrap_or((None, String::new()));
+        let (api, rid) = self
+            .info
+            .as_ref()
+            .map(|i| (i.api, i.request_id.clone()))
+            .unwrap_or((None, String::new()));
         let body = reply.body(api, &rid);
-        host.set_header(Dir::Response, ":status", Some(reply.status.to_string().as_bytes()));
+        host.set_header(
+            Dir::Response,
+            ":status",
+            Some(reply.status.to_string().as_bytes()),
+        );
         host.set_header(Dir::Response, "content-type", Some(b"application/json"));
         host.set_header(Dir::Response, "content-encoding", None);
-        host.set_header(Dir::Response, "content-length", Some(body.len().to_string().as_bytes()));
-        host.set_header(Dir::Response, "x-guard-reason", Some(reply.reason.as_bytes()));
+        host.set_header(
+            Dir::Response,
+            "content-length",
+            Some(body.len().to_string().as_bytes()),
+        );
+        host.set_header(
+            Dir::Response,
+            "x-guard-reason",
+            Some(reply.reason.as_bytes()),
+        );
         host.set_body(Dir::Response, 0, body_size, &body);
         if let Some(info) = self.info.as_mut() {
             info.response_status = Some(reply.status);
@@ -672,7 +768,11 @@ impl<F: GuardFilter> GuardStream<F> {
     }
 
     fn send_reply(&mut self, host: &dyn Host, reply: &LocalReply) {
-        let (api, rid) = self.info.as_ref().map(|i| (i.api, i.request_id.clone())).unwrap_or((None, String::new()));
+        let (api, rid) = self
+            .info
+            .as_ref()
+            .map(|i| (i.api, i.request_id.clone()))
+            .unwrap_or((None, String::new()));
         let body = reply.body(api, &rid);
         let headers: [(&str, &[u8]); 3] = [
             ("content-type", b"application/json"),
@@ -752,16 +852,20 @@ fn failure_reason(err: &Error, request: bool) -> (&'static str, u16) {
     match err.kind() {
         ErrorKind::Unparsable => ("unparsable_body", if request { 400 } else { 502 }),
         ErrorKind::TooLarge => ("body_too_large", if request { 413 } else { 502 }),
-        ErrorKind::Config | ErrorKind::BadLocation => ("internal_error", if request { 500 } else { 502 }),
+        ErrorKind::Config | ErrorKind::BadLocation => {
+            ("internal_error", if request { 500 } else { 502 })
+        }
     }
 }
 
 fn contains_ascii_ci(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len().max(1)).any(|w| w.eq_ignore_ascii_case(needle))
+    hay.windows(needle.len().max(1))
+        .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 fn starts_with_ascii_ci(hay: &[u8], prefix: &[u8]) -> bool {
-    hay.get(..prefix.len()).is_some_and(|h| h.eq_ignore_ascii_case(prefix))
+    hay.get(..prefix.len())
+        .is_some_and(|h| h.eq_ignore_ascii_case(prefix))
 }
 
 /// The route name (Envoy's `xds.route_name`, older `route_name`).
@@ -788,13 +892,21 @@ pub fn resolve_identity<C>(host: &dyn Host, config: &FilterConfig<C>) -> Option<
             // A value that is not UTF-8 names nobody: treat it as absent rather than guess.
             if let Ok(s) = String::from_utf8(v) {
                 if !s.is_empty() {
-                    return Some(Identity { subject: Some(s), claims: Value::Null });
+                    return Some(Identity {
+                        subject: Some(s),
+                        claims: Value::Null,
+                    });
                 }
             }
         }
     }
     let jwt = config.identity.jwt.as_ref()?;
-    let base = ["metadata", "filter_metadata", jwt.namespace.as_str(), jwt.payload_key.as_str()];
+    let base = [
+        "metadata",
+        "filter_metadata",
+        jwt.namespace.as_str(),
+        jwt.payload_key.as_str(),
+    ];
     let bytes = host.property(&base)?;
     // Envoy 1.40 hands maps over as proxy-wasm pairs; older builds as a protobuf Struct.
     let claims = match guard_core::protobuf::decode_envoy_value(&bytes) {
@@ -803,7 +915,13 @@ pub fn resolve_identity<C>(host: &dyn Host, config: &FilterConfig<C>) -> Option<
     };
     // The subject read on its own comes back as plain text: no decoding guesswork.
     let subject = host
-        .property(&[base[0], base[1], base[2], base[3], jwt.subject_claim.as_str()])
+        .property(&[
+            base[0],
+            base[1],
+            base[2],
+            base[3],
+            jwt.subject_claim.as_str(),
+        ])
         .and_then(|b| String::from_utf8(b).ok())
         .filter(|s| !s.is_empty())
         .or_else(|| match claims.get(&jwt.subject_claim) {

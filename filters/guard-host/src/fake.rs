@@ -40,11 +40,17 @@ impl FakeHost {
         h
     }
     pub fn with_request_header(self, name: &str, value: &[u8]) -> Self {
-        self.state.borrow_mut().request_headers.push((name.to_string(), value.to_vec()));
+        self.state
+            .borrow_mut()
+            .request_headers
+            .push((name.to_string(), value.to_vec()));
         self
     }
     pub fn with_response_header(self, name: &str, value: &[u8]) -> Self {
-        self.state.borrow_mut().response_headers.push((name.to_string(), value.to_vec()));
+        self.state
+            .borrow_mut()
+            .response_headers
+            .push((name.to_string(), value.to_vec()));
         self
     }
     pub fn with_property(self, path: &[&str], value: &[u8]) -> Self {
@@ -80,10 +86,20 @@ impl FakeHost {
         self.state.borrow_mut().now += nanos;
     }
     pub fn metric(&self, name: &str) -> i64 {
-        self.state.borrow().metric_values.get(name).copied().unwrap_or(0)
+        self.state
+            .borrow()
+            .metric_values
+            .get(name)
+            .copied()
+            .unwrap_or(0)
     }
     pub fn histogram(&self, name: &str) -> Vec<u64> {
-        self.state.borrow().histogram_values.get(name).cloned().unwrap_or_default()
+        self.state
+            .borrow()
+            .histogram_values
+            .get(name)
+            .cloned()
+            .unwrap_or_default()
     }
     pub fn local_reply(&self) -> Option<LocalReplySent> {
         self.state.borrow().local_reply.clone()
@@ -107,7 +123,10 @@ impl Host for FakeHost {
             Dir::Request => &s.request_headers,
             Dir::Response => &s.response_headers,
         };
-        headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
     }
     fn set_header(&self, dir: Dir, name: &str, value: Option<&[u8]>) {
         let mut s = self.state.borrow_mut();
@@ -155,7 +174,10 @@ impl Host for FakeHost {
     fn send_local_reply(&self, status: u16, headers: &[(&str, &[u8])], body: &[u8]) -> bool {
         self.state.borrow_mut().local_reply = Some(LocalReplySent {
             status,
-            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_vec())).collect(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_vec()))
+                .collect(),
             body: body.to_vec(),
         });
         true
@@ -164,7 +186,10 @@ impl Host for FakeHost {
         self.state.borrow().now
     }
     fn log(&self, level: LogLevel, message: &str) {
-        self.state.borrow_mut().logs.push((level, message.to_string()));
+        self.state
+            .borrow_mut()
+            .logs
+            .push((level, message.to_string()));
     }
     fn define_metric(&self, kind: MetricKind, name: &str) -> Option<u32> {
         let mut s = self.state.borrow_mut();
@@ -176,7 +201,12 @@ impl Host for FakeHost {
     }
     fn increment_metric(&self, id: u32, by: i64) {
         if let Some((_, name)) = self.metric_name(id) {
-            *self.state.borrow_mut().metric_values.entry(name).or_insert(0) += by;
+            *self
+                .state
+                .borrow_mut()
+                .metric_values
+                .entry(name)
+                .or_insert(0) += by;
         }
     }
     fn record_metric(&self, id: u32, value: u64) {
@@ -185,7 +215,8 @@ impl Host for FakeHost {
             if kind == MetricKind::Histogram {
                 s.histogram_values.entry(name).or_default().push(value);
             } else {
-                s.metric_values.insert(name, i64::try_from(value).unwrap_or(i64::MAX));
+                s.metric_values
+                    .insert(name, i64::try_from(value).unwrap_or(i64::MAX));
             }
         }
     }

@@ -49,5 +49,6 @@ pub trait Host {
 
 /// A header value as text, if it is valid UTF-8.
 pub fn header_str(host: &dyn Host, dir: Dir, name: &str) -> Option<String> {
-    host.header(dir, name).and_then(|v| String::from_utf8(v).ok())
+    host.header(dir, name)
+        .and_then(|v| String::from_utf8(v).ok())
 }

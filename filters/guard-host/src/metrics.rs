@@ -35,7 +35,10 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new(host: Rc<dyn Host>) -> Self {
-        Metrics { host, ids: RefCell::new(HashMap::new()) }
+        Metrics {
+            host,
+            ids: RefCell::new(HashMap::new()),
+        }
     }
 
     fn id(&self, kind: MetricKind, name: &str) -> Option<u32> {
@@ -58,7 +61,8 @@ impl Metrics {
 
     pub fn counter(&self, name: &str, by: u64) {
         if let Some(id) = self.id(MetricKind::Counter, name) {
-            self.host.increment_metric(id, i64::try_from(by).unwrap_or(i64::MAX));
+            self.host
+                .increment_metric(id, i64::try_from(by).unwrap_or(i64::MAX));
         }
     }
 
@@ -70,8 +74,18 @@ impl Metrics {
 
     /// `guard.<filter>.decision.<decision>.reason.<reason>.decisions`
     pub fn count_decision(&self, filter: &str, decision: Decision, reason: &str) {
-        let reason = if KNOWN_REASONS.contains(&reason) { reason } else { "other" };
-        self.counter(&format!("guard.{filter}.decision.{}.reason.{reason}.decisions", decision.as_str()), 1);
+        let reason = if KNOWN_REASONS.contains(&reason) {
+            reason
+        } else {
+            "other"
+        };
+        self.counter(
+            &format!(
+                "guard.{filter}.decision.{}.reason.{reason}.decisions",
+                decision.as_str()
+            ),
+            1,
+        );
     }
 }
 
@@ -81,7 +95,13 @@ pub fn label(value: &str) -> String {
     let mut s: String = value
         .chars()
         .take(64)
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     if s.is_empty() {
         s.push_str("unknown");
@@ -95,7 +115,12 @@ mod tests {
 
     #[test]
     fn labels() {
-        for (input, want) in [("gpt-4.1", "gpt-4_1"), ("", "unknown"), ("a b/c", "a_b_c"), ("é", "_")] {
+        for (input, want) in [
+            ("gpt-4.1", "gpt-4_1"),
+            ("", "unknown"),
+            ("a b/c", "a_b_c"),
+            ("é", "_"),
+        ] {
             assert_eq!(label(input), want);
         }
         assert_eq!(label(&"x".repeat(100)).len(), 64);

@@ -79,7 +79,12 @@ extern "C" {
         headers_size: usize,
         grpc_status: i32,
     ) -> u32;
-    fn proxy_define_metric(metric_type: u32, name_data: *const u8, name_size: usize, return_id: *mut u32) -> u32;
+    fn proxy_define_metric(
+        metric_type: u32,
+        name_data: *const u8,
+        name_size: usize,
+        return_id: *mut u32,
+    ) -> u32;
     fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
     fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
 }
@@ -143,7 +148,13 @@ impl Host for WasmHost {
         // SAFETY: pointers are valid for the call; the host allocates the result with our
         // allocator and we take ownership of it.
         unsafe {
-            match proxy_get_header_map_value(map_type(dir), name.as_ptr(), name.len(), &mut data, &mut size) {
+            match proxy_get_header_map_value(
+                map_type(dir),
+                name.as_ptr(),
+                name.len(),
+                &mut data,
+                &mut size,
+            ) {
                 STATUS_OK => owned(data, size),
                 _ => None,
             }
@@ -155,7 +166,13 @@ impl Host for WasmHost {
         unsafe {
             match value {
                 Some(v) => {
-                    proxy_replace_header_map_value(map_type(dir), name.as_ptr(), name.len(), v.as_ptr(), v.len());
+                    proxy_replace_header_map_value(
+                        map_type(dir),
+                        name.as_ptr(),
+                        name.len(),
+                        v.as_ptr(),
+                        v.len(),
+                    );
                 }
                 None => {
                     proxy_remove_header_map_value(map_type(dir), name.as_ptr(), name.len());
@@ -181,7 +198,10 @@ impl Host for WasmHost {
 
     fn set_body(&self, dir: Dir, start: usize, len: usize, data: &[u8]) -> bool {
         // SAFETY: pointer and length come from a live slice.
-        unsafe { proxy_set_buffer_bytes(buffer_type(dir), start, len, data.as_ptr(), data.len()) == STATUS_OK }
+        unsafe {
+            proxy_set_buffer_bytes(buffer_type(dir), start, len, data.as_ptr(), data.len())
+                == STATUS_OK
+        }
     }
 
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
@@ -212,7 +232,11 @@ impl Host for WasmHost {
                 u32::from(status),
                 details.as_ptr(),
                 details.len(),
-                if body.is_empty() { null() } else { body.as_ptr() },
+                if body.is_empty() {
+                    null()
+                } else {
+                    body.as_ptr()
+                },
                 body.len(),
                 h.as_ptr(),
                 h.len(),
@@ -251,7 +275,9 @@ impl Host for WasmHost {
         };
         let mut id: u32 = 0;
         // SAFETY: valid pointers.
-        unsafe { (proxy_define_metric(t, name.as_ptr(), name.len(), &mut id) == STATUS_OK).then_some(id) }
+        unsafe {
+            (proxy_define_metric(t, name.as_ptr(), name.len(), &mut id) == STATUS_OK).then_some(id)
+        }
     }
 
     fn increment_metric(&self, id: u32, by: i64) {
@@ -282,7 +308,11 @@ struct Root<F: GuardFilter> {
 
 impl<F: GuardFilter> Root<F> {
     fn new() -> Self {
-        Root { config: None, shared: None, metrics: Rc::new(Metrics::new(Rc::new(WasmHost))) }
+        Root {
+            config: None,
+            shared: None,
+            metrics: Rc::new(Metrics::new(Rc::new(WasmHost))),
+        }
     }
 }
 
@@ -305,7 +335,13 @@ impl<F: GuardFilter> RootContext for Root<F> {
             let mut got: usize = 0;
             // SAFETY: as in `WasmHost::header`.
             let r = unsafe {
-                match proxy_get_buffer_bytes(BUFFER_PLUGIN_CONFIGURATION, 0, size, &mut data, &mut got) {
+                match proxy_get_buffer_bytes(
+                    BUFFER_PLUGIN_CONFIGURATION,
+                    0,
+                    size,
+                    &mut data,
+                    &mut got,
+                ) {
                     STATUS_OK => owned(data, got),
                     _ => None,
                 }
@@ -313,7 +349,10 @@ impl<F: GuardFilter> RootContext for Root<F> {
             match r {
                 Some(b) => b,
                 None => {
-                    WasmHost.log(LogLevel::Error, &format!("guard {}: plugin configuration unreadable", F::NAME));
+                    WasmHost.log(
+                        LogLevel::Error,
+                        &format!("guard {}: plugin configuration unreadable", F::NAME),
+                    );
                     return false;
                 }
             }
@@ -324,14 +363,22 @@ impl<F: GuardFilter> RootContext for Root<F> {
                 let shared = F::init_shared(&self.metrics, &config);
                 WasmHost.log(
                     LogLevel::Info,
-                    &format!("guard {}: policy {} version {} loaded", F::NAME, config.name, config.version),
+                    &format!(
+                        "guard {}: policy {} version {} loaded",
+                        F::NAME,
+                        config.name,
+                        config.version
+                    ),
                 );
                 self.config = Some(Rc::new(config));
                 self.shared = Some(Rc::new(shared));
                 true
             }
             Err(e) => {
-                WasmHost.log(LogLevel::Error, &format!("guard {}: bad configuration: {e}", F::NAME));
+                WasmHost.log(
+                    LogLevel::Error,
+                    &format!("guard {}: bad configuration: {e}", F::NAME),
+                );
                 false
             }
         }
@@ -341,7 +388,11 @@ impl<F: GuardFilter> RootContext for Root<F> {
         // Never return None (Envoy would fail the stream oddly): a VM without a valid config
         // gets a context that refuses every request (fail closed).
         let stream = match (&self.config, &self.shared) {
-            (Some(c), Some(s)) => Some(GuardStream::<F>::new(Rc::clone(c), Rc::clone(s), Rc::clone(&self.metrics))),
+            (Some(c), Some(s)) => Some(GuardStream::<F>::new(
+                Rc::clone(c),
+                Rc::clone(s),
+                Rc::clone(&self.metrics),
+            )),
             _ => None,
         };
         Some(Box::new(Http { stream }))
@@ -366,46 +417,76 @@ fn action(a: Action) -> proxy_wasm::types::Action {
 impl<F: GuardFilter> Context for Http<F> {}
 
 impl<F: GuardFilter> HttpContext for Http<F> {
-    fn on_http_request_headers(&mut self, _n: usize, end_of_stream: bool) -> proxy_wasm::types::Action {
+    fn on_http_request_headers(
+        &mut self,
+        _n: usize,
+        end_of_stream: bool,
+    ) -> proxy_wasm::types::Action {
         match self.stream.as_mut() {
             Some(s) => action(s.on_request_headers(&WasmHost, end_of_stream)),
             None => {
-                let body = guard_core::verdict::LocalReply::new(500, "not_configured", "guard filter has no valid configuration")
-                    .body(None, "");
+                let body = guard_core::verdict::LocalReply::new(
+                    500,
+                    "not_configured",
+                    "guard filter has no valid configuration",
+                )
+                .body(None, "");
                 WasmHost.send_local_reply(500, &[("content-type", b"application/json")], &body);
                 proxy_wasm::types::Action::Pause
             }
         }
     }
 
-    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> proxy_wasm::types::Action {
+    fn on_http_request_body(
+        &mut self,
+        body_size: usize,
+        end_of_stream: bool,
+    ) -> proxy_wasm::types::Action {
         self.stream
             .as_mut()
-            .map_or(proxy_wasm::types::Action::Continue, |s| action(s.on_request_body(&WasmHost, body_size, end_of_stream)))
+            .map_or(proxy_wasm::types::Action::Continue, |s| {
+                action(s.on_request_body(&WasmHost, body_size, end_of_stream))
+            })
     }
 
     fn on_http_request_trailers(&mut self, _n: usize) -> proxy_wasm::types::Action {
         self.stream
             .as_mut()
-            .map_or(proxy_wasm::types::Action::Continue, |s| action(s.on_request_trailers(&WasmHost)))
+            .map_or(proxy_wasm::types::Action::Continue, |s| {
+                action(s.on_request_trailers(&WasmHost))
+            })
     }
 
-    fn on_http_response_headers(&mut self, _n: usize, end_of_stream: bool) -> proxy_wasm::types::Action {
+    fn on_http_response_headers(
+        &mut self,
+        _n: usize,
+        end_of_stream: bool,
+    ) -> proxy_wasm::types::Action {
         self.stream
             .as_mut()
-            .map_or(proxy_wasm::types::Action::Continue, |s| action(s.on_response_headers(&WasmHost, end_of_stream)))
+            .map_or(proxy_wasm::types::Action::Continue, |s| {
+                action(s.on_response_headers(&WasmHost, end_of_stream))
+            })
     }
 
-    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> proxy_wasm::types::Action {
+    fn on_http_response_body(
+        &mut self,
+        body_size: usize,
+        end_of_stream: bool,
+    ) -> proxy_wasm::types::Action {
         self.stream
             .as_mut()
-            .map_or(proxy_wasm::types::Action::Continue, |s| action(s.on_response_body(&WasmHost, body_size, end_of_stream)))
+            .map_or(proxy_wasm::types::Action::Continue, |s| {
+                action(s.on_response_body(&WasmHost, body_size, end_of_stream))
+            })
     }
 
     fn on_http_response_trailers(&mut self, _n: usize) -> proxy_wasm::types::Action {
         self.stream
             .as_mut()
-            .map_or(proxy_wasm::types::Action::Continue, |s| action(s.on_response_trailers(&WasmHost)))
+            .map_or(proxy_wasm::types::Action::Continue, |s| {
+                action(s.on_response_trailers(&WasmHost))
+            })
     }
 
     fn on_log(&mut self) {
@@ -414,4 +495,3 @@ impl<F: GuardFilter> HttpContext for Http<F> {
         }
     }
 }
-

@@ -56,7 +56,9 @@ impl GuardFilter for Probe {
         if streaming {
             ResponsePlan::Stream
         } else if cx.settings().buffer_response {
-            ResponsePlan::Buffer { hold_headers: false }
+            ResponsePlan::Buffer {
+                hold_headers: false,
+            }
         } else {
             ResponsePlan::Skip
         }
@@ -65,7 +67,12 @@ impl GuardFilter for Probe {
         serde_json::from_slice::<Value>(body).map_err(|e| Error::unparsable(e.to_string()))?;
         Ok(Outcome::Continue)
     }
-    fn on_stream_chunk(&mut self, _cx: &mut Cx<'_, Self>, chunk: &[u8], out: &mut Vec<u8>) -> Result<Chunk> {
+    fn on_stream_chunk(
+        &mut self,
+        _cx: &mut Cx<'_, Self>,
+        chunk: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<Chunk> {
         if chunk.windows(4).any(|w| w == b"BOOM") {
             return Err(Error::unparsable("boom"));
         }
@@ -86,7 +93,12 @@ impl GuardFilter for Probe {
 
 fn stream(config: &str) -> (Rc<FakeHost>, GuardStream<Probe>) {
     let host = Rc::new(FakeHost::new());
-    let cfg = FilterConfig::parse::<ProbeSettings, _>(config.as_bytes(), Probe::DEFAULT_FAILURE, Probe::compile).unwrap();
+    let cfg = FilterConfig::parse::<ProbeSettings, _>(
+        config.as_bytes(),
+        Probe::DEFAULT_FAILURE,
+        Probe::compile,
+    )
+    .unwrap();
     let metrics = Rc::new(Metrics::new(host.clone() as Rc<dyn Host>));
     (host, GuardStream::new(Rc::new(cfg), Rc::new(()), metrics))
 }
@@ -100,7 +112,13 @@ fn post(host: &FakeHost) {
 
 /// Feed a request body the way Envoy does while the filter pauses: the buffer grows, and the
 /// size passed is the total so far.
-fn feed_request(host: &FakeHost, s: &mut GuardStream<Probe>, body: &[u8], chunk: usize, trailers: bool) -> Action {
+fn feed_request(
+    host: &FakeHost,
+    s: &mut GuardStream<Probe>,
+    body: &[u8],
+    chunk: usize,
+    trailers: bool,
+) -> Action {
     let pieces: Vec<&[u8]> = body.chunks(chunk.max(1)).collect();
     let mut last = Action::Continue;
     for (i, piece) in pieces.iter().enumerate() {
@@ -131,8 +149,18 @@ fn body_is_seen_whole_for_every_chunking_with_and_without_trailers() {
             let (host, mut s) = stream("{}");
             post(&host);
             assert_eq!(s.on_request_headers(&*host, false), Action::Pause);
-            assert_eq!(feed_request(&host, &mut s, BODY, chunk, trailers), Action::Continue, "chunk {chunk}");
-            SEEN.with(|seen| assert_eq!(seen.borrow().as_slice(), &[BODY.to_vec()], "chunk {chunk} trailers {trailers}"));
+            assert_eq!(
+                feed_request(&host, &mut s, BODY, chunk, trailers),
+                Action::Continue,
+                "chunk {chunk}"
+            );
+            SEEN.with(|seen| {
+                assert_eq!(
+                    seen.borrow().as_slice(),
+                    &[BODY.to_vec()],
+                    "chunk {chunk} trailers {trailers}"
+                )
+            });
         }
     }
 }
@@ -147,11 +175,17 @@ fn limits_zero_exactly_fits_and_one_over() {
     ];
     for (name, limit, body, want) in cases {
         for chunk in [1, 7, n] {
-            let (host, mut s) = stream(&format!(r#"{{"policies":{{"default":{{"max_request_body_bytes":{limit}}}}}}}"#));
+            let (host, mut s) = stream(&format!(
+                r#"{{"policies":{{"default":{{"max_request_body_bytes":{limit}}}}}}}"#
+            ));
             post(&host);
             s.on_request_headers(&*host, false);
             feed_request(&host, &mut s, body, chunk, false);
-            assert_eq!(host.local_reply().map(|r| r.status), want, "{name}, chunk {chunk}");
+            assert_eq!(
+                host.local_reply().map(|r| r.status),
+                want,
+                "{name}, chunk {chunk}"
+            );
         }
     }
     // Limit 0 and no body at all: nothing to refuse.
@@ -172,13 +206,30 @@ fn failure_policy_table() {
         closed: (u16, &'static str),
     }
     let cases = [
-        Case { name: "malformed", body: b"{\"model\":", content_encoding: None, closed: (400, "unparsable_body") },
-        Case { name: "not utf-8", body: b"{\"a\":\"\xff\"}", content_encoding: None, closed: (400, "unparsable_body") },
-        Case { name: "gzip", body: b"\x1f\x8b\x08", content_encoding: Some(b"gzip"), closed: (415, "compressed_body") },
+        Case {
+            name: "malformed",
+            body: b"{\"model\":",
+            content_encoding: None,
+            closed: (400, "unparsable_body"),
+        },
+        Case {
+            name: "not utf-8",
+            body: b"{\"a\":\"\xff\"}",
+            content_encoding: None,
+            closed: (400, "unparsable_body"),
+        },
+        Case {
+            name: "gzip",
+            body: b"\x1f\x8b\x08",
+            content_encoding: Some(b"gzip"),
+            closed: (415, "compressed_body"),
+        },
     ];
     for c in cases {
         for policy in ["fail_closed", "fail_open"] {
-            let (host, mut s) = stream(&format!(r#"{{"policies":{{"default":{{"failure_policy":"{policy}"}}}}}}"#));
+            let (host, mut s) = stream(&format!(
+                r#"{{"policies":{{"default":{{"failure_policy":"{policy}"}}}}}}"#
+            ));
             post(&host);
             if let Some(enc) = c.content_encoding {
                 host.set_header(Dir::Request, "content-encoding", Some(enc));
@@ -209,13 +260,20 @@ fn failure_policy_table() {
 fn replace_fixes_content_length_and_strips_accept_encoding() {
     let (host, mut s) = stream(r#"{"policies":{"default":{"replace_with":"{\"x\":1}"}}}"#);
     post(&host);
-    host.set_header(Dir::Request, "content-length", Some(BODY.len().to_string().as_bytes()));
+    host.set_header(
+        Dir::Request,
+        "content-length",
+        Some(BODY.len().to_string().as_bytes()),
+    );
     host.set_header(Dir::Request, "accept-encoding", Some(b"gzip"));
     s.on_request_headers(&*host, false);
     assert_eq!(host.header(Dir::Request, "accept-encoding"), None);
     feed_request(&host, &mut s, BODY, 5, false);
     assert_eq!(host.buffer(Dir::Request), br#"{"x":1}"#);
-    assert_eq!(host.header(Dir::Request, "content-length").as_deref(), Some(&b"7"[..]));
+    assert_eq!(
+        host.header(Dir::Request, "content-length").as_deref(),
+        Some(&b"7"[..])
+    );
 }
 
 #[test]
@@ -265,7 +323,8 @@ fn stream_holds_back_and_flushes_at_the_end() {
 
 #[test]
 fn stream_error_fail_open_passes_everything_on() {
-    let (host, mut s) = streamed_response(r#"{"policies":{"default":{"failure_policy":"fail_open"}}}"#);
+    let (host, mut s) =
+        streamed_response(r#"{"policies":{"default":{"failure_policy":"fail_open"}}}"#);
     let mut client = Vec::new();
     client.extend(chunk(&host, &mut s, b"data: a\n\ndata: par", false));
     client.extend(chunk(&host, &mut s, b"tial BOOM\n\n", false));
@@ -285,7 +344,10 @@ fn stream_error_fail_closed_ends_with_an_error_event() {
     client.extend(chunk(&host, &mut s, b"data: never\n\n", true));
     let text = String::from_utf8(client).unwrap();
     assert!(text.starts_with("data: a\n\ndata: {\"error\""), "{text}");
-    assert!(text.ends_with("data: [DONE]\n\n") && !text.contains("never"), "{text}");
+    assert!(
+        text.ends_with("data: [DONE]\n\n") && !text.contains("never"),
+        "{text}"
+    );
     assert_eq!(record(&host)["decision"], "block");
 }
 
@@ -302,7 +364,10 @@ fn compressed_answer_on_fail_closed_is_replaced() {
     host.set_buffer(Dir::Response, b"\x1f\x8b...");
     assert_eq!(s.on_response_body(&*host, 5, false), Action::Pause);
     assert_eq!(s.on_response_body(&*host, 5, true), Action::Continue);
-    assert_eq!(host.header(Dir::Response, ":status").as_deref(), Some(&b"502"[..]));
+    assert_eq!(
+        host.header(Dir::Response, ":status").as_deref(),
+        Some(&b"502"[..])
+    );
     assert_eq!(host.header(Dir::Response, "content-encoding"), None);
     let body: Value = serde_json::from_slice(&host.buffer(Dir::Response)).unwrap();
     assert_eq!(body["error"]["code"], "compressed_body");
@@ -310,7 +375,8 @@ fn compressed_answer_on_fail_closed_is_replaced() {
 
 #[test]
 fn oversize_answer_fail_closed_replies_and_record_is_written_once() {
-    let (host, mut s) = stream(r#"{"policies":{"default":{"buffer_response":true,"max_response_body_bytes":4}}}"#);
+    let (host, mut s) =
+        stream(r#"{"policies":{"default":{"buffer_response":true,"max_response_body_bytes":4}}}"#);
     post(&host);
     s.on_request_headers(&*host, false);
     feed_request(&host, &mut s, BODY, BODY.len(), false);
@@ -322,5 +388,8 @@ fn oversize_answer_fail_closed_replies_and_record_is_written_once() {
     s.on_response_body(&*host, 7, false);
     assert_eq!(host.local_reply().map(|r| r.status), Some(502));
     s.on_done(&*host);
-    assert_eq!(host.metric("guard.probe.decision.block.reason.body_too_large.decisions"), 1);
+    assert_eq!(
+        host.metric("guard.probe.decision.block.reason.body_too_large.decisions"),
+        1
+    );
 }

@@ -32,7 +32,11 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { inject_stream_usage: true, models: vec!["*".to_string()], max_model_labels: 32 }
+        Settings {
+            inject_stream_usage: true,
+            models: vec!["*".to_string()],
+            max_model_labels: 32,
+        }
     }
 }
 
@@ -83,7 +87,10 @@ impl GuardFilter for Telemetry {
     }
 
     fn init_shared(metrics: &Rc<Metrics>, _config: &FilterConfig<Settings>) -> Shared {
-        Shared { metrics: Rc::clone(metrics), labels: RefCell::new(BTreeSet::new()) }
+        Shared {
+            metrics: Rc::clone(metrics),
+            labels: RefCell::new(BTreeSet::new()),
+        }
     }
 
     fn new_stream() -> Self {
@@ -101,7 +108,9 @@ impl GuardFilter for Telemetry {
     }
 
     fn on_request_body(&mut self, cx: &mut Cx<'_, Self>, body: &[u8]) -> Result<Outcome> {
-        let Some(api) = cx.api() else { return Ok(Outcome::Continue) };
+        let Some(api) = cx.api() else {
+            return Ok(Outcome::Continue);
+        };
         let mut req = RequestBody::parse(api, body)?;
         self.model = req.model().map(str::to_string);
         self.streamed_request = req.is_stream();
@@ -112,7 +121,9 @@ impl GuardFilter for Telemetry {
         if !inject {
             return Ok(Outcome::Continue);
         }
-        let Some(obj) = req.json_mut().as_object_mut() else { return Ok(Outcome::Continue) };
+        let Some(obj) = req.json_mut().as_object_mut() else {
+            return Ok(Outcome::Continue);
+        };
         match obj.get_mut("stream_options").and_then(Value::as_object_mut) {
             Some(opts) => {
                 opts.insert("include_usage".to_string(), Value::Bool(true));
@@ -122,23 +133,33 @@ impl GuardFilter for Telemetry {
             }
         }
         self.usage_injected = true;
-        cx.info.record.decide(Decision::Modify, "stream_usage_added");
+        cx.info
+            .record
+            .decide(Decision::Modify, "stream_usage_added");
         Ok(Outcome::Replace(req.to_bytes()))
     }
 
     fn response_plan(&mut self, cx: &mut Cx<'_, Self>, streaming: bool) -> ResponsePlan {
-        let Some(api) = cx.api() else { return ResponsePlan::Skip };
+        let Some(api) = cx.api() else {
+            return ResponsePlan::Skip;
+        };
         if streaming {
-            self.parser = Some(SseParser::new(usize::try_from(cx.info.policy.common.max_sse_event_bytes).unwrap_or(usize::MAX)));
+            self.parser = Some(SseParser::new(
+                usize::try_from(cx.info.policy.common.max_sse_event_bytes).unwrap_or(usize::MAX),
+            ));
             self.decoder = Some(StreamDecoder::new(api));
             ResponsePlan::Stream
         } else {
-            ResponsePlan::Buffer { hold_headers: false }
+            ResponsePlan::Buffer {
+                hold_headers: false,
+            }
         }
     }
 
     fn on_response_body(&mut self, cx: &mut Cx<'_, Self>, body: &[u8]) -> Result<Outcome> {
-        let Some(api) = cx.api() else { return Ok(Outcome::Continue) };
+        let Some(api) = cx.api() else {
+            return Ok(Outcome::Continue);
+        };
         let resp = ResponseBody::parse(api, body)?;
         self.usage = resp.usage();
         if self.model.is_none() {
@@ -147,7 +168,12 @@ impl GuardFilter for Telemetry {
         Ok(Outcome::Continue)
     }
 
-    fn on_stream_chunk(&mut self, cx: &mut Cx<'_, Self>, chunk: &[u8], out: &mut Vec<u8>) -> Result<Chunk> {
+    fn on_stream_chunk(
+        &mut self,
+        cx: &mut Cx<'_, Self>,
+        chunk: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<Chunk> {
         let (Some(parser), Some(decoder)) = (self.parser.as_mut(), self.decoder.as_mut()) else {
             return Ok(Chunk::Pass);
         };
@@ -219,7 +245,8 @@ impl GuardFilter for Telemetry {
             m.counter(&format!("{base}.tokens_in"), u.input_tokens);
             m.counter(&format!("{base}.tokens_out"), u.output_tokens);
             rec.extra.insert("tokens_in".into(), json!(u.input_tokens));
-            rec.extra.insert("tokens_out".into(), json!(u.output_tokens));
+            rec.extra
+                .insert("tokens_out".into(), json!(u.output_tokens));
         }
         let start = cx.info.start_ns;
         if let Some(t) = self.ttft_ns {
@@ -235,7 +262,8 @@ impl GuardFilter for Telemetry {
         if !model.is_empty() {
             rec.extra.insert("model".into(), json!(model));
         }
-        rec.extra.insert("stream".into(), json!(self.streamed_request));
+        rec.extra
+            .insert("stream".into(), json!(self.streamed_request));
         if let Some(s) = cx.info.response_status {
             rec.extra.insert("status".into(), json!(s));
         }
@@ -271,5 +299,7 @@ impl Shared {
 
 /// Whether a chat request already asks for the usage chunk.
 fn stream_usage_requested(json: &Value) -> bool {
-    json.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false)
+    json.pointer("/stream_options/include_usage")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
 }
