@@ -2,6 +2,9 @@
 //! every single split offset, one byte at a time, N equal chunks, pseudo-random cuts) and every
 //! line-ending variant (LF, CRLF, CR, with BOM and keep-alive comments).
 
+// Test helpers outside `#[test]` functions may panic too.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
 use guard_core::api::ApiShape;
 use guard_core::body::Usage;
 use guard_core::holdback::{HoldBack, StreamRewriter, StreamScanner};

@@ -300,7 +300,9 @@ impl<F: GuardFilter> GuardStream<F> {
         };
         let policy = Rc::clone(&info.policy);
 
-        if policy.common.request_identity_encoding {
+        // Ask for an uncompressed answer; a request whose shape is still to be sniffed gets
+        // this once its body proved it is LLM traffic.
+        if policy.common.request_identity_encoding && api.is_some() {
             host.set_header(Dir::Request, "accept-encoding", None);
         }
         if let Some(enc) = host.header(Dir::Request, "content-encoding") {
@@ -382,6 +384,9 @@ impl<F: GuardFilter> GuardStream<F> {
                     // Not an LLM API body after all: pass it on untouched, without a record.
                     self.info = None;
                     return Action::Continue;
+                }
+                if info.policy.common.request_identity_encoding {
+                    host.set_header(Dir::Request, "accept-encoding", None);
                 }
             }
         }

@@ -393,3 +393,18 @@ fn oversize_answer_fail_closed_replies_and_record_is_written_once() {
         1
     );
 }
+
+#[test]
+fn sniffed_bodies_decide_whether_the_request_is_ours() {
+    for (body, ours) in [(BODY, true), (&br#"{"query":"select 1"}"#[..], false), (&b"plain text"[..], false)] {
+        let (host, mut s) = stream("{}");
+        host.set_header(Dir::Request, ":method", Some(b"POST"));
+        host.set_header(Dir::Request, ":path", Some(b"/internal/llm"));
+        host.set_header(Dir::Request, "accept-encoding", Some(b"gzip"));
+        assert_eq!(s.on_request_headers(&*host, false), Action::Pause);
+        assert_eq!(feed_request(&host, &mut s, body, 4, false), Action::Continue);
+        assert_eq!(s.info().is_some(), ours, "{}", String::from_utf8_lossy(body));
+        assert_eq!(host.header(Dir::Request, "accept-encoding").is_none(), ours);
+        assert!(host.local_reply().is_none());
+    }
+}
