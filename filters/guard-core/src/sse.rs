@@ -339,7 +339,12 @@ mod tests {
     /// (name, input, events, tail left when fed whole)
     type Case = (&'static str, &'static [u8], Vec<Want>, &'static [u8]);
     /// (name, input, dispatched tail data, raw left)
-    type TailCase = (&'static str, &'static [u8], Option<&'static str>, &'static [u8]);
+    type TailCase = (
+        &'static str,
+        &'static [u8],
+        Option<&'static str>,
+        &'static [u8],
+    );
 
     fn plans(len: usize) -> Vec<Vec<usize>> {
         // Each plan is a list of cut offsets.

@@ -3,7 +3,12 @@
 //! line-ending variant (LF, CRLF, CR, with BOM and keep-alive comments).
 
 // Test helpers outside `#[test]` functions may panic too.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use guard_core::api::ApiShape;
 use guard_core::body::Usage;
@@ -329,7 +334,11 @@ fn plans(len: usize, every_offset: bool) -> Vec<Vec<usize>> {
     let mut plans = vec![vec![]];
     if every_offset {
         let stride = STRIDE_MIN.max(len / 8).min(len.max(1));
-        plans.extend((1..=stride).map(|s| (s..len).step_by(stride).collect::<Vec<_>>()).filter(|c| !c.is_empty()));
+        plans.extend(
+            (1..=stride)
+                .map(|s| (s..len).step_by(stride).collect::<Vec<_>>())
+                .filter(|c| !c.is_empty()),
+        );
         plans.push((1..len).collect());
     }
     for n in [2usize, 3, 4, 7, 16, 64] {
@@ -839,4 +848,3 @@ fn holdback_standalone_secret_split_at_every_offset() {
         assert_eq!(got, want, "cuts {cuts:?}");
     }
 }
-

@@ -668,10 +668,7 @@ impl<F: GuardFilter> GuardStream<F> {
 
     fn stream_chunk(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) -> Action {
         let chunk = if body_size > 0 {
-            match host.body(Dir::Response, 0, body_size) {
-                Some(c) => c,
-                None => Vec::new(),
-            }
+            host.body(Dir::Response, 0, body_size).unwrap_or_default()
         } else {
             Vec::new()
         };

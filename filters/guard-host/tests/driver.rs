@@ -1,6 +1,7 @@
 //! The stream driver against the recording fake host: buffering with a read index over
 //! Envoy's cumulative body size, limits (0, exactly fits, one over), trailers, compressed
 //! bodies, the failure policy in both directions, streaming errors, and the audit record.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
 use guard_core::config::{FailurePolicy, FilterConfig};
 use guard_core::error::{Error, Result};
@@ -396,14 +397,26 @@ fn oversize_answer_fail_closed_replies_and_record_is_written_once() {
 
 #[test]
 fn sniffed_bodies_decide_whether_the_request_is_ours() {
-    for (body, ours) in [(BODY, true), (&br#"{"query":"select 1"}"#[..], false), (&b"plain text"[..], false)] {
+    for (body, ours) in [
+        (BODY, true),
+        (&br#"{"query":"select 1"}"#[..], false),
+        (&b"plain text"[..], false),
+    ] {
         let (host, mut s) = stream("{}");
         host.set_header(Dir::Request, ":method", Some(b"POST"));
         host.set_header(Dir::Request, ":path", Some(b"/internal/llm"));
         host.set_header(Dir::Request, "accept-encoding", Some(b"gzip"));
         assert_eq!(s.on_request_headers(&*host, false), Action::Pause);
-        assert_eq!(feed_request(&host, &mut s, body, 4, false), Action::Continue);
-        assert_eq!(s.info().is_some(), ours, "{}", String::from_utf8_lossy(body));
+        assert_eq!(
+            feed_request(&host, &mut s, body, 4, false),
+            Action::Continue
+        );
+        assert_eq!(
+            s.info().is_some(),
+            ours,
+            "{}",
+            String::from_utf8_lossy(body)
+        );
         assert_eq!(host.header(Dir::Request, "accept-encoding").is_none(), ours);
         assert!(host.local_reply().is_none());
     }
