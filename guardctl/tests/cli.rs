@@ -1,5 +1,10 @@
 //! guardctl as a user runs it: exit codes, messages, JSON Lines.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 use std::io::Write;
 use std::process::{Command, Stdio};

@@ -348,6 +348,8 @@ impl Env {
             "envoy logged wasm failures:\n{}\n--- envoy log ---\n{log}",
             failures.join("\n")
         );
+        // Keep the files of a failed test for a look; drop those of a passed one.
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 
     fn stop(&mut self) {

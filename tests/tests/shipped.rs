@@ -1,6 +1,11 @@
 //! The shipped `envoy/envoy.yaml`, as `make run` starts it: a streamed chat completion goes
 //! through, and Envoy's Prometheus endpoint shows the token and latency metrics for it.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 use e2e::{assemble_stream, Env, Spec};
 use guard_core::api::ApiShape;

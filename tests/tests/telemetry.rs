@@ -2,7 +2,12 @@
 //! metrics, the audit record, per-route policies, identity, and the failure policy for bad
 //! input (malformed, oversize, compressed, invalid UTF-8, non-UTF-8 headers), bodies in many
 //! chunks and over HTTP/2 with trailers.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 use e2e::{assemble_stream, raw_http1, Env, Spec, Version};
 use guard_core::api::ApiShape;

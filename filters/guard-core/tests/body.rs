@@ -1,6 +1,12 @@
 //! Table-driven tests of the body model: segment coverage for every shape, tool calls, tools,
 //! schemas, usage, errors, rewrites, malformed input, and properties over arbitrary input.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic, clippy::type_complexity)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::type_complexity
+)]
 
 use guard_core::api::ApiShape::{
     self, AnthropicMessages as Anthropic, OpenAiChat as Chat, OpenAiResponses as Responses,

@@ -430,19 +430,15 @@ impl<F: GuardFilter> GuardStream<F> {
         status: u16,
     ) -> Action {
         self.req = ReqState::Done;
-        let policy = self.info.as_ref().map(|i| i.policy.failure_policy);
         host.log(LogLevel::Debug, &format!("{}: {reason}: {err}", F::NAME));
-        match policy {
-            Some(FailurePolicy::FailClosed) => {
-                self.note(Decision::Block, reason);
-                let reply = LocalReply::new(status, reason, err.message());
-                self.send_reply(host, &reply);
-                Action::Pause
-            }
-            _ => {
-                self.note(Decision::Skipped, reason);
-                Action::Continue
-            }
+        if self.fail_closed() {
+            self.note(Decision::Block, reason);
+            let reply = LocalReply::new(status, reason, err.message());
+            self.send_reply(host, &reply);
+            Action::Pause
+        } else {
+            self.note(Decision::Skipped, reason);
+            Action::Continue
         }
     }
 
@@ -476,10 +472,7 @@ impl<F: GuardFilter> GuardStream<F> {
         }
         if let Some(enc) = host.header(Dir::Response, "content-encoding") {
             if !enc.eq_ignore_ascii_case(b"identity") {
-                let fail_closed = self
-                    .info
-                    .as_ref()
-                    .is_some_and(|i| i.policy.failure_policy == FailurePolicy::FailClosed);
+                let fail_closed = self.fail_closed();
                 if fail_closed {
                     self.note(Decision::Block, "compressed_body");
                     self.resp = RespState::Rejecting(LocalReply::new(
@@ -499,10 +492,7 @@ impl<F: GuardFilter> GuardStream<F> {
             ResponsePlan::Buffer { hold_headers } => {
                 // A fail-closed policy must be able to replace the answer when it cannot judge
                 // it (oversize, unparsable): hold the headers too.
-                let fail_closed = self
-                    .info
-                    .as_ref()
-                    .is_some_and(|i| i.policy.failure_policy == FailurePolicy::FailClosed);
+                let fail_closed = self.fail_closed();
                 let hold_headers = hold_headers || fail_closed;
                 self.resp = RespState::Buffering { hold_headers };
                 self.buf.clear();
@@ -642,10 +632,7 @@ impl<F: GuardFilter> GuardStream<F> {
         self.resp = RespState::Done;
         let (reason, _) = failure_reason(&err, false);
         host.log(LogLevel::Debug, &format!("{}: {reason}: {err}", F::NAME));
-        let fail_closed = self
-            .info
-            .as_ref()
-            .is_some_and(|i| i.policy.failure_policy == FailurePolicy::FailClosed);
+        let fail_closed = self.fail_closed();
         if fail_closed {
             self.note(Decision::Block, reason);
             let reply = LocalReply::new(502, reason, err.message());
@@ -703,19 +690,12 @@ impl<F: GuardFilter> GuardStream<F> {
                     LogLevel::Debug,
                     &format!("{}: stream: {reason}: {e}", F::NAME),
                 );
-                let fail_closed = self
-                    .info
-                    .as_ref()
-                    .is_some_and(|i| i.policy.failure_policy == FailurePolicy::FailClosed);
+                let fail_closed = self.fail_closed();
                 out.clear();
                 if fail_closed {
                     self.note(Decision::Block, reason);
                     let reply = LocalReply::new(502, reason, e.message());
-                    let (api, rid) = self
-                        .info
-                        .as_ref()
-                        .map(|i| (i.api, i.request_id.clone()))
-                        .unwrap_or((None, String::new()));
+                    let (api, rid) = self.reply_context();
                     out.extend_from_slice(&reply.stream_event(api, &rid));
                     self.resp = RespState::StreamStopped;
                 } else {
@@ -740,11 +720,7 @@ impl<F: GuardFilter> GuardStream<F> {
 
     /// Replace a response whose headers are held: new status, JSON error body.
     fn replace_response(&mut self, host: &dyn Host, reply: &LocalReply, body_size: usize) {
-        let (api, rid) = self
-            .info
-            .as_ref()
-            .map(|i| (i.api, i.request_id.clone()))
-            .unwrap_or((None, String::new()));
+        let (api, rid) = self.reply_context();
         let body = reply.body(api, &rid);
         host.set_header(
             Dir::Response,
@@ -770,11 +746,7 @@ impl<F: GuardFilter> GuardStream<F> {
     }
 
     fn send_reply(&mut self, host: &dyn Host, reply: &LocalReply) {
-        let (api, rid) = self
-            .info
-            .as_ref()
-            .map(|i| (i.api, i.request_id.clone()))
-            .unwrap_or((None, String::new()));
+        let (api, rid) = self.reply_context();
         let body = reply.body(api, &rid);
         let headers: [(&str, &[u8]); 3] = [
             ("content-type", b"application/json"),
@@ -804,6 +776,21 @@ impl<F: GuardFilter> GuardStream<F> {
             }
             _ => false,
         }
+    }
+
+    /// The API shape and request id a reply is rendered for.
+    fn reply_context(&self) -> (Option<ApiShape>, String) {
+        self.info
+            .as_ref()
+            .map(|i| (i.api, i.request_id.clone()))
+            .unwrap_or((None, String::new()))
+    }
+
+    /// Whether the request's policy fails closed (false before a request is ours).
+    fn fail_closed(&self) -> bool {
+        self.info
+            .as_ref()
+            .is_some_and(|i| i.policy.failure_policy == FailurePolicy::FailClosed)
     }
 
     fn note(&mut self, decision: Decision, reason: &str) {

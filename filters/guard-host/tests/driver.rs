@@ -1,7 +1,12 @@
 //! The stream driver against the recording fake host: buffering with a read index over
 //! Envoy's cumulative body size, limits (0, exactly fits, one over), trailers, compressed
 //! bodies, the failure policy in both directions, streaming errors, and the audit record.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 use guard_core::config::{FailurePolicy, FilterConfig};
 use guard_core::error::{Error, Result};
