@@ -131,6 +131,12 @@ impl Upstream {
     }
 
     /// Stops accepting, lets in-flight connections finish (up to 2 s), then returns.
+    /// Stop accepting new connections without waiting (to test an upstream outage while the
+    /// handle stays owned by a harness).
+    pub fn stop(&self) {
+        let _ = self.shutdown.send(true);
+    }
+
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let _ = self.task.await;

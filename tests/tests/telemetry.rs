@@ -589,3 +589,38 @@ async fn non_llm_traffic_passes_untouched() -> anyhow::Result<()> {
     env.finish();
     Ok(())
 }
+
+#[tokio::test]
+async fn provider_errors_and_envoy_local_replies_are_recorded_not_judged() -> anyhow::Result<()> {
+    let env = start().await?;
+    // The upstream gone: Envoy's own 503 (text/plain) is not an API answer to parse.
+    env.upstream.stop();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let resp = env
+        .client()
+        .post("/closed/v1/chat/completions", chat("hi", false))
+        .header("x-request-id", "e503")
+        .send()
+        .await?;
+    assert_eq!(resp.status, 503, "{}", resp.text());
+    let rec = env.audit_record("llm_telemetry", "e503").await?;
+    assert_eq!(rec["decision"], "allow", "{rec}");
+    assert_eq!(rec["status"], 503);
+    env.finish();
+
+    // A provider error (JSON, 429) passes through unchanged on a fail-closed route.
+    let env = start().await?;
+    let resp = env
+        .client()
+        .post("/closed/v1/chat/completions", chat("[[status:429]]", false))
+        .header("x-request-id", "e429")
+        .send()
+        .await?;
+    assert_eq!(resp.status, 429);
+    assert!(resp.json()?["error"].is_object());
+    let rec = env.audit_record("llm_telemetry", "e429").await?;
+    assert_eq!(rec["decision"], "allow", "{rec}");
+    assert_eq!(rec["status"], 429);
+    env.finish();
+    Ok(())
+}

@@ -9,6 +9,7 @@ use guard_core::sse::SseParser;
 use guard_core::stream::{is_usage_only_chunk, Delta, StreamDecoder};
 use guard_core::verdict::Decision;
 use guard_host::driver::{Chunk, Cx, GuardFilter, Outcome, ResponsePlan};
+use guard_host::host::Dir;
 use guard_host::metrics::{label, Metrics};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -149,6 +150,10 @@ impl GuardFilter for Telemetry {
             ));
             self.decoder = Some(StreamDecoder::new(api));
             ResponsePlan::Stream
+        } else if !is_json(cx.host.header(Dir::Response, "content-type").as_deref()) {
+            // Not an API answer (an Envoy local reply such as "no healthy upstream", an HTML
+            // error page): nothing to count, and not ours to judge.
+            ResponsePlan::Skip
         } else {
             ResponsePlan::Buffer {
                 hold_headers: false,
@@ -295,6 +300,15 @@ impl Shared {
         labels.insert(l.clone());
         l
     }
+}
+
+/// Whether a content type is JSON (`application/json`, `application/problem+json`, ...).
+fn is_json(content_type: Option<&[u8]>) -> bool {
+    content_type.is_some_and(|ct| {
+        let ct = String::from_utf8_lossy(ct).to_ascii_lowercase();
+        let essence = ct.split(';').next().unwrap_or("").trim().to_string();
+        essence == "application/json" || essence.ends_with("+json")
+    })
 }
 
 /// Whether a chat request already asks for the usage chunk.
