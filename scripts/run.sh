@@ -24,6 +24,7 @@ cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   echo "stopped"
+  exit 0
 }
 trap cleanup INT TERM EXIT
 
