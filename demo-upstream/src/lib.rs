@@ -11,6 +11,11 @@
 //! `x-demo-scenario`; see [`scenario`]. Every request is recorded (method, path, headers, body,
 //! trailers) so a test can check what the upstream saw.
 //!
+//! For the prompt-guard call-out it also serves two classifiers, `POST /v1/moderations` (OpenAI
+//! moderation shape) and `POST /classify` (`{"text"}` → `{"label","score"}`), which flag text
+//! containing `[[unsafe]]` or a known injection phrase and honour `x-demo-delay-ms` and
+//! `x-demo-status`; see [`guard`].
+//!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
 //! use demo_upstream::{Options, Upstream};
@@ -26,6 +31,7 @@
 pub mod answer;
 pub mod api;
 mod body;
+pub mod guard;
 mod handler;
 pub mod scenario;
 mod server;

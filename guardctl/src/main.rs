@@ -2,10 +2,14 @@
 //!
 //! ```text
 //! guardctl lint FILE                      validate a filter configuration (exit 2 when invalid)
+//! guardctl injection [--config FILE] [--source user|tool|document]
+//!                                         {"text": ...} per line → {"verdict","score","rules"}
 //! guardctl segments [--api SHAPE]         read request bodies (one JSON per line), print their text segments
+//! guardctl train-injection [--data DIR] [--out FILE]     train the prompt-guard model (train split)
+//! guardctl eval-injection [--data DIR] [--split test|train] [--config FILE] [--json]
 //! ```
 //!
-//! Subcommands of later filters (`injection`, `pii`, `schema`, `replay`) arrive with them.
+//! Without `--config`, the policy is the default shipped in `envoy/policies/`.
 
 use guard_core::api::ApiShape;
 use guard_core::body::RequestBody;
@@ -16,7 +20,10 @@ use serde_json::{json, Value};
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: guardctl <lint FILE | segments [--api openai_chat|openai_responses|anthropic_messages]>";
+mod eval;
+mod train;
+
+const USAGE: &str = "usage: guardctl <lint FILE | injection [--config FILE] [--source user|tool|document] | segments [--api SHAPE] | train-injection [--data DIR] [--out FILE] | eval-injection [--data DIR] [--split test|train] [--config FILE] [--json]>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -37,6 +44,9 @@ fn run(args: &[String]) -> anyhow::Result<()> {
             };
             lint(file)
         }
+        Some("injection") => injection(args.get(1..).unwrap_or_default()),
+        Some("train-injection") => train::run(args.get(1..).unwrap_or_default()),
+        Some("eval-injection") => eval::run(args.get(1..).unwrap_or_default()),
         Some("segments") => {
             let api = match args.get(1..) {
                 Some([flag, v]) if flag == "--api" => Some(

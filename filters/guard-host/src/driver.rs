@@ -43,6 +43,29 @@ pub enum Outcome {
     Replace(Vec<u8>),
     /// Refuse: reply with this provider-shaped error.
     Reply(LocalReply),
+    /// Ask another service first (request phase only): the request waits, and
+    /// [`GuardFilter::on_callout`] decides when the answer (or the failure) arrives.
+    CallOut(CallOut),
+}
+
+/// An HTTP call to an Envoy cluster, made while the request waits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallOut {
+    pub cluster: String,
+    pub authority: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub timeout_ms: u64,
+}
+
+/// What came back from a call-out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallOutResult {
+    /// An HTTP answer (any status).
+    Response { status: u16, body: Vec<u8> },
+    /// No answer: Envoy refused the call, it timed out, or the connection failed.
+    Failed,
 }
 
 /// How a filter wants the response handled.
@@ -133,6 +156,11 @@ pub trait GuardFilter: Sized + 'static {
     }
     /// The whole request body. The API shape is known (from the path or sniffed).
     fn on_request_body(&mut self, cx: &mut Cx<'_, Self>, body: &[u8]) -> Result<Outcome>;
+    /// The answer to a call-out the filter asked for in `on_request_body`. Another `CallOut`
+    /// here is treated as `Continue` (one call-out per request).
+    fn on_callout(&mut self, _cx: &mut Cx<'_, Self>, _result: CallOutResult) -> Result<Outcome> {
+        Ok(Outcome::Continue)
+    }
     /// Decide how to handle the response, given its status and whether it streams.
     fn response_plan(&mut self, cx: &mut Cx<'_, Self>, streaming: bool) -> ResponsePlan;
     /// The whole (non-streamed) response body.
@@ -167,6 +195,8 @@ pub trait GuardFilter: Sized + 'static {
 enum ReqState {
     Pass,
     Buffering,
+    /// Waiting for the answer to call-out `token`; `buffered` bytes of body are held.
+    Waiting { token: u32, buffered: usize },
     Done,
 }
 
@@ -393,30 +423,101 @@ impl<F: GuardFilter> GuardStream<F> {
         let outcome = self.with_cx(host, |f, cx| f.on_request_body(cx, &body));
         self.buf = body;
         match outcome {
-            None | Some(Ok(Outcome::Continue)) => Action::Continue,
-            Some(Ok(Outcome::Replace(new))) => {
+            None => Action::Continue,
+            Some(o) => self.apply_request_outcome(host, o, buffered, false),
+        }
+    }
+
+    /// Carry out a filter's request verdict. `resumed`: we are outside a request callback (in a
+    /// call-out answer), so continuing means resuming the paused request.
+    fn apply_request_outcome(
+        &mut self,
+        host: &dyn Host,
+        outcome: Result<Outcome>,
+        buffered: usize,
+        resumed: bool,
+    ) -> Action {
+        let action = match outcome {
+            Ok(Outcome::Continue) => Action::Continue,
+            Ok(Outcome::Replace(new)) => {
                 if !host.set_body(Dir::Request, 0, buffered, &new) {
                     let err =
                         Error::new(ErrorKind::BadLocation, "request body could not be replaced");
-                    return self.request_failure(host, err, "internal_error", 500);
+                    self.request_failure(host, err, "internal_error", 500)
+                } else {
+                    if host.header(Dir::Request, "content-length").is_some() {
+                        host.set_header(
+                            Dir::Request,
+                            "content-length",
+                            Some(new.len().to_string().as_bytes()),
+                        );
+                    }
+                    Action::Continue
                 }
-                if host.header(Dir::Request, "content-length").is_some() {
-                    host.set_header(
-                        Dir::Request,
-                        "content-length",
-                        Some(new.len().to_string().as_bytes()),
-                    );
-                }
-                Action::Continue
             }
-            Some(Ok(Outcome::Reply(reply))) => {
+            Ok(Outcome::Reply(reply)) => {
                 self.note(Decision::Block, &reply.reason.clone());
                 self.send_reply(host, &reply);
                 Action::Pause
             }
-            Some(Err(e)) => {
+            Ok(Outcome::CallOut(call)) if !resumed => {
+                let mut headers: Vec<(&str, &str)> = vec![
+                    (":method", "POST"),
+                    (":path", call.path.as_str()),
+                    (":authority", call.authority.as_str()),
+                    ("content-type", "application/json"),
+                ];
+                headers.extend(call.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+                match host.dispatch_http_call(&call.cluster, &headers, &call.body, call.timeout_ms) {
+                    Some(token) => {
+                        self.req = ReqState::Waiting { token, buffered };
+                        return Action::Pause;
+                    }
+                    None => {
+                        // Refused at once (unknown cluster...): the filter's failure rule decides.
+                        let next = self.with_cx(host, |f, cx| f.on_callout(cx, CallOutResult::Failed));
+                        match next {
+                            None => Action::Continue,
+                            Some(o) => self.apply_request_outcome(host, o, buffered, true),
+                        }
+                    }
+                }
+            }
+            Ok(Outcome::CallOut(_)) => Action::Continue,
+            Err(e) => {
                 let (reason, status) = failure_reason(&e, true);
                 self.request_failure(host, e, reason, status)
+            }
+        };
+        if resumed && action == Action::Continue {
+            host.resume(Dir::Request);
+        }
+        action
+    }
+
+    /// The answer (or failure) of a call-out this stream started.
+    pub fn on_callout_response(&mut self, host: &dyn Host, token: u32, body_size: usize) {
+        let ReqState::Waiting { token: want, buffered } = self.req else { return };
+        if want != token {
+            return;
+        }
+        self.req = ReqState::Done;
+        let status = host
+            .call_response_header(":status")
+            .and_then(|s| String::from_utf8(s).ok())
+            .and_then(|s| s.parse::<u16>().ok());
+        let result = match status {
+            Some(status) => CallOutResult::Response {
+                status,
+                body: host.call_response_body(body_size).unwrap_or_default(),
+            },
+            None => CallOutResult::Failed,
+        };
+        let outcome = self.with_cx(host, |f, cx| f.on_callout(cx, result));
+        match outcome {
+            None => host.resume(Dir::Request),
+            Some(o) => {
+                self.apply_request_outcome(host, o, buffered, true);
             }
         }
     }
@@ -594,7 +695,8 @@ impl<F: GuardFilter> GuardStream<F> {
         let outcome = self.with_cx(host, |f, cx| f.on_response_body(cx, &body));
         self.buf = body;
         let action = match outcome {
-            None | Some(Ok(Outcome::Continue)) => Action::Continue,
+            // Call-outs are for requests only: an answer continues.
+            None | Some(Ok(Outcome::Continue | Outcome::CallOut(_))) => Action::Continue,
             Some(Ok(Outcome::Replace(new))) => {
                 host.set_body(Dir::Response, 0, body_size, &new);
                 if hold {

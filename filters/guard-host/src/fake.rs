@@ -26,6 +26,21 @@ pub struct FakeState {
     pub metric_values: BTreeMap<String, i64>,
     pub histogram_values: BTreeMap<String, Vec<u64>>,
     pub now: u64,
+    /// Call-outs dispatched: (cluster, headers, body, timeout).
+    pub callouts: Vec<FakeCallout>,
+    /// The call-out response a test is delivering: (status header, body).
+    pub call_response: Option<(Option<Vec<u8>>, Vec<u8>)>,
+    pub resumed: Vec<Dir>,
+    /// Make `dispatch_http_call` fail.
+    pub refuse_callouts: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct FakeCallout {
+    pub cluster: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub timeout_ms: u64,
 }
 
 #[derive(Debug, Default)]
@@ -92,6 +107,11 @@ impl FakeHost {
             .get(name)
             .copied()
             .unwrap_or(0)
+    }
+    /// Set the call-out response the next `on_callout_response` delivers (`None` status: the
+    /// call failed or timed out).
+    pub fn set_call_response(&self, status: Option<u16>, body: &[u8]) {
+        self.state.borrow_mut().call_response = Some((status.map(|s| s.to_string().into_bytes()), body.to_vec()));
     }
     pub fn histogram(&self, name: &str) -> Vec<u64> {
         self.state
@@ -190,6 +210,33 @@ impl Host for FakeHost {
             .borrow_mut()
             .logs
             .push((level, message.to_string()));
+    }
+    fn dispatch_http_call(&self, cluster: &str, headers: &[(&str, &str)], body: &[u8], timeout_ms: u64) -> Option<u32> {
+        let mut s = self.state.borrow_mut();
+        if s.refuse_callouts {
+            return None;
+        }
+        s.callouts.push(FakeCallout {
+            cluster: cluster.to_string(),
+            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            body: body.to_vec(),
+            timeout_ms,
+        });
+        u32::try_from(s.callouts.len()).ok()
+    }
+    fn call_response_header(&self, name: &str) -> Option<Vec<u8>> {
+        let s = self.state.borrow();
+        match (&s.call_response, name) {
+            (Some((status, _)), ":status") => status.clone(),
+            _ => None,
+        }
+    }
+    fn call_response_body(&self, len: usize) -> Option<Vec<u8>> {
+        let s = self.state.borrow();
+        s.call_response.as_ref().map(|(_, b)| b.iter().take(len).copied().collect())
+    }
+    fn resume(&self, dir: Dir) {
+        self.state.borrow_mut().resumed.push(dir);
     }
     fn define_metric(&self, kind: MetricKind, name: &str) -> Option<u32> {
         let mut s = self.state.borrow_mut();

@@ -42,6 +42,16 @@ pub trait Host {
     /// Wall-clock time in nanoseconds since the Unix epoch.
     fn now_nanos(&self) -> u64;
     fn log(&self, level: LogLevel, message: &str);
+    /// Start an HTTP call to an Envoy cluster; `headers` must include `:method`, `:path` and
+    /// `:authority`. Returns the call's token, `None` if Envoy refused it (unknown cluster, bad
+    /// headers).
+    fn dispatch_http_call(&self, cluster: &str, headers: &[(&str, &str)], body: &[u8], timeout_ms: u64) -> Option<u32>;
+    /// A header of the call-out response being delivered (only inside the call-out callback).
+    fn call_response_header(&self, name: &str) -> Option<Vec<u8>>;
+    /// The body of the call-out response being delivered, up to `len` bytes.
+    fn call_response_body(&self, len: usize) -> Option<Vec<u8>>;
+    /// Resume a request or response this filter paused (after a call-out).
+    fn resume(&self, dir: Dir);
     fn define_metric(&self, kind: MetricKind, name: &str) -> Option<u32>;
     fn increment_metric(&self, id: u32, by: i64);
     fn record_metric(&self, id: u32, value: u64);

@@ -22,7 +22,9 @@ pub mod metrics;
 #[cfg(target_arch = "wasm32")]
 pub mod wasm;
 
-pub use driver::{Action, Chunk, Cx, GuardFilter, GuardStream, Outcome, ResponsePlan};
+pub use driver::{
+    Action, CallOut, CallOutResult, Chunk, Cx, GuardFilter, GuardStream, Outcome, ResponsePlan,
+};
 pub use host::{Dir, Host};
 
 /// Export a guard filter as a proxy-wasm module:

@@ -22,6 +22,8 @@ const BUFFER_RESPONSE_BODY: u32 = 1;
 const BUFFER_PLUGIN_CONFIGURATION: u32 = 7;
 const MAP_REQUEST_HEADERS: u32 = 0;
 const MAP_RESPONSE_HEADERS: u32 = 2;
+const MAP_CALL_RESPONSE_HEADERS: u32 = 6;
+const BUFFER_CALL_RESPONSE_BODY: u32 = 4;
 
 #[link(wasm_import_module = "env")]
 extern "C" {
@@ -86,6 +88,7 @@ extern "C" {
         return_id: *mut u32,
     ) -> u32;
     fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
+    fn proxy_continue_stream(stream_type: u32) -> u32;
     fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
 }
 
@@ -267,6 +270,56 @@ impl Host for WasmHost {
         }
     }
 
+    fn dispatch_http_call(&self, cluster: &str, headers: &[(&str, &str)], body: &[u8], timeout_ms: u64) -> Option<u32> {
+        // The SDK's call registers the token with its dispatcher, which routes the answer back
+        // to this context; it returns Err for the statuses Envoy documents for a refused call.
+        proxy_wasm::hostcalls::dispatch_http_call(
+            cluster,
+            headers.to_vec(),
+            if body.is_empty() { None } else { Some(body) },
+            Vec::new(),
+            std::time::Duration::from_millis(timeout_ms),
+        )
+        .ok()
+    }
+
+    fn call_response_header(&self, name: &str) -> Option<Vec<u8>> {
+        let mut data: *mut u8 = null_mut();
+        let mut size: usize = 0;
+        // SAFETY: as in `header`.
+        unsafe {
+            match proxy_get_header_map_value(MAP_CALL_RESPONSE_HEADERS, name.as_ptr(), name.len(), &mut data, &mut size) {
+                STATUS_OK => owned(data, size),
+                _ => None,
+            }
+        }
+    }
+
+    fn call_response_body(&self, len: usize) -> Option<Vec<u8>> {
+        if len == 0 {
+            return Some(Vec::new());
+        }
+        let mut data: *mut u8 = null_mut();
+        let mut size: usize = 0;
+        // SAFETY: as in `header`.
+        unsafe {
+            match proxy_get_buffer_bytes(BUFFER_CALL_RESPONSE_BODY, 0, len, &mut data, &mut size) {
+                STATUS_OK => owned(data, size),
+                _ => None,
+            }
+        }
+    }
+
+    fn resume(&self, dir: Dir) {
+        // SAFETY: plain value.
+        unsafe {
+            proxy_continue_stream(match dir {
+                Dir::Request => 0,
+                Dir::Response => 1,
+            });
+        }
+    }
+
     fn define_metric(&self, kind: MetricKind, name: &str) -> Option<u32> {
         let t = match kind {
             MetricKind::Counter => 0,
@@ -414,7 +467,13 @@ fn action(a: Action) -> proxy_wasm::types::Action {
     }
 }
 
-impl<F: GuardFilter> Context for Http<F> {}
+impl<F: GuardFilter> Context for Http<F> {
+    fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
+        if let Some(s) = self.stream.as_mut() {
+            s.on_callout_response(&WasmHost, token_id, body_size);
+        }
+    }
+}
 
 impl<F: GuardFilter> HttpContext for Http<F> {
     fn on_http_request_headers(
