@@ -477,8 +477,9 @@ impl<F: GuardFilter> GuardStream<F> {
                         // Refused at once (unknown cluster...): the filter's failure rule decides.
                         let next = self.with_cx(host, |f, cx| f.on_callout(cx, CallOutResult::Failed));
                         match next {
-                            None => Action::Continue,
-                            Some(o) => self.apply_request_outcome(host, o, buffered, true),
+                            None | Some(Ok(Outcome::CallOut(_))) => Action::Continue,
+                            // Still inside the body callback: continuing is returning Continue.
+                            Some(o) => self.apply_request_outcome(host, o, buffered, false),
                         }
                     }
                 }

@@ -28,6 +28,7 @@ thread_local! {
 struct ProbeSettings {
     replace_with: Option<String>,
     buffer_response: bool,
+    callout: bool,
 }
 
 /// A filter that records what it was shown, optionally rewrites the request, and in streams
@@ -53,9 +54,28 @@ impl GuardFilter for Probe {
     fn on_request_body(&mut self, cx: &mut Cx<'_, Self>, body: &[u8]) -> Result<Outcome> {
         SEEN.with(|s| s.borrow_mut().push(body.to_vec()));
         serde_json::from_slice::<Value>(body).map_err(|e| Error::unparsable(e.to_string()))?;
+        if cx.settings().callout {
+            return Ok(Outcome::CallOut(guard_host::CallOut {
+                cluster: "judge".into(),
+                authority: "judge".into(),
+                path: "/classify".into(),
+                headers: vec![],
+                body: body.to_vec(),
+                timeout_ms: 250,
+            }));
+        }
         Ok(match &cx.settings().replace_with {
             Some(r) => Outcome::Replace(r.as_bytes().to_vec()),
             None => Outcome::Continue,
+        })
+    }
+    fn on_callout(&mut self, _cx: &mut Cx<'_, Self>, result: guard_host::CallOutResult) -> Result<Outcome> {
+        Ok(match result {
+            guard_host::CallOutResult::Response { status: 200, body } if body == b"block" => {
+                Outcome::Reply(guard_core::verdict::LocalReply::new(400, "judged", "the judge said no"))
+            }
+            guard_host::CallOutResult::Response { .. } => Outcome::Continue,
+            guard_host::CallOutResult::Failed => Outcome::Reply(guard_core::verdict::LocalReply::new(400, "judge_down", "no judge")),
         })
     }
     fn response_plan(&mut self, cx: &mut Cx<'_, Self>, streaming: bool) -> ResponsePlan {
@@ -425,4 +445,37 @@ fn sniffed_bodies_decide_whether_the_request_is_ours() {
         assert_eq!(host.header(Dir::Request, "accept-encoding").is_none(), ours);
         assert!(host.local_reply().is_none());
     }
+}
+
+#[test]
+fn callout_waits_then_resumes_or_replies() {
+    let cases: [(&str, Option<u16>, &[u8], Option<u16>, bool); 4] = [
+        ("judge allows", Some(200), b"ok", None, true),
+        ("judge blocks", Some(200), b"block", Some(400), false),
+        ("judge errors", Some(500), b"", None, true),
+        ("timeout or reset", None, b"", Some(400), false),
+    ];
+    for (name, status, body, reply, resumed) in cases {
+        let (host, mut s) = stream(r#"{"policies":{"default":{"callout":true}}}"#);
+        post(&host);
+        s.on_request_headers(&*host, false);
+        assert_eq!(feed_request(&host, &mut s, BODY, BODY.len(), false), Action::Pause, "{name}: must wait");
+        let call = host.state.borrow().callouts.first().cloned().expect("dispatched");
+        assert_eq!(call.cluster, "judge");
+        assert_eq!(call.timeout_ms, 250);
+        assert!(call.headers.iter().any(|(k, v)| k == ":path" && v == "/classify"));
+        host.set_call_response(status, body);
+        s.on_callout_response(&*host, 99, body.len()); // a stale token is ignored
+        assert!(host.local_reply().is_none() && host.state.borrow().resumed.is_empty(), "{name}");
+        s.on_callout_response(&*host, 1, body.len());
+        assert_eq!(host.local_reply().map(|r| r.status), reply, "{name}");
+        assert_eq!(host.state.borrow().resumed == vec![Dir::Request], resumed, "{name}");
+    }
+    // Envoy refusing the call at once goes to the same decision without waiting.
+    let (host, mut s) = stream(r#"{"policies":{"default":{"callout":true}}}"#);
+    host.state.borrow_mut().refuse_callouts = true;
+    post(&host);
+    s.on_request_headers(&*host, false);
+    feed_request(&host, &mut s, BODY, BODY.len(), false);
+    assert_eq!(host.local_reply().map(|r| r.status), Some(400));
 }
