@@ -1,51 +1,59 @@
 //! `guardctl train-injection`: trains prompt-guard's statistical model, reproducibly.
 //!
 //! ```text
-//! guardctl train-injection [--data DIR] [--out FILE] [--no-cv] [--holdout]
+//! guardctl train-injection [--data DIR] [--out FILE] [--holdout]
 //! ```
 //!
-//! Reads `<data>/injection/train.jsonl` (never `test.jsonl`), keeps only `ship_ok: true` records,
-//! normalises each text with prompt-guard's own normaliser (the Base view the engine scores),
-//! hashes it into features with the runtime's own extractor, fits an L2-regularised,
-//! class-weighted logistic regression with a deterministic full-batch L-BFGS (single-threaded
-//! arithmetic in a fixed order, so the same input gives a byte-identical file), quantises the
-//! weights to i8 and writes the weights file (`filters/prompt-guard/model/injection.bin` unless
-//! `--out` says otherwise). It then prints a 5-fold cross-validation on the same records, scored
-//! through the runtime `Model` (quantised), with the thresholds that give about 1% and 3%
-//! false positives on `benign_hard`, so the engine's thresholds can be chosen without the test
-//! split. `--holdout` also scores the train split's non-`ship_ok` records (never trained on) as
-//! a second, out-of-distribution check. `--no-cv` skips the cross-validation.
+//! Reads `<data>/injection/train.jsonl` (never `test.jsonl`) and keeps only `ship_ok: true`
+//! records. Each text goes through prompt-guard's own normaliser (the Base view the engine
+//! scores) and the runtime's own feature extractor, so trainer and filter hash identically. The
+//! fit is an L2-regularised, class-weighted logistic regression solved by full-batch L-BFGS;
+//! every sum runs single-threaded in a fixed order, so the same input gives a byte-identical
+//! file. A 5-fold cross-validation (families of near-duplicates kept in one fold) gives
+//! out-of-fold scores through the quantised runtime `Model`; they set the calibration (score 0.5
+//! at about 3% and 0.8 at about 1% false positives on `benign_hard`) and are printed as tables
+//! (precision, recall, FPR by kind, language and source), so the engine's thresholds can be
+//! chosen without the test split. The weights are quantised to i8 and written to
+//! `filters/prompt-guard/model/injection.bin` unless `--out` says otherwise. `--holdout` also
+//! scores the train split's non-`ship_ok` records (never trained on, evaluation only) as an
+//! out-of-distribution check.
 
 use anyhow::{anyhow, bail, Context};
-use prompt_guard::model::{FeatureParams, Model, ModelScratch};
+use prompt_guard::model::{sigmoid, FeatureParams, Model, ModelScratch};
 use prompt_guard::normalize::Normalizer;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-const USAGE: &str =
-    "usage: guardctl train-injection [--data DIR] [--out FILE] [--no-cv] [--holdout]";
+const USAGE: &str = "usage: guardctl train-injection [--data DIR] [--out FILE] [--holdout]";
 
-/// L2 penalty on the weights (the loss is the weighted mean log-loss).
-const LAMBDA: f64 = 1e-4;
+/// L2 penalty on the weights (the loss is the weighted mean log-loss). Chosen by cross-validation
+/// on the ship_ok train records, trading recall for fewer false positives on text unlike the
+/// training data (see `model/README.md`).
+const LAMBDA: f64 = 3e-4;
+/// Near-duplicate families are down-weighted by `size^-FAMILY_EXP`.
+const FAMILY_EXP: f64 = 0.5;
 const MAX_ITER: usize = 400;
 const HISTORY: usize = 10;
 const FOLDS: usize = 5;
+/// Calibration anchors: the shipped score is `a × logit + c` with `a`, `c` chosen so that the
+/// cross-validated `benign_hard` false-positive rate is about 3% at score 0.5 and about 1% at
+/// score 0.8 (the default policy's flag and block thresholds).
+const ANCHOR_LOW: (f64, f32) = (0.03, 0.5);
+const ANCHOR_HIGH: (f64, f32) = (0.01, 0.8);
 
 /// Run the subcommand. `args` are the arguments after `train-injection` (a leading
 /// `train-injection` is skipped too).
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let mut data: Option<String> = None;
     let mut out: Option<String> = None;
-    let mut cv = true;
     let mut holdout = false;
     let mut it = args.iter().skip_while(|a| a.as_str() == "train-injection");
     while let Some(a) = it.next() {
         match a.as_str() {
             "--data" => data = Some(it.next().ok_or_else(|| anyhow!("{USAGE}"))?.clone()),
             "--out" => out = Some(it.next().ok_or_else(|| anyhow!("{USAGE}"))?.clone()),
-            "--no-cv" => cv = false,
             "--holdout" => holdout = true,
             _ => bail!("unknown argument {a:?}\n{USAGE}"),
         }
@@ -64,33 +72,61 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let problem = Problem::build(&ship, &params);
     print_data_stats(&train_path, &ship, unshipped.len(), &problem);
 
+    // The final fit and the cross-validation fits are independent; each is single-threaded and
+    // deterministic, so running them side by side does not change any number.
     let (final_fit, folds) = std::thread::scope(|s| {
-        let fold_handles: Vec<_> = if cv {
-            (0..FOLDS)
-                .map(|f| {
-                    let problem = &problem;
-                    s.spawn(move || {
-                        let rows: Vec<usize> =
-                            (0..problem.rows()).filter(|&i| problem.fold[i] != f).collect();
-                        fit(problem, &rows)
-                    })
+        let handles: Vec<_> = (0..FOLDS)
+            .map(|f| {
+                let problem = &problem;
+                s.spawn(move || {
+                    let rows: Vec<usize> = (0..problem.rows())
+                        .filter(|&i| problem.fold.get(i) != Some(&f))
+                        .collect();
+                    fit(problem, &rows)
                 })
-                .collect()
-        } else {
-            Vec::new()
-        };
+            })
+            .collect();
         let all_rows: Vec<usize> = (0..problem.rows()).collect();
         let final_fit = fit(&problem, &all_rows);
-        let folds: Vec<Fit> = fold_handles
-            .into_iter()
-            .filter_map(|h| h.join().ok())
-            .collect();
+        let folds: Vec<Fit> = handles.into_iter().filter_map(|h| h.join().ok()).collect();
         (final_fit, folds)
     });
-    if cv && folds.len() != FOLDS {
-        bail!("a cross-validation fold failed");
+    if folds.len() != FOLDS {
+        bail!("a cross-validation fit failed");
     }
-    let model = quantise(&final_fit, params)?;
+
+    // Out-of-fold raw log-odds, through the quantised runtime model.
+    let mut oof = vec![f32::NEG_INFINITY; ship.len()];
+    for (f, fitted) in folds.iter().enumerate() {
+        let m = quantise(fitted, params, (1.0, 0.0))?;
+        let mut scratch = m.scratch();
+        for ((r, slot), fold) in ship.iter().zip(oof.iter_mut()).zip(&problem.fold) {
+            if *fold == f {
+                *slot = m.logit_with(&r.text, &mut scratch).unwrap_or(f32::NEG_INFINITY);
+            }
+        }
+    }
+    let hard_logits: Vec<f32> = ship
+        .iter()
+        .zip(&oof)
+        .filter(|(r, _)| r.kind == "benign_hard")
+        .map(|(_, &z)| z)
+        .collect();
+    let raw_low = threshold_for_fpr(&hard_logits, ANCHOR_LOW.0);
+    let raw_high = threshold_for_fpr(&hard_logits, ANCHOR_HIGH.0);
+    let calibration = calibrate(raw_low, raw_high);
+    let oof: Vec<f32> = oof
+        .iter()
+        .map(|&z| {
+            if z == f32::NEG_INFINITY {
+                0.0
+            } else {
+                sigmoid((calibration.0 * f64::from(z) + calibration.1) as f32)
+            }
+        })
+        .collect();
+
+    let model = quantise(&final_fit, params, calibration)?;
     let bytes = model.to_bytes();
     if let Some(parent) = out_path.parent() {
         if !parent.as_os_str().is_empty() {
@@ -105,8 +141,19 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     println!();
     println!("== final model ==");
     println!(
-        "lbfgs: {} iterations, objective {:.6}, |grad| {:.2e}",
-        final_fit.iterations, final_fit.objective, final_fit.grad_norm
+        "lbfgs: {} iterations, objective {:.6}, |grad| {:.2e} (folds: {} iterations)",
+        final_fit.iterations,
+        final_fit.objective,
+        final_fit.grad_norm,
+        folds
+            .iter()
+            .map(|f| f.iterations.to_string())
+            .collect::<Vec<_>>()
+            .join("/")
+    );
+    println!(
+        "calibration: score = sigmoid({:.3} × logit {:+.3}); raw CV logits at benign_hard FPR 3% / 1%: {:.3} / {:.3}",
+        calibration.0, calibration.1, raw_low, raw_high
     );
     let nonzero = bytes
         .iter()
@@ -117,8 +164,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         "weights: {} buckets, {} non-zero after i8 quantisation, scale {:.3e}, bias {:.4}",
         params.buckets(),
         nonzero,
-        final_fit.scale_used,
-        final_fit.bias
+        model.scale(),
+        model.bias()
     );
     println!(
         "wrote {} ({} bytes, sha256 {})",
@@ -126,59 +173,62 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         bytes.len(),
         sha256_hex(&bytes)
     );
+
     let train_scores = score_all(&model, &ship);
     println!();
-    println!("== fit on the training records themselves (optimistic) ==");
-    print_threshold_table(&ship, &train_scores, &[0.5]);
+    println!("== the final model on its own training records (optimistic) ==");
+    print_threshold_table(&ship, &train_scores, &[0.5, 0.8]);
 
-    if cv {
-        let mut oof = vec![0f32; ship.len()];
-        for (f, fitted) in folds.iter().enumerate() {
-            let m = quantise(fitted, params)?;
-            let mut scratch = m.scratch();
-            for (i, r) in ship.iter().enumerate() {
-                if problem.fold.get(i) == Some(&f) {
-                    if let Some(slot) = oof.get_mut(i) {
-                        *slot = m.score_with(&r.text, &mut scratch);
-                    }
-                }
-            }
-        }
-        println!();
-        println!("== {FOLDS}-fold cross-validation on the ship_ok train records (out-of-fold scores, quantised model) ==");
-        let hard: Vec<f32> = ship
-            .iter()
-            .zip(&oof)
-            .filter(|(r, _)| r.kind == "benign_hard")
-            .map(|(_, &s)| s)
-            .collect();
-        let t1 = threshold_for_fpr(&hard, 0.01);
-        let t3 = threshold_for_fpr(&hard, 0.03);
-        let mut ts = vec![0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9];
-        ts.extend([t1, t3]);
-        ts.sort_by(|a, b| a.total_cmp(b));
-        ts.dedup();
-        print_threshold_table(&ship, &oof, &ts);
-        println!();
-        println!(
-            "threshold for FPR ≈ 1% on benign_hard (CV): {t1:.3}    for FPR ≈ 3%: {t3:.3}"
-        );
-        print_by_kind_and_lang(&ship, &oof, &[t3, t1]);
-    }
+    println!();
+    println!("== {FOLDS}-fold cross-validation on the ship_ok train records (out-of-fold, quantised, calibrated) ==");
+    let hard: Vec<f32> = ship
+        .iter()
+        .zip(&oof)
+        .filter(|(r, _)| r.kind == "benign_hard")
+        .map(|(_, &s)| s)
+        .collect();
+    let t1 = threshold_for_fpr(&hard, 0.01);
+    let t3 = threshold_for_fpr(&hard, 0.03);
+    let mut ts = vec![0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95];
+    ts.extend([t1, t3]);
+    ts.sort_by(|a, b| a.total_cmp(b));
+    ts.dedup();
+    print_threshold_table(&ship, &oof, &ts);
+    println!();
+    println!("threshold for FPR ≈ 1% on benign_hard (CV): {t1:.3}    for FPR ≈ 3%: {t3:.3}");
+    print_by_kind_and_lang(&ship, &oof, &[t3, t1]);
+    print_by_source(&ship, &oof, &[t3, t1]);
+
     if holdout {
         println!();
-        println!("== holdout: train-split records that are not ship_ok (never trained on) ==");
+        println!("== holdout: train-split records that are not ship_ok (never trained on; evaluation only) ==");
         let scores = score_all(&model, &unshipped);
-        print_threshold_table(&unshipped, &scores, &[0.5, 0.7, 0.9]);
-        print_by_kind_and_lang(&unshipped, &scores, &[0.5, 0.9]);
+        print_threshold_table(&unshipped, &scores, &[t3, t1, 0.9]);
+        print_by_kind_and_lang(&unshipped, &scores, &[t3, t1]);
+        print_by_source(&unshipped, &scores, &[t3, t1]);
     }
     println!();
     println!(
-        "training took {:.1} s (including {} cross-validation fits)",
-        elapsed.as_secs_f64(),
-        if cv { FOLDS } else { 0 }
+        "training took {:.1} s (final fit and {FOLDS} cross-validation fits)",
+        elapsed.as_secs_f64()
     );
     Ok(())
+}
+
+/// `(a, c)` such that `a × raw_low + c = logit(ANCHOR_LOW.1)` and
+/// `a × raw_high + c = logit(ANCHOR_HIGH.1)`; `a` is kept within 0.25..=20 and falls back to 1
+/// when the anchors are degenerate.
+fn calibrate(raw_low: f32, raw_high: f32) -> (f64, f64) {
+    let logit = |p: f32| (f64::from(p) / (1.0 - f64::from(p))).ln();
+    let (lo, hi) = (f64::from(raw_low), f64::from(raw_high));
+    let (ylo, yhi) = (logit(ANCHOR_LOW.1), logit(ANCHOR_HIGH.1));
+    let a = if lo.is_finite() && hi.is_finite() && hi - lo > 1e-6 {
+        ((yhi - ylo) / (hi - lo)).clamp(0.25, 20.0)
+    } else {
+        1.0
+    };
+    let c = if lo.is_finite() { ylo - a * lo } else { 0.0 };
+    (a, c)
 }
 
 /// The data directory: `--data`, else `$GUARD_DATA_DIR`, else `../shared/data` beside the
@@ -230,8 +280,10 @@ fn default_model_path() -> PathBuf {
 /// One labelled record, its text already normalised (Base view).
 #[derive(Debug, Clone)]
 pub struct Record {
+    /// The text as written in the data file.
+    pub raw: String,
+    /// Its Base view (what the model scores).
     pub text: String,
-    pub raw_len: usize,
     pub label: u8,
     pub kind: String,
     pub lang: String,
@@ -265,7 +317,7 @@ pub fn load_records(path: &Path) -> anyhow::Result<Vec<Record>> {
         norm.base(raw, &mut base);
         out.push(Record {
             text: base,
-            raw_len: raw.len(),
+            raw: raw.to_string(),
             label,
             kind: field("kind"),
             lang: field("lang"),
@@ -292,6 +344,7 @@ impl Problem {
     fn build(records: &[Record], params: &FeatureParams) -> Problem {
         let mut scratch = ModelScratch::default();
         let mut feats = Vec::new();
+        let family = families(records);
         let mut p = Problem {
             indptr: vec![0],
             idx: Vec::new(),
@@ -301,9 +354,11 @@ impl Problem {
             fold: Vec::new(),
             dim: params.buckets(),
         };
-        let pos = records.iter().filter(|r| r.label == 1).count().max(1) as f64;
-        let neg = records.iter().filter(|r| r.label == 0).count().max(1) as f64;
-        let n = records.len() as f64;
+        p.weight = sample_weights(records, &family);
+        p.fold = family
+            .iter()
+            .map(|&root| (mix64(root as u64 ^ 0x5eed) % FOLDS as u64) as usize)
+            .collect();
         for r in records {
             params.extract(&r.text, &mut scratch, &mut feats);
             p.idx.extend_from_slice(&feats);
@@ -314,10 +369,6 @@ impl Problem {
                 1.0 / (feats.len() as f64).sqrt()
             });
             p.y.push(if r.label == 1 { 1.0 } else { -1.0 });
-            // Class-balanced weights: each class carries half the loss.
-            p.weight
-                .push(if r.label == 1 { n / (2.0 * pos) } else { n / (2.0 * neg) });
-            p.fold.push(fold_of(&r.text));
         }
         p
     }
@@ -336,17 +387,111 @@ impl Problem {
     }
 }
 
-/// Cross-validation fold of a record: a hash of the first 48 characters of its normalised text,
-/// so templated families that share an opening stay in one fold.
-fn fold_of(text: &str) -> usize {
+/// Sample weights, in four steps:
+/// 0. each record starts at `1 / family_size^FAMILY_EXP`, so a template filled a hundred times
+///    or a goal run through every attack method counts less than a hundred distinct prompts;
+/// 1. per language, each class carries half of the language's records' weight, so the script
+///    or vocabulary of a language is no evidence either way; a language with records of one
+///    class only gets weight 0 (there is no benign text in it to learn from);
+/// 2. per source file (the part of `source` before any `+`), when the file gave both clean and
+///    injected copies of the same documents (BIPIA, garak WHOIS), each class again carries half
+///    of the file's weight, so the documents' own words are no evidence either;
+fn sample_weights(records: &[Record], family: &[usize]) -> Vec<f64> {
+    fn balance<'a>(records: &'a [Record], w: &mut [f64], key: impl Fn(&'a Record) -> &'a str, drop_single: bool) {
+        let mut sums: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
+        for (r, &wi) in records.iter().zip(w.iter()) {
+            let e = sums.entry(key(r)).or_insert((0.0, 0.0));
+            if r.label == 1 {
+                e.0 += wi;
+            } else {
+                e.1 += wi;
+            }
+        }
+        for (r, wi) in records.iter().zip(w.iter_mut()) {
+            let (sp, sn) = sums.get(key(r)).copied().unwrap_or((0.0, 0.0));
+            if sp <= 0.0 || sn <= 0.0 {
+                if drop_single {
+                    *wi = 0.0;
+                }
+                continue;
+            }
+            let half = (sp + sn) / 2.0;
+            *wi *= if r.label == 1 { half / sp } else { half / sn };
+        }
+    }
+    let mut size: BTreeMap<usize, f64> = BTreeMap::new();
+    for &f in family {
+        *size.entry(f).or_default() += 1.0;
+    }
+    let mut w: Vec<f64> = family
+        .iter()
+        .map(|f| size.get(f).copied().unwrap_or(1.0).powf(-FAMILY_EXP))
+        .collect();
+    balance(records, &mut w, |r| r.lang.as_str(), true);
+    balance(records, &mut w, |r| r.source.split('+').next().unwrap_or(""), false);
+    w
+}
+
+/// Near-duplicate families, as the index of a representative member per record: records that
+/// share their first or their last 48 characters (a template and its fillings, a document and
+/// its copies with an instruction inserted at the start, the middle or the end) are joined.
+/// Each family goes whole into one cross-validation fold (picked by the hash of its
+/// representative) and is down-weighted by its size.
+fn families(records: &[Record]) -> Vec<usize> {
+    let mut parent: Vec<usize> = (0..records.len()).collect();
+    fn find(parent: &mut [usize], mut i: usize) -> usize {
+        while let Some(&p) = parent.get(i) {
+            if p == i {
+                break;
+            }
+            let gp = parent.get(p).copied().unwrap_or(p);
+            if let Some(slot) = parent.get_mut(i) {
+                *slot = gp;
+            }
+            i = gp;
+        }
+        i
+    }
+    let mut first_seen: BTreeMap<(u8, u64), usize> = BTreeMap::new();
+    for (i, r) in records.iter().enumerate() {
+        let chars: Vec<char> = r.text.chars().collect();
+        let head = chars.get(..chars.len().min(48)).unwrap_or(&[]);
+        let tail = chars.get(chars.len().saturating_sub(48)..).unwrap_or(&[]);
+        for (side, part) in [(0u8, head), (1u8, tail)] {
+            if part.len() < 24 {
+                continue;
+            }
+            let key = (side, hash_chars(part));
+            match first_seen.get(&key) {
+                Some(&j) => {
+                    let (a, b) = (find(&mut parent, i), find(&mut parent, j));
+                    if let Some(slot) = parent.get_mut(a.max(b)) {
+                        *slot = a.min(b);
+                    }
+                }
+                None => {
+                    first_seen.insert(key, i);
+                }
+            }
+        }
+    }
+    (0..records.len()).map(|i| find(&mut parent, i)).collect()
+}
+
+fn hash_chars(chars: &[char]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for c in text.chars().take(48) {
+    for &c in chars {
         h = (h ^ u64::from(c)).wrapping_mul(0x0000_0100_0000_01b3);
     }
-    h ^= h >> 29;
+    h
+}
+
+fn mix64(mut h: u64) -> u64 {
+    h ^= h >> 30;
     h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    h ^= h >> 32;
-    (h % FOLDS as u64) as usize
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
 }
 
 /// The result of one fit.
@@ -356,7 +501,6 @@ struct Fit {
     iterations: usize,
     objective: f64,
     grad_norm: f64,
-    scale_used: f64,
 }
 
 /// Objective and gradient at `x = [w.., b]` over `rows`:
@@ -542,20 +686,20 @@ fn fit(p: &Problem, rows: &[usize]) -> Fit {
         iterations,
         objective: f,
         grad_norm: dot(&g, &g).sqrt(),
-        scale_used: 0.0,
     }
 }
 
-/// i8 quantisation: scale = max |w| / 127, round to nearest.
-fn quantise(fit: &Fit, params: FeatureParams) -> anyhow::Result<Model> {
+/// i8 quantisation (scale = max |w| / 127, round to nearest), with the calibration
+/// `(a, c)` folded into the scale and the bias: `a × (b + s Σq/√k) + c`.
+fn quantise(fit: &Fit, params: FeatureParams, (a, c): (f64, f64)) -> anyhow::Result<Model> {
     let max = fit.w.iter().fold(0.0f64, |m, w| m.max(w.abs()));
-    let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+    let step = if max > 0.0 { max / 127.0 } else { 1.0 };
     let weights: Vec<i8> = fit
         .w
         .iter()
-        .map(|w| (w / scale).round().clamp(-127.0, 127.0) as i8)
+        .map(|w| (w / step).round().clamp(-127.0, 127.0) as i8)
         .collect();
-    Model::from_parts(params, fit.bias as f32, scale as f32, weights)
+    Model::from_parts(params, (a * fit.bias + c) as f32, (a * step) as f32, weights)
         .map_err(|e| anyhow!("cannot build the model: {e}"))
 }
 
@@ -711,6 +855,30 @@ fn print_by_kind_and_lang(records: &[Record], scores: &[f32], thresholds: &[f32]
                 pct(c.fpr())
             );
         }
+    }
+}
+
+fn print_by_source(records: &[Record], scores: &[f32], thresholds: &[f32]) {
+    let mut sources: BTreeMap<&str, Vec<(&Record, f32)>> = BTreeMap::new();
+    for (r, &s) in records.iter().zip(scores) {
+        sources.entry(r.source.as_str()).or_default().push((r, s));
+    }
+    println!();
+    let ts: Vec<String> = thresholds.iter().map(|t| format!("@{t:.3}")).collect();
+    println!("by source (detection rate at {}):", ts.join(", "));
+    for (src, items) in &sources {
+        if items.len() < 10 {
+            continue;
+        }
+        let rates: Vec<String> = thresholds
+            .iter()
+            .map(|&t| {
+                let hits = items.iter().filter(|(_, s)| *s >= t).count();
+                pct(ratio(hits, items.len()))
+            })
+            .collect();
+        let label = items.first().map(|(r, _)| r.label).unwrap_or(0);
+        println!("  {:>5} label {} {}  {}", items.len(), label, rates.join(" "), src);
     }
 }
 

@@ -17,7 +17,8 @@ stdin holds one JSON object:
   tools      optional: passed through as `tools`
   headers    optional: extra request headers (e.g. {"x-demo-scenario": "pii"})
   extra      optional: further keyword arguments for the create call, passed through
-  timeout    optional: seconds (default 30)
+  timeout    optional: seconds (default 30), the SDK's timeout: it bounds each connect, read
+             and write, not the whole call (a slow but steady stream is not cut)
 
 stdout gets ONE JSON line:
   success:   {"ok": true, "text": "<answer text>", "events": N, "model": ..., "stop_reason": ...,
@@ -256,17 +257,16 @@ def api_error(exc):
     message = err.get("message")
     if not isinstance(message, str):
         message = getattr(exc, "message", None) or str(exc)
-    result = {
-        "ok": False,
-        "error_class": type(exc).__name__,
+    result = {"ok": False, "error_class": type(exc).__name__}
+    status = getattr(exc, "status_code", None)
+    if status is not None:
+        result["status"] = status
+    result.update({
         "code": code,
         "type": err.get("type"),
         "message": message,
         "request_id": outer.get("request_id") or err.get("request_id"),
-    }
-    status = getattr(exc, "status_code", None)
-    if status is not None:
-        result["status"] = status
+    })
     response = getattr(exc, "response", None)
     if response is not None:
         headers = response.headers

@@ -104,7 +104,11 @@ impl FeatureParams {
                 self.bucket_bits
             )));
         }
-        if self.char_min < 1 || usize::from(self.char_max) > MAX_NGRAM || self.char_min > self.char_max
+        let no_chars = self.char_min == 0 && self.char_max == 0;
+        if !no_chars
+            && (self.char_min < 1
+                || usize::from(self.char_max) > MAX_NGRAM
+                || self.char_min > self.char_max)
         {
             return Err(Error::config(format!(
                 "model character n-gram range {}..={} is outside 1..=8",
@@ -234,10 +238,12 @@ impl Stream {
         }
         self.filled = self.filled.saturating_add(1).min(self.char_max);
         let mut h = CHAR_BASIS;
-        for (i, &c) in self.ring.iter().take(self.filled).enumerate() {
-            h = fnv_step(h, c);
-            if i + 1 >= self.char_min {
-                emit(h);
+        if self.char_max > 0 {
+            for (i, &c) in self.ring.iter().take(self.filled).enumerate() {
+                h = fnv_step(h, c);
+                if i + 1 >= self.char_min {
+                    emit(h);
+                }
             }
         }
         // Words.
@@ -466,6 +472,16 @@ impl Model {
     /// The feature parameters the model was trained with.
     pub fn params(&self) -> &FeatureParams {
         &self.params
+    }
+
+    /// The intercept (log-odds of a text whose features all have weight 0).
+    pub fn bias(&self) -> f32 {
+        self.bias
+    }
+
+    /// The quantisation step: a bucket's weight is `scale × i8`.
+    pub fn scale(&self) -> f32 {
+        self.scale
     }
 
     /// Scratch buffers sized for this model.

@@ -342,7 +342,7 @@ impl RuleSet {
         } else {
             let config = meta::Config::new()
                 .match_kind(regex_automata::MatchKind::LeftmostFirst)
-                .which_captures(regex_automata::util::captures::WhichCaptures::Implicit);
+                .which_captures(regex_automata::nfa::thompson::WhichCaptures::Implicit);
             let re = meta::Builder::new()
                 .configure(config)
                 .build_many_from_hir(&hirs)
