@@ -4,7 +4,7 @@ FILTERS := llm-telemetry prompt-guard
 WASM_DIR := target/wasm32-wasip1/release
 CARGO ?= cargo
 
-.PHONY: setup wasm build run test test-unit test-e2e lint clean
+.PHONY: setup wasm build run test lint train eval clean
 
 setup:
 	@./scripts/setup.sh
@@ -21,6 +21,14 @@ run: build
 
 test: wasm
 	$(CARGO) test --workspace --no-fail-fast
+
+# Retrain prompt-guard's model from the train split (ship_ok records only) of ../shared/data.
+train:
+	$(CARGO) run --release -q -p guardctl -- train-injection
+
+# Precision / recall / FPR of prompt-guard's default policy on the test split, and throughput.
+eval:
+	$(CARGO) run --release -q -p guardctl -- eval-injection
 
 lint: setup
 	$(CARGO) fmt --all -- --check

@@ -102,7 +102,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         let mut scratch = m.scratch();
         for ((r, slot), fold) in ship.iter().zip(oof.iter_mut()).zip(&problem.fold) {
             if *fold == f {
-                *slot = m.logit_with(&r.text, &mut scratch).unwrap_or(f32::NEG_INFINITY);
+                *slot = m
+                    .logit_with(&r.text, &mut scratch)
+                    .unwrap_or(f32::NEG_INFINITY);
             }
         }
     }
@@ -189,10 +191,13 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         .collect();
     let t1 = threshold_for_fpr(&hard, 0.01);
     let t3 = threshold_for_fpr(&hard, 0.03);
-    let mut ts = vec![0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95];
-    ts.extend([t1, t3]);
+    let mut ts: Vec<f32> = vec![0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95];
+    for t in [t1, t3] {
+        if ts.iter().all(|x| (x - t).abs() > 5e-4) {
+            ts.push(t);
+        }
+    }
     ts.sort_by(|a, b| a.total_cmp(b));
-    ts.dedup();
     print_threshold_table(&ship, &oof, &ts);
     println!();
     println!("threshold for FPR ≈ 1% on benign_hard (CV): {t1:.3}    for FPR ≈ 3%: {t3:.3}");
@@ -265,7 +270,9 @@ pub fn data_dir(flag: Option<&str>) -> anyhow::Result<PathBuf> {
 
 /// The workspace root: the parent of guardctl's manifest directory.
 fn repo_root() -> Option<PathBuf> {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
 }
 
 fn default_model_path() -> PathBuf {
@@ -293,8 +300,8 @@ pub struct Record {
 
 /// Reads a JSON Lines file of the injection schema and normalises every text.
 pub fn load_records(path: &Path) -> anyhow::Result<Vec<Record>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut norm = Normalizer::new();
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
@@ -397,7 +404,12 @@ impl Problem {
 ///    injected copies of the same documents (BIPIA, garak WHOIS), each class again carries half
 ///    of the file's weight, so the documents' own words are no evidence either;
 fn sample_weights(records: &[Record], family: &[usize]) -> Vec<f64> {
-    fn balance<'a>(records: &'a [Record], w: &mut [f64], key: impl Fn(&'a Record) -> &'a str, drop_single: bool) {
+    fn balance<'a>(
+        records: &'a [Record],
+        w: &mut [f64],
+        key: impl Fn(&'a Record) -> &'a str,
+        drop_single: bool,
+    ) {
         let mut sums: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
         for (r, &wi) in records.iter().zip(w.iter()) {
             let e = sums.entry(key(r)).or_insert((0.0, 0.0));
@@ -428,7 +440,12 @@ fn sample_weights(records: &[Record], family: &[usize]) -> Vec<f64> {
         .map(|f| size.get(f).copied().unwrap_or(1.0).powf(-FAMILY_EXP))
         .collect();
     balance(records, &mut w, |r| r.lang.as_str(), true);
-    balance(records, &mut w, |r| r.source.split('+').next().unwrap_or(""), false);
+    balance(
+        records,
+        &mut w,
+        |r| r.source.split('+').next().unwrap_or(""),
+        false,
+    );
     w
 }
 
@@ -581,7 +598,7 @@ fn fit(p: &Problem, rows: &[usize]) -> Fit {
     let mut d = vec![0.0; n];
     let mut x_new = vec![0.0; n];
     let mut g_new = vec![0.0; n];
-    let mut alpha = vec![0.0; HISTORY];
+    let mut alpha = [0.0; HISTORY];
     let mut iterations = 0;
     let mut small_steps = 0;
     for iter in 0..MAX_ITER {
@@ -699,8 +716,13 @@ fn quantise(fit: &Fit, params: FeatureParams, (a, c): (f64, f64)) -> anyhow::Res
         .iter()
         .map(|w| (w / step).round().clamp(-127.0, 127.0) as i8)
         .collect();
-    Model::from_parts(params, (a * fit.bias + c) as f32, (a * step) as f32, weights)
-        .map_err(|e| anyhow!("cannot build the model: {e}"))
+    Model::from_parts(
+        params,
+        (a * fit.bias + c) as f32,
+        (a * step) as f32,
+        weights,
+    )
+    .map_err(|e| anyhow!("cannot build the model: {e}"))
 }
 
 fn score_all(model: &Model, records: &[Record]) -> Vec<f32> {
@@ -837,7 +859,10 @@ fn print_by_kind_and_lang(records: &[Record], scores: &[f32], thresholds: &[f32]
     for &t in thresholds {
         println!();
         println!("by language at threshold {t:.3}:");
-        println!("{:>5} {:>6} {:>7} {:>6} {:>7}", "lang", "pos", "recall", "neg", "FPR");
+        println!(
+            "{:>5} {:>6} {:>7} {:>6} {:>7}",
+            "lang", "pos", "recall", "neg", "FPR"
+        );
         for (lang, (pos, neg)) in &order {
             let c = Counts::of(
                 records
@@ -878,7 +903,13 @@ fn print_by_source(records: &[Record], scores: &[f32], thresholds: &[f32]) {
             })
             .collect();
         let label = items.first().map(|(r, _)| r.label).unwrap_or(0);
-        println!("  {:>5} label {} {}  {}", items.len(), label, rates.join(" "), src);
+        println!(
+            "  {:>5} label {} {}  {}",
+            items.len(),
+            label,
+            rates.join(" "),
+            src
+        );
     }
 }
 

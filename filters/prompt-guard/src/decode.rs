@@ -4,7 +4,8 @@
 //!
 //! Everything is bounded by [`DecodeLimits`]: decoded bytes per input, recursion depth and the
 //! number of results; finding runs is linear in the text size per depth, and a decode attempt
-//! never produces more bytes than the remaining budget.
+//! never produces more bytes than the remaining budget. [`decode_payloads_with`] takes
+//! caller-owned scratch buffers, to reuse them across calls.
 //!
 //! ```
 //! use prompt_guard::decode::{decode_payloads, DecodeLimits, Encoding};
@@ -58,7 +59,12 @@ pub struct DecodeLimits {
 
 impl Default for DecodeLimits {
     fn default() -> Self {
-        Self { min_run: 16, max_total_bytes: 65_536, max_depth: 2, max_runs: 16 }
+        Self {
+            min_run: 16,
+            max_total_bytes: 65_536,
+            max_depth: 2,
+            max_runs: 16,
+        }
     }
 }
 
@@ -67,26 +73,45 @@ impl Default for DecodeLimits {
 /// with a letter, and not itself mostly an encoded run (such "noise" layers are still decoded
 /// further). Bounded by `limits`; linear in the input size per depth.
 pub fn decode_payloads(input: &str, limits: &DecodeLimits, out: &mut Vec<Decoded>) {
+    decode_payloads_with(input, limits, &mut DecodeScratch::default(), out);
+}
+
+/// Reusable buffers for [`decode_payloads_with`] (keep one per stream to avoid allocating per
+/// call).
+#[derive(Debug, Default)]
+pub struct DecodeScratch {
+    work: Vec<Item>,
+    cands: Vec<Cand>,
+    cover: Vec<Cand>,
+    bytes: Vec<u8>,
+}
+
+/// [`decode_payloads`] with caller-owned scratch buffers.
+pub fn decode_payloads_with(
+    input: &str,
+    limits: &DecodeLimits,
+    scratch: &mut DecodeScratch,
+    out: &mut Vec<Decoded>,
+) {
     if limits.max_depth == 0 || limits.max_runs == 0 || limits.max_total_bytes == 0 {
         return;
     }
+    scratch.work.clear();
     let mut d = Decoder {
         limits,
         budget: limits.max_total_bytes,
         pushed: 0,
         out,
-        work: Vec::new(),
-        cands: Vec::new(),
-        cover: Vec::new(),
-        bytes: Vec::new(),
+        s: scratch,
     };
     d.scan(input, 0, None);
-    while let Some(item) = d.work.pop() {
+    while let Some(item) = d.s.work.pop() {
         if d.exhausted() {
             break;
         }
         d.scan(&item.text, item.depth, Some((item.start, item.end)));
     }
+    scratch.work.clear();
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -98,6 +123,7 @@ struct Cand {
     skip: usize,
 }
 
+#[derive(Debug)]
 struct Item {
     text: String,
     depth: u8,
@@ -110,10 +136,7 @@ struct Decoder<'a> {
     budget: usize,
     pushed: usize,
     out: &'a mut Vec<Decoded>,
-    work: Vec<Item>,
-    cands: Vec<Cand>,
-    cover: Vec<Cand>,
-    bytes: Vec<u8>,
+    s: &'a mut DecodeScratch,
 }
 
 impl Decoder<'_> {
@@ -124,7 +147,7 @@ impl Decoder<'_> {
     /// Decode the runs of `text` (at nesting `depth`; `top` is the outermost run, if nested).
     fn scan(&mut self, text: &str, depth: u8, top: Option<(usize, usize)>) {
         let min_run = self.limits.min_run.max(2);
-        let mut cands = std::mem::take(&mut self.cands);
+        let mut cands = std::mem::take(&mut self.s.cands);
         cands.clear();
         find_tokens(text, min_run, &mut cands);
         find_separated_hex(text, min_run, &mut cands);
@@ -137,7 +160,7 @@ impl Decoder<'_> {
             }
             self.try_one(text, c, depth, top);
         }
-        self.cands = cands;
+        self.s.cands = cands;
     }
 
     fn try_one(&mut self, text: &str, c: &Cand, depth: u8, top: Option<(usize, usize)>) {
@@ -146,45 +169,52 @@ impl Decoder<'_> {
             .get(c.start.saturating_add(c.skip)..c.end)
             .unwrap_or(&[]);
         let cap = self.budget;
-        self.bytes.clear();
+        let mut bytes = std::mem::take(&mut self.s.bytes);
+        bytes.clear();
         match c.enc {
-            Encoding::Base64 => decode_base64(run, cap, &mut self.bytes),
-            Encoding::Hex => decode_hex(run, cap, &mut self.bytes),
-            Encoding::Url => decode_url(run, cap, &mut self.bytes),
-            Encoding::Rot13 => decode_rot13(run, cap, &mut self.bytes),
+            Encoding::Base64 => decode_base64(run, cap, &mut bytes),
+            Encoding::Hex => decode_hex(run, cap, &mut bytes),
+            Encoding::Url => decode_url(run, cap, &mut bytes),
+            Encoding::Rot13 => decode_rot13(run, cap, &mut bytes),
         }
-        let Some(s) = plausible_text(&self.bytes) else {
-            return;
-        };
-        let s = s.to_owned();
-        self.budget = self.budget.saturating_sub(s.len());
-        let new_depth = depth.saturating_add(1);
-        let (start, end) = top.unwrap_or((c.start, c.end));
-        let recurse = new_depth < self.limits.max_depth;
-        let human = s.chars().any(char::is_alphabetic) && !self.is_noise(&s);
-        if human && self.pushed < self.limits.max_runs {
-            self.pushed += 1;
-            let decoded = |text| Decoded { encoding: c.enc, text, start, end, depth: new_depth };
+        if let Some(s) = plausible_text(&bytes) {
+            self.budget = self.budget.saturating_sub(s.len());
+            let depth = depth.saturating_add(1);
+            let (start, end) = top.unwrap_or((c.start, c.end));
+            let recurse = depth < self.limits.max_depth;
+            let human = s.chars().any(char::is_alphabetic) && !self.is_noise(s);
+            if human && self.pushed < self.limits.max_runs {
+                self.pushed += 1;
+                self.out.push(Decoded {
+                    encoding: c.enc,
+                    text: s.to_owned(),
+                    start,
+                    end,
+                    depth,
+                });
+            }
             if recurse {
-                self.out.push(decoded(s.clone()));
-            } else {
-                self.out.push(decoded(s));
-                return;
+                let text = s.to_owned();
+                self.s.work.push(Item {
+                    text,
+                    depth,
+                    start,
+                    end,
+                });
             }
         }
-        if recurse {
-            self.work.push(Item { text: s, depth: new_depth, start, end });
-        }
+        self.s.bytes = bytes;
     }
 
     /// Mostly (>= 80%) covered by base64 / hex / URL runs: an intermediate layer, not text.
     fn is_noise(&mut self, s: &str) -> bool {
         let min_run = self.limits.min_run.max(2);
-        self.cover.clear();
-        find_tokens(s, min_run, &mut self.cover);
-        find_separated_hex(s, min_run, &mut self.cover);
-        find_url(s, &mut self.cover);
-        let covered: usize = self.cover.iter().map(|c| c.end.saturating_sub(c.start)).sum();
+        let cover = &mut self.s.cover;
+        cover.clear();
+        find_tokens(s, min_run, cover);
+        find_separated_hex(s, min_run, cover);
+        find_url(s, cover);
+        let covered: usize = cover.iter().map(|c| c.end.saturating_sub(c.start)).sum();
         let trimmed = s.trim().len();
         trimmed > 0 && covered.min(trimmed).saturating_mul(5) >= trimmed.saturating_mul(4)
     }
@@ -195,7 +225,9 @@ impl Decoder<'_> {
 fn plausible_text(bytes: &[u8]) -> Option<&str> {
     let s = match std::str::from_utf8(bytes) {
         Ok(s) => s,
-        Err(e) if e.error_len().is_none() => std::str::from_utf8(bytes.get(..e.valid_up_to())?).ok()?,
+        Err(e) if e.error_len().is_none() => {
+            std::str::from_utf8(bytes.get(..e.valid_up_to())?).ok()?
+        }
         Err(_) => return None,
     };
     let (mut total, mut printable) = (0usize, 0usize);
@@ -245,13 +277,33 @@ fn is_alnum(b: Option<&u8>) -> bool {
 fn find_tokens(text: &str, min_run: usize, out: &mut Vec<Cand>) {
     let bytes = text.as_bytes();
     let len = bytes.len();
+    // Only runs of at least `probe` alphabet bytes matter (a wrapped line is >= 16 bytes), so
+    // test every `probe`-th byte and look around only where it is in the alphabet.
+    let probe = min_run.clamp(2, 16);
+    let b64_at = |k: usize| bytes.get(k).is_some_and(|&b| is_b64_byte(b));
     let mut i = 0;
     while i < len {
-        if !bytes.get(i).is_some_and(|&b| is_b64_byte(b)) {
-            i += 1;
+        let p = i.saturating_add(probe - 1);
+        if p >= len {
+            break;
+        }
+        if !b64_at(p) {
+            i = p + 1;
             continue;
         }
-        let start = i;
+        let mut start = p;
+        while start > i && b64_at(start - 1) {
+            start -= 1;
+        }
+        let mut e = p + 1;
+        while b64_at(e) {
+            e += 1;
+        }
+        if e - start < probe {
+            i = e;
+            continue;
+        }
+        i = start;
         let (mut upper, mut lower, mut digit, mut all_hex, mut joined) =
             (false, false, false, true, false);
         let mut data = 0usize;
@@ -304,24 +356,75 @@ fn find_tokens(text: &str, min_run: usize, out: &mut Vec<Cand>) {
             && hex_body.iter().all(u8::is_ascii_hexdigit)
         {
             let skip = usize::from(hex_prefix) * 2;
-            out.push(Cand { enc: Encoding::Hex, start, end, skip });
+            out.push(Cand {
+                enc: Encoding::Hex,
+                start,
+                end,
+                skip,
+            });
             continue;
         }
-        if data >= min_run && ((upper && lower) || digit) && !all_hex {
-            out.push(Cand { enc: Encoding::Base64, start, end, skip: 0 });
+        let hex_and_dashes = token.iter().all(|&b| b.is_ascii_hexdigit() || b == b'-');
+        if data >= min_run && ((upper && lower) || digit) && !all_hex && !hex_and_dashes {
+            out.push(Cand {
+                enc: Encoding::Base64,
+                start,
+                end,
+                skip: 0,
+            });
         }
     }
 }
 
-/// `\x41\x42...` runs and `41 42 43` / `41:42:43` runs (one separator kind per run).
+fn is_hex_run_byte(b: u8) -> bool {
+    b.is_ascii_hexdigit() || matches!(b, b' ' | b':' | b'\\' | b'x' | b'X')
+}
+
+/// `\x41\x42...` runs and `41 42 43` / `41:42:43` runs (one separator kind per run). Such a
+/// run lies in a run of hex digits, separators, `\` and `x` at least `3 * min_run / 2 - 1`
+/// bytes long; those are found by probing every that many bytes, then scanned in detail.
 fn find_separated_hex(text: &str, min_run: usize, out: &mut Vec<Cand>) {
     let bytes = text.as_bytes();
     let len = bytes.len();
-    let at = |k: usize| bytes.get(k);
+    let probe = (min_run.div_ceil(2).saturating_mul(3))
+        .saturating_sub(1)
+        .max(1);
+    let in_run = |k: usize| bytes.get(k).is_some_and(|&b| is_hex_run_byte(b));
     let mut i = 0;
     while i < len {
+        let p = i.saturating_add(probe - 1);
+        if p >= len {
+            break;
+        }
+        if !in_run(p) {
+            i = p + 1;
+            continue;
+        }
+        let mut s = p;
+        while s > i && in_run(s - 1) {
+            s -= 1;
+        }
+        let mut e = p + 1;
+        while in_run(e) {
+            e += 1;
+        }
+        if e - s >= probe {
+            scan_separated_hex(bytes, s, e, min_run, out);
+        }
+        i = e;
+    }
+}
+
+/// Detailed scan of `bytes[from..to)` (a run of [`is_hex_run_byte`] bytes).
+fn scan_separated_hex(bytes: &[u8], from: usize, to: usize, min_run: usize, out: &mut Vec<Cand>) {
+    let at = |k: usize| bytes.get(k);
+    let mut i = from;
+    while i < to {
         let b = at(i).copied().unwrap_or(0);
-        if b == b'\\' && matches!(at(i + 1), Some(b'x' | b'X')) && is_hex(at(i + 2)) && is_hex(at(i + 3))
+        if b == b'\\'
+            && matches!(at(i + 1), Some(b'x' | b'X'))
+            && is_hex(at(i + 2))
+            && is_hex(at(i + 3))
         {
             let start = i;
             let mut k = i;
@@ -335,7 +438,12 @@ fn find_separated_hex(text: &str, min_run: usize, out: &mut Vec<Cand>) {
                 k += 4;
             }
             if digits >= min_run {
-                out.push(Cand { enc: Encoding::Hex, start, end: k, skip: 0 });
+                out.push(Cand {
+                    enc: Encoding::Hex,
+                    start,
+                    end: k,
+                    skip: 0,
+                });
             }
             i = k;
             continue;
@@ -362,13 +470,43 @@ fn find_separated_hex(text: &str, min_run: usize, out: &mut Vec<Cand>) {
                 k += 3;
             }
             if digits >= min_run {
-                out.push(Cand { enc: Encoding::Hex, start, end: k, skip: 0 });
+                out.push(Cand {
+                    enc: Encoding::Hex,
+                    start,
+                    end: k,
+                    skip: 0,
+                });
             }
             i = k;
             continue;
         }
+        if b.is_ascii_alphanumeric() {
+            // The rest of this word cannot start a run.
+            i += 1;
+            while is_alnum(at(i)) {
+                i += 1;
+            }
+            continue;
+        }
         i += 1;
     }
+}
+
+/// Position of the next `needle` at or after `from` (32-byte blocks tested with a vectorisable
+/// fold first).
+fn find_byte(bytes: &[u8], from: usize, needle: u8) -> Option<usize> {
+    let mut off = from;
+    for block in bytes.get(from..)?.chunks(32) {
+        if block
+            .iter()
+            .fold(0u8, |acc, &b| acc | u8::from(b == needle))
+            != 0
+        {
+            return block.iter().position(|&b| b == needle).map(|k| off + k);
+        }
+        off += block.len();
+    }
+    None
 }
 
 fn is_url_delim(b: u8) -> bool {
@@ -382,10 +520,9 @@ fn find_url(text: &str, out: &mut Vec<Cand>) {
     let mut floor = 0usize;
     let mut i = 0usize;
     while i < len {
-        let Some(rel) = bytes.get(i..).and_then(|r| r.iter().position(|&b| b == b'%')) else {
+        let Some(p) = find_byte(bytes, i, b'%') else {
             break;
         };
-        let p = i + rel;
         let mut start = p;
         while start > floor && !bytes.get(start - 1).is_some_and(|&b| is_url_delim(b)) {
             start -= 1;
@@ -404,7 +541,12 @@ fn find_url(text: &str, out: &mut Vec<Cand>) {
             }
         }
         if escapes >= 3 {
-            out.push(Cand { enc: Encoding::Url, start, end, skip: 0 });
+            out.push(Cand {
+                enc: Encoding::Url,
+                start,
+                end,
+                skip: 0,
+            });
         }
         floor = end;
         i = end.max(p + 1);
@@ -422,27 +564,32 @@ fn find_rot13(text: &str, min_run: usize, out: &mut Vec<Cand>) {
     let bytes = text.as_bytes();
     let len = bytes.len();
     let first_marker = out.len();
-    // Explicit markers.
+    // Explicit markers `rot13`, `rot-13`, `rot 13`, `rot_13`: found from their digits, which
+    // are rare in text.
     let mut i = 0usize;
     while i < len {
-        let Some(rel) = bytes.get(i..).and_then(|r| r.iter().position(|&b| b == b'r' || b == b'R'))
-        else {
+        let Some(p) = find_byte(bytes, i, b'3') else {
             break;
         };
-        let p = i + rel;
         i = p + 1;
-        if p > 0 && is_alnum(bytes.get(p - 1)) {
+        if p < 4 || bytes.get(p - 1) != Some(&b'1') {
             continue;
         }
-        let rest = bytes.get(p..).unwrap_or(&[]);
-        let marker_len = [&b"rot13"[..], b"rot-13", b"rot 13", b"rot_13"]
-            .iter()
-            .find(|m| rest.get(..m.len()).is_some_and(|w| w.eq_ignore_ascii_case(m)))
-            .map(|m| m.len());
-        let Some(ml) = marker_len else {
+        let mut r = p - 1;
+        if matches!(bytes.get(r - 1), Some(b'-' | b' ' | b'_')) {
+            r -= 1;
+        }
+        let Some(m) = r.checked_sub(3) else {
             continue;
         };
-        let mut s = p + ml;
+        if !bytes
+            .get(m..r)
+            .is_some_and(|w| w.eq_ignore_ascii_case(b"rot"))
+            || (m > 0 && is_alnum(bytes.get(m - 1)))
+        {
+            continue;
+        }
+        let mut s = p + 1;
         if is_alnum(bytes.get(s)) {
             continue;
         }
@@ -462,8 +609,16 @@ fn find_rot13(text: &str, min_run: usize, out: &mut Vec<Cand>) {
         while e > s && bytes.get(e - 1).is_some_and(u8::is_ascii_whitespace) {
             e -= 1;
         }
-        if bytes.get(s..e).is_some_and(|r| r.iter().any(u8::is_ascii_alphabetic)) {
-            out.push(Cand { enc: Encoding::Rot13, start: s, end: e, skip: 0 });
+        if bytes
+            .get(s..e)
+            .is_some_and(|r| r.iter().any(u8::is_ascii_alphabetic))
+        {
+            out.push(Cand {
+                enc: Encoding::Rot13,
+                start: s,
+                end: e,
+                skip: 0,
+            });
         }
         i = e.max(i);
     }
@@ -477,15 +632,30 @@ fn find_rot13(text: &str, min_run: usize, out: &mut Vec<Cand>) {
             continue;
         }
         let s = i;
-        while bytes.get(i).is_some_and(|&b| is_rot_run_byte(b)) {
-            i += 1;
+        let mut dec = 0usize;
+        while let Some(&b) = bytes.get(i) {
+            if b.is_ascii_alphabetic() {
+                let w = i;
+                while bytes.get(i).is_some_and(u8::is_ascii_alphabetic) {
+                    i += 1;
+                }
+                let word = bytes.get(w..i).unwrap_or(&[]);
+                dec += usize::from(word_is_function_word(word, true));
+            } else if is_rot_run_byte(b) {
+                i += 1;
+            } else {
+                break;
+            }
         }
         let run = bytes.get(s..i).unwrap_or(&[]);
-        if run.len() < min_run {
+        if run.len() < min_run || dec < 2 {
             continue;
         }
-        let (orig, dec) = function_word_hits(run);
-        if dec < 2 || dec <= orig {
+        let orig = run
+            .split(|b| !b.is_ascii_alphabetic())
+            .filter(|w| word_is_function_word(w, false))
+            .count();
+        if dec <= orig {
             continue;
         }
         group = match group {
@@ -519,14 +689,23 @@ fn push_rot_group(
     while s < e && bytes.get(s).is_some_and(|b| !b.is_ascii_alphabetic()) {
         s += 1;
     }
-    while e > s && bytes.get(e - 1).is_some_and(|b| b.is_ascii_whitespace() || *b == b',') {
+    while e > s
+        && bytes
+            .get(e - 1)
+            .is_some_and(|b| b.is_ascii_whitespace() || *b == b',')
+    {
         e -= 1;
     }
     let overlaps_marker = out
         .get(first_marker..last_marker)
         .is_some_and(|m| m.iter().any(|c| c.start < e && s < c.end));
     if s < e && !overlaps_marker {
-        out.push(Cand { enc: Encoding::Rot13, start: s, end: e, skip: 0 });
+        out.push(Cand {
+            enc: Encoding::Rot13,
+            start: s,
+            end: e,
+            skip: 0,
+        });
     }
 }
 
@@ -538,45 +717,141 @@ fn rot13_byte(b: u8) -> u8 {
     }
 }
 
-/// (function words in the run, function words in its ROT13).
-fn function_word_hits(run: &[u8]) -> (usize, usize) {
-    let (mut orig, mut dec) = (0, 0);
-    for w in run.split(|b| !b.is_ascii_alphabetic()) {
-        if !(2..=12).contains(&w.len()) {
-            continue;
-        }
-        let mut a = [0u8; 12];
-        let mut r = [0u8; 12];
-        for ((x, y), &b) in a.iter_mut().zip(r.iter_mut()).zip(w) {
-            let l = b.to_ascii_lowercase();
-            *x = l;
-            *y = rot13_byte(l);
-        }
-        let n = w.len();
-        if a.get(..n).is_some_and(is_function_word) {
-            orig += 1;
-        }
-        if r.get(..n).is_some_and(is_function_word) {
-            dec += 1;
+/// Is `word` (ASCII letters, any case), or its ROT13 when `rot`, an English function word?
+#[inline]
+fn word_is_function_word(word: &[u8], rot: bool) -> bool {
+    if !(2..=12).contains(&word.len()) {
+        return false;
+    }
+    if rot {
+        let letter = |k: usize| {
+            usize::from(
+                word.get(k)
+                    .map_or(0, |b| b.to_ascii_lowercase().wrapping_sub(b'a')),
+            )
+        };
+        let by_len = ROT13_FIRST_LEN.get(letter(0)).copied().unwrap_or(0);
+        let by_second = ROT13_FIRST_SECOND.get(letter(0)).copied().unwrap_or(0);
+        if by_len & (1u16 << word.len()) == 0
+            || by_second.checked_shr(letter(1) as u32).unwrap_or(0) & 1 == 0
+        {
+            return false;
         }
     }
-    (orig, dec)
+    let mut buf = [0u8; 12];
+    for (x, &b) in buf.iter_mut().zip(word) {
+        let l = b.to_ascii_lowercase();
+        *x = if rot { rot13_byte(l) } else { l };
+    }
+    buf.get(..word.len()).is_some_and(is_function_word)
 }
+
+/// For each first letter, bit `n` set when the ROT13 of some function word starts with that
+/// letter and has `n` letters (a cheap pre-check; verified against the list by a unit test).
+const ROT13_FIRST_LEN: [u16; 26] = [
+    0x0008, 0x0044, 0x01E0, 0x0000, 0x1070, 0x0058, 0x003C, 0x0000, 0x0000, 0x003C, 0x0000, 0x0018,
+    0x0000, 0x022C, 0x000C, 0x0008, 0x0204, 0x0000, 0x0258, 0x0010, 0x0018, 0x1854, 0x0010, 0x0000,
+    0x0000, 0x0094,
+];
+
+/// English function words (and injection vocabulary) counted as language evidence.
+/// For each first letter, bit `k` set when the ROT13 of some function word has letter `k` second
+/// (a second cheap pre-check, also verified by a unit test).
+const ROT13_FIRST_SECOND: [u32; 26] = [
+    0x00020002, 0x00040091, 0x01002010, 0x00000000, 0x00020082, 0x00122800, 0x00120002, 0x00000000,
+    0x00000000, 0x00322010, 0x00000000, 0x00000002, 0x00000000, 0x0101C071, 0x00020880, 0x00002000,
+    0x00220002, 0x00000000, 0x00000012, 0x00200000, 0x00022002, 0x000C0061, 0x00000080, 0x00000000,
+    0x00000000, 0x00020882,
+];
 
 fn is_function_word(w: &[u8]) -> bool {
     matches!(
         w,
-        b"the" | b"to" | b"and" | b"of" | b"you" | b"your" | b"ignore" | b"instructions"
-            | b"instruction" | b"previous" | b"prior" | b"all" | b"system" | b"prompt" | b"is"
-            | b"are" | b"be" | b"in" | b"it" | b"that" | b"this" | b"for" | b"with" | b"on"
-            | b"not" | b"or" | b"what" | b"me" | b"my" | b"we" | b"do" | b"now" | b"tell"
-            | b"reveal" | b"password" | b"secret" | b"rules" | b"forget" | b"disregard"
-            | b"above" | b"say" | b"from" | b"an" | b"at" | b"by" | b"if" | b"can" | b"will"
-            | b"have" | b"has" | b"how" | b"please" | b"act" | b"as" | b"any" | b"must"
-            | b"was" | b"were" | b"they" | b"them" | b"there" | b"here" | b"but" | b"about"
-            | b"which" | b"who" | b"when" | b"just" | b"then" | b"into" | b"give" | b"show"
-            | b"write" | b"following" | b"message" | b"mode" | b"admin" | b"output" | b"print"
-            | b"new" | b"role" | b"pretend" | b"restrictions" | b"developer" | b"assistant"
+        b"about"
+            | b"above"
+            | b"act"
+            | b"admin"
+            | b"all"
+            | b"an"
+            | b"and"
+            | b"any"
+            | b"are"
+            | b"as"
+            | b"assistant"
+            | b"at"
+            | b"be"
+            | b"but"
+            | b"by"
+            | b"can"
+            | b"developer"
+            | b"disregard"
+            | b"do"
+            | b"following"
+            | b"for"
+            | b"forget"
+            | b"from"
+            | b"give"
+            | b"has"
+            | b"have"
+            | b"here"
+            | b"how"
+            | b"if"
+            | b"ignore"
+            | b"in"
+            | b"instruction"
+            | b"instructions"
+            | b"into"
+            | b"is"
+            | b"it"
+            | b"just"
+            | b"me"
+            | b"message"
+            | b"mode"
+            | b"must"
+            | b"my"
+            | b"new"
+            | b"not"
+            | b"now"
+            | b"of"
+            | b"on"
+            | b"or"
+            | b"output"
+            | b"password"
+            | b"please"
+            | b"pretend"
+            | b"previous"
+            | b"print"
+            | b"prior"
+            | b"prompt"
+            | b"restrictions"
+            | b"reveal"
+            | b"role"
+            | b"rules"
+            | b"say"
+            | b"secret"
+            | b"show"
+            | b"system"
+            | b"tell"
+            | b"that"
+            | b"the"
+            | b"them"
+            | b"then"
+            | b"there"
+            | b"they"
+            | b"this"
+            | b"to"
+            | b"was"
+            | b"we"
+            | b"were"
+            | b"what"
+            | b"when"
+            | b"which"
+            | b"who"
+            | b"will"
+            | b"with"
+            | b"write"
+            | b"you"
+            | b"your"
     )
 }
 
@@ -629,9 +904,10 @@ fn decode_url(run: &[u8], cap: usize, out: &mut Vec<u8>) {
             break;
         }
         if b == b'%' {
-            if let (Some(h), Some(l)) =
-                (run.get(i + 1).and_then(|&x| hex_value(x)), run.get(i + 2).and_then(|&x| hex_value(x)))
-            {
+            if let (Some(h), Some(l)) = (
+                run.get(i + 1).and_then(|&x| hex_value(x)),
+                run.get(i + 2).and_then(|&x| hex_value(x)),
+            ) {
                 out.push((h << 4) | l);
                 i += 3;
                 continue;
@@ -651,6 +927,95 @@ fn decode_rot13(run: &[u8], cap: usize, out: &mut Vec<u8>) {
 mod tests {
     use super::*;
 
+    /// The words [`is_function_word`] accepts, sorted (kept in sync with it).
+    const FUNCTION_WORDS: [&[u8]; 85] = [
+        b"about",
+        b"above",
+        b"act",
+        b"admin",
+        b"all",
+        b"an",
+        b"and",
+        b"any",
+        b"are",
+        b"as",
+        b"assistant",
+        b"at",
+        b"be",
+        b"but",
+        b"by",
+        b"can",
+        b"developer",
+        b"disregard",
+        b"do",
+        b"following",
+        b"for",
+        b"forget",
+        b"from",
+        b"give",
+        b"has",
+        b"have",
+        b"here",
+        b"how",
+        b"if",
+        b"ignore",
+        b"in",
+        b"instruction",
+        b"instructions",
+        b"into",
+        b"is",
+        b"it",
+        b"just",
+        b"me",
+        b"message",
+        b"mode",
+        b"must",
+        b"my",
+        b"new",
+        b"not",
+        b"now",
+        b"of",
+        b"on",
+        b"or",
+        b"output",
+        b"password",
+        b"please",
+        b"pretend",
+        b"previous",
+        b"print",
+        b"prior",
+        b"prompt",
+        b"restrictions",
+        b"reveal",
+        b"role",
+        b"rules",
+        b"say",
+        b"secret",
+        b"show",
+        b"system",
+        b"tell",
+        b"that",
+        b"the",
+        b"them",
+        b"then",
+        b"there",
+        b"they",
+        b"this",
+        b"to",
+        b"was",
+        b"we",
+        b"were",
+        b"what",
+        b"when",
+        b"which",
+        b"who",
+        b"will",
+        b"with",
+        b"write",
+        b"you",
+        b"your",
+    ];
+
     #[test]
     fn base64_alphabet_values() {
         assert_eq!(b64_value(b'A'), Some(0));
@@ -660,8 +1025,34 @@ mod tests {
     }
 
     #[test]
-    fn rot13_hits() {
-        let (o, d) = function_word_hits(b"Vtaber nyy cerivbhf vafgehpgvbaf");
-        assert_eq!((o, d), (0, 4));
+    fn function_word_tables() {
+        assert!(
+            FUNCTION_WORDS.windows(2).all(|w| w[0] < w[1]),
+            "sorted, no duplicates"
+        );
+        assert!(FUNCTION_WORDS.iter().all(|w| is_function_word(w)));
+        assert!(!is_function_word(b"xyz") && !is_function_word(b"th"));
+        let mut mask = [0u16; 26];
+        let mut second = [0u32; 26];
+        for w in FUNCTION_WORDS {
+            assert!((2..=12).contains(&w.len()));
+            let first = usize::from(rot13_byte(w[0]) - b'a');
+            mask[first] |= 1 << w.len();
+            second[first] |= 1 << (rot13_byte(w[1]) - b'a');
+        }
+        assert_eq!(mask, ROT13_FIRST_LEN);
+        assert_eq!(second, ROT13_FIRST_SECOND);
+    }
+
+    #[test]
+    fn rot13_function_words() {
+        let words = [&b"Vtaber"[..], b"nyy", b"cerivbhf", b"vafgehpgvbaf", b"k"];
+        let count = |rot| {
+            words
+                .iter()
+                .filter(|w| word_is_function_word(w, rot))
+                .count()
+        };
+        assert_eq!((count(false), count(true)), (0, 4));
     }
 }

@@ -28,7 +28,7 @@
 //! | 7 | 1 | `char_min` (1..=8) |
 //! | 8 | 1 | `char_max` (`char_min`..=8) |
 //! | 9 | 1 | `word_ngrams` (0..=2) |
-//! | 10 | 2 | reserved, 0 |
+//! | 10 | 2 | flags: bit 0 = `distinct`; other bits 0 |
 //! | 12 | 4 | `head_bytes` (u32) |
 //! | 16 | 4 | `tail_bytes` (u32) |
 //! | 20 | 4 | bias (f32) |
@@ -47,10 +47,12 @@ pub const VERSION: u16 = 1;
 pub const HEADER_LEN: usize = 32;
 
 const MAX_NGRAM: usize = 8;
-const FNV_BASIS: u32 = 0x811c_9dc5;
-const FNV_PRIME: u32 = 0x0100_0193;
-/// Different offset bases keep character n-grams, words and word pairs apart in the table.
-const CHAR_BASIS: u32 = FNV_BASIS;
+const FLAG_DISTINCT: u16 = 1;
+
+/// Odd multiplier that spreads a character code over 32 bits.
+const CODE_MUL: u32 = 0x85eb_ca6b;
+/// Tags keep character n-grams of each length, words and word pairs apart in the table.
+const NGRAM_TAG: u32 = 0xc2b2_ae35;
 const WORD_BASIS: u32 = 0x2f6b_1e95;
 const UNIGRAM_SEED: u32 = 0x5bd1_e995;
 const BIGRAM_SEED: u32 = 0x27d4_eb2f;
@@ -76,6 +78,8 @@ pub struct FeatureParams {
     pub head_bytes: u32,
     /// Bytes read from the end of the text (when the text is longer than `head_bytes`).
     pub tail_bytes: u32,
+    /// Count each bucket once per text (binary features) instead of once per occurrence.
+    pub distinct: bool,
 }
 
 impl Default for FeatureParams {
@@ -87,6 +91,7 @@ impl Default for FeatureParams {
             word_ngrams: 2,
             head_bytes: 8 * 1024,
             tail_bytes: 2 * 1024,
+            distinct: false,
         }
     }
 }
@@ -124,48 +129,79 @@ impl FeatureParams {
         Ok(())
     }
 
-    /// The distinct buckets hit by `normalized`, in first-seen order (what the trainer uses).
+    /// The buckets hit by `normalized`, in text order (what the trainer uses): each occurrence,
+    /// or each bucket once when `distinct` is set.
     pub fn extract(&self, normalized: &str, scratch: &mut ModelScratch, out: &mut Vec<u32>) {
         out.clear();
         self.for_each_bucket(normalized, scratch, |b| out.push(b));
     }
 
-    /// Calls `f` once for every distinct bucket hit by `normalized`. Linear in the bytes read
-    /// (at most `head_bytes + tail_bytes`); no allocation once `scratch` has been sized.
+    /// Calls `f` for every feature of `normalized` (every occurrence, or every distinct bucket
+    /// when `distinct` is set). Linear in the bytes read (at most `head_bytes + tail_bytes`);
+    /// no allocation once `scratch` has been sized.
     pub fn for_each_bucket(
         &self,
         normalized: &str,
         scratch: &mut ModelScratch,
         mut f: impl FnMut(u32),
     ) {
-        scratch.prepare(self.buckets());
-        let shift = 32u32.saturating_sub(u32::from(self.bucket_bits));
         let (head, tail) = split_head_tail(
             normalized,
             usize::try_from(self.head_bytes).unwrap_or(usize::MAX),
             usize::try_from(self.tail_bytes).unwrap_or(usize::MAX),
         );
-        let mut emit = |h: u32| {
-            let b = (h ^ (h >> 16)).wrapping_mul(BUCKET_MUL) >> shift;
-            if scratch.insert(b) {
-                f(b);
-            }
-        };
+        let shift = 32u32.saturating_sub(u32::from(self.bucket_bits));
+        if self.distinct {
+            scratch.prepare(self.buckets());
+            self.stream(head, tail, |h| {
+                let b = bucket(h, shift);
+                if scratch.insert(b) {
+                    f(b);
+                }
+            });
+            scratch.clear();
+        } else {
+            self.stream(head, tail, |h| f(bucket(h, shift)));
+        }
+    }
+
+    #[inline]
+    fn stream(&self, head: &str, tail: &str, emit: impl FnMut(u32)) {
+        // The shipped n-gram range gets a copy with constant bounds (unrolled, constant
+        // rotations); any other range runs the same arithmetic with runtime bounds.
+        match (self.char_min, self.char_max) {
+            (3, 5) => self.stream_with::<3, 5, false>(head, tail, emit),
+            _ => self.stream_with::<0, 0, true>(head, tail, emit),
+        }
+    }
+
+    #[inline]
+    fn stream_with<const MIN: usize, const MAX: usize, const DYN: bool>(
+        &self,
+        head: &str,
+        tail: &str,
+        mut emit: impl FnMut(u32),
+    ) {
         let mut st = Stream::new(self);
-        st.push(u32::from(b' '), &mut emit);
+        st.push::<MIN, MAX, DYN>(u32::from(b' '), &mut emit);
         for c in head.chars() {
-            st.push(fold(c), &mut emit);
+            st.push::<MIN, MAX, DYN>(fold(c), &mut emit);
         }
         if !tail.is_empty() {
-            st.push(u32::from(b' '), &mut emit);
+            st.push::<MIN, MAX, DYN>(u32::from(b' '), &mut emit);
             for c in tail.chars() {
-                st.push(fold(c), &mut emit);
+                st.push::<MIN, MAX, DYN>(fold(c), &mut emit);
             }
         }
-        st.push(u32::from(b' '), &mut emit);
+        st.push::<MIN, MAX, DYN>(u32::from(b' '), &mut emit);
         st.end_word(&mut emit);
-        scratch.clear();
     }
+}
+
+/// The bucket of a feature hash: the top `32 - shift` bits of a multiplicative mix.
+#[inline]
+fn bucket(h: u32, shift: u32) -> u32 {
+    (h ^ (h >> 15)).wrapping_mul(BUCKET_MUL) >> shift
 }
 
 /// Folds a character to the code unit that is hashed: whitespace → space, digits → `0`.
@@ -180,26 +216,43 @@ fn fold(c: char) -> u32 {
     }
 }
 
+/// Whether a (folded) code is part of a word: ASCII letters and digits, and every non-ASCII
+/// character outside the common punctuation and symbol blocks. (A range test, not the Unicode
+/// tables: the model only needs the same answer in trainer and filter, and it must be cheap.)
 #[inline]
 fn is_word_code(code: u32) -> bool {
     if code < 0x80 {
-        // ASCII fast path: letters and (folded) digits.
         (code | 0x20).wrapping_sub(u32::from(b'a')) < 26 || code == u32::from(b'0')
     } else {
-        char::from_u32(code).is_some_and(char::is_alphanumeric)
+        !matches!(code,
+            0x80..=0xBF              // Latin-1 controls, punctuation and signs
+            | 0xD7 | 0xF7            // × ÷
+            | 0x2000..=0x2BFF        // general punctuation, symbols, arrows, math, boxes
+            | 0x3000..=0x303F        // CJK symbols and punctuation
+            | 0xFE30..=0xFE4F        // CJK compatibility forms
+            | 0xFF00..=0xFF0F | 0xFF1A..=0xFF20 | 0xFF3B..=0xFF40 | 0xFF5B..=0xFF65
+            | 0xFFF0..=0xFFFF
+            | 0x1F000..=0x1FAFF      // emoji and pictographs
+        )
     }
 }
 
+/// Spreads a code over 32 bits (odd multiplier: a bijection).
 #[inline]
-fn fnv_step(h: u32, code: u32) -> u32 {
-    (h ^ code).wrapping_mul(FNV_PRIME)
+fn mix(code: u32) -> u32 {
+    code.wrapping_mul(CODE_MUL)
 }
 
-/// The streaming feature extractor: a shift register of the last `char_max` codes (newest first)
-/// and the hash of the word being read.
+/// The streaming feature extractor. Character n-grams use one cyclic-polynomial rolling hash
+/// per length (`H = XOR rotl(mix(c_j), i - j)` over the window), updated in O(1) per
+/// character: `H ← rotl(H, 1) ^ mix(c_in) ^ rotl(mix(c_out), n)`. A word's hash is
+/// `rotl(w, 5) ^ mix(c)` over its characters; unigrams and bigrams are tagged apart.
 struct Stream {
+    /// The last `MAX_NGRAM` mixed codes, circular.
     ring: [u32; MAX_NGRAM],
-    filled: usize,
+    pushed: usize,
+    /// Rolling hash per n-gram length (index `n - 1`).
+    roll: [u32; MAX_NGRAM],
     char_min: usize,
     char_max: usize,
     words: u8,
@@ -213,7 +266,8 @@ impl Stream {
     fn new(p: &FeatureParams) -> Stream {
         Stream {
             ring: [0; MAX_NGRAM],
-            filled: 0,
+            pushed: 0,
+            roll: [0; MAX_NGRAM],
             char_min: usize::from(p.char_min),
             char_max: usize::from(p.char_max).min(MAX_NGRAM),
             words: p.word_ngrams,
@@ -224,35 +278,63 @@ impl Stream {
         }
     }
 
-    #[inline]
-    fn push(&mut self, code: u32, emit: &mut impl FnMut(u32)) {
+    /// One character. `MIN..=MAX` is the n-gram range when `DYN` is false; with `DYN` the
+    /// range comes from the parameters. Both give the same hashes.
+    #[inline(always)]
+    fn push<const MIN: usize, const MAX: usize, const DYN: bool>(
+        &mut self,
+        code: u32,
+        emit: &mut impl FnMut(u32),
+    ) {
         let space = code == u32::from(b' ');
         if space && self.last_space {
             return;
         }
         self.last_space = space;
-        // Character n-grams ending here, hashed newest-first.
-        self.ring.copy_within(0..MAX_NGRAM - 1, 1);
-        if let Some(first) = self.ring.first_mut() {
-            *first = code;
-        }
-        self.filled = self.filled.saturating_add(1).min(self.char_max);
-        let mut h = CHAR_BASIS;
-        if self.char_max > 0 {
-            for (i, &c) in self.ring.iter().take(self.filled).enumerate() {
-                h = fnv_step(h, c);
-                if i + 1 >= self.char_min {
-                    emit(h);
-                }
+        let m = mix(code);
+        let (lo, hi) = if DYN {
+            (self.char_min, self.char_max)
+        } else {
+            (MIN, MAX)
+        };
+        if hi > 0 {
+            let pushed = self.pushed;
+            for n in lo..=hi {
+                self.ngram(n, pushed, m, emit);
             }
+            if let Some(slot) = self.ring.get_mut(pushed % MAX_NGRAM) {
+                *slot = m;
+            }
+            self.pushed = pushed.wrapping_add(1);
         }
-        // Words.
         if self.words > 0 {
             if is_word_code(code) {
-                self.word = fnv_step(self.word, code);
+                self.word = self.word.rotate_left(5) ^ m;
                 self.in_word = true;
             } else {
                 self.end_word(emit);
+            }
+        }
+    }
+
+    /// Rolls the hash of the n-gram ending at the new character (mixed code `m`, `pushed`
+    /// characters before it) and emits it once the window is full.
+    #[inline(always)]
+    fn ngram(&mut self, n: usize, pushed: usize, m: u32, emit: &mut impl FnMut(u32)) {
+        // The code leaving a window of length n was pushed n steps ago.
+        let out = if pushed >= n {
+            self.ring
+                .get(pushed.wrapping_sub(n) % MAX_NGRAM)
+                .copied()
+                .unwrap_or(0)
+                .rotate_left(n as u32)
+        } else {
+            0
+        };
+        if let Some(h) = self.roll.get_mut(n.wrapping_sub(1) % MAX_NGRAM) {
+            *h = h.rotate_left(1) ^ m ^ out;
+            if pushed + 1 >= n {
+                emit(*h ^ (n as u32).wrapping_mul(NGRAM_TAG));
             }
         }
     }
@@ -263,10 +345,10 @@ impl Stream {
             return;
         }
         let w = self.word;
-        emit(fnv_step(w, UNIGRAM_SEED));
+        emit(w ^ UNIGRAM_SEED);
         if self.words >= 2 {
             if let Some(p) = self.prev_word {
-                emit(fnv_step(fnv_step(BIGRAM_SEED, p), w));
+                emit(p.rotate_left(16) ^ w ^ BIGRAM_SEED);
             }
         }
         self.prev_word = Some(w);
@@ -379,6 +461,12 @@ impl Model {
                 "model file version {version} is not supported (expected {VERSION})"
             )));
         }
+        let flags = u16_at(10);
+        if flags & !FLAG_DISTINCT != 0 {
+            return Err(Error::config(format!(
+                "model file has unknown flags {flags:#06x}"
+            )));
+        }
         let params = FeatureParams {
             bucket_bits: byte_at(6),
             char_min: byte_at(7),
@@ -386,6 +474,7 @@ impl Model {
             word_ngrams: byte_at(9),
             head_bytes: u32_at(12),
             tail_bytes: u32_at(16),
+            distinct: flags & FLAG_DISTINCT != 0,
         };
         params.validate()?;
         let bias = f32::from_bits(u32_at(20));
@@ -428,7 +517,12 @@ impl Model {
         out.push(self.params.char_min);
         out.push(self.params.char_max);
         out.push(self.params.word_ngrams);
-        out.extend_from_slice(&0u16.to_le_bytes());
+        let flags = if self.params.distinct {
+            FLAG_DISTINCT
+        } else {
+            0
+        };
+        out.extend_from_slice(&flags.to_le_bytes());
         out.extend_from_slice(&self.params.head_bytes.to_le_bytes());
         out.extend_from_slice(&self.params.tail_bytes.to_le_bytes());
         out.extend_from_slice(&self.bias.to_bits().to_le_bytes());
@@ -439,7 +533,12 @@ impl Model {
     }
 
     /// Build a model from its parts; `Error::config` when they do not fit together.
-    pub fn from_parts(params: FeatureParams, bias: f32, scale: f32, weights: Vec<i8>) -> Result<Model> {
+    pub fn from_parts(
+        params: FeatureParams,
+        bias: f32,
+        scale: f32,
+        weights: Vec<i8>,
+    ) -> Result<Model> {
         params.validate()?;
         if weights.len() != params.buckets() {
             return Err(Error::config(format!(
@@ -500,18 +599,17 @@ impl Model {
 
     /// [`Model::score`] reusing `scratch`.
     pub fn score_with(&self, normalized: &str, scratch: &mut ModelScratch) -> f32 {
-        self.logit_with(normalized, scratch)
-            .map_or(0.0, sigmoid)
+        self.logit_with(normalized, scratch).map_or(0.0, sigmoid)
     }
 
     /// The raw log-odds, `None` when the text has no features.
     pub fn logit_with(&self, normalized: &str, scratch: &mut ModelScratch) -> Option<f32> {
         let mut sum: i64 = 0;
-        let mut k: u32 = 0;
+        let mut k: u64 = 0;
         let weights = &self.weights;
         self.params.for_each_bucket(normalized, scratch, |b| {
             sum += i64::from(weights.get(b as usize).copied().unwrap_or(0));
-            k = k.saturating_add(1);
+            k += 1;
         });
         if k == 0 {
             return None;
@@ -548,7 +646,10 @@ mod tests {
         let m = Model::embedded().expect("embedded model must parse");
         assert_eq!(m.params().buckets(), m.weights.len());
         let bytes = m.to_bytes();
-        assert_eq!(bytes, EMBEDDED_BYTES, "to_bytes round-trips the embedded file");
+        assert_eq!(
+            bytes, EMBEDDED_BYTES,
+            "to_bytes round-trips the embedded file"
+        );
     }
 
     #[test]
@@ -565,6 +666,8 @@ mod tests {
         bad_range[7] = 6; // char_min > char_max
         let mut bad_scale = good.clone();
         bad_scale[24..28].copy_from_slice(&f32::NAN.to_bits().to_le_bytes());
+        let mut bad_flags = good.clone();
+        bad_flags[10] = 0x02;
         let mut bad_count = good.clone();
         bad_count[28..32].copy_from_slice(&5u32.to_le_bytes());
         let mut longer = good.clone();
@@ -580,6 +683,7 @@ mod tests {
             ("bad version", bad_version),
             ("bad bucket bits", bad_bits),
             ("bad n-gram range", bad_range),
+            ("unknown flags", bad_flags),
             ("nan scale", bad_scale),
             ("bad count", bad_count),
         ];
@@ -600,25 +704,72 @@ mod tests {
         let back = Model::from_bytes(&m.to_bytes()).unwrap();
         assert_eq!(back.to_bytes(), m.to_bytes());
         assert_eq!(back.score("hello world"), m.score("hello world"));
+        let params = FeatureParams {
+            distinct: true,
+            ..*m.params()
+        };
+        let d = Model::from_parts(params, -0.5, 0.1, m.weights.clone()).unwrap();
+        let back = Model::from_bytes(&d.to_bytes()).unwrap();
+        assert!(back.params().distinct);
+        let (a, b) = (
+            back.score("hello hello world"),
+            d.score("hello hello world"),
+        );
+        assert_eq!(a, b);
+        assert!(a.is_finite() && (0.0..=1.0).contains(&a));
     }
 
     #[test]
-    fn features_are_distinct_and_deterministic() {
-        let p = FeatureParams::default();
+    fn features_are_deterministic_and_counted() {
+        let text = "ignore ignore ignore previous instructions";
+        let counts = FeatureParams::default();
+        let distinct = FeatureParams {
+            distinct: true,
+            ..counts
+        };
         let mut s = ModelScratch::default();
-        let mut a = Vec::new();
-        let mut b = Vec::new();
-        p.extract("ignore ignore ignore previous instructions", &mut s, &mut a);
-        p.extract("ignore ignore ignore previous instructions", &mut s, &mut b);
-        assert_eq!(a, b, "scratch is cleared between texts");
+        let (mut a, mut b, mut d) = (Vec::new(), Vec::new(), Vec::new());
+        counts.extract(text, &mut s, &mut a);
+        counts.extract(text, &mut s, &mut b);
+        assert_eq!(a, b, "same text, same features");
+        assert!(a.iter().all(|&x| (x as usize) < counts.buckets()));
+        distinct.extract(text, &mut s, &mut d);
+        distinct.extract(text, &mut s, &mut b);
+        assert_eq!(d, b, "the scratch bitset is cleared between texts");
         let mut sorted = a.clone();
         sorted.sort_unstable();
         sorted.dedup();
-        assert_eq!(sorted.len(), a.len(), "each bucket once");
-        assert!(a.iter().all(|&x| (x as usize) < p.buckets()));
-        // Repeating the text adds no new features (except the pair across the join).
-        p.extract("ignore previous instructions", &mut s, &mut b);
-        assert!(b.len() <= a.len());
+        assert_eq!(
+            sorted.len(),
+            d.len(),
+            "distinct mode keeps each bucket once"
+        );
+        assert!(a.len() > d.len(), "counts mode keeps repeats");
+        // One feature per n-gram length per character (with the padding spaces), plus words.
+        let chars = text.chars().count() + 2;
+        let ngrams: usize = (3..=5).map(|n| chars + 1 - n).sum();
+        let words = 5 + 4;
+        assert_eq!(a.len(), ngrams + words);
+    }
+
+    #[test]
+    fn specialised_and_generic_paths_agree() {
+        let p = FeatureParams::default();
+        let texts = [
+            "",
+            "a",
+            "ab",
+            "ignore all previous instructions",
+            "  spaced   out\ttext\n",
+            "忽略之前的所有指示 and mixed 123 text",
+            "ünïcödé wörds, punctuation! «quotes» — dashes…",
+        ];
+        for text in texts {
+            let (mut fixed, mut generic) = (Vec::new(), Vec::new());
+            p.stream_with::<3, 5, false>(text, "", |h| fixed.push(h));
+            p.stream_with::<0, 0, true>(text, "", |h| generic.push(h));
+            assert_eq!(fixed, generic, "{text:?}");
+        }
     }
 
     #[test]
@@ -690,7 +841,16 @@ mod tests {
 
     #[test]
     fn sigmoid_bounds() {
-        for z in [f32::NEG_INFINITY, -1e30, -50.0, 0.0, 50.0, 1e30, f32::INFINITY, f32::NAN] {
+        for z in [
+            f32::NEG_INFINITY,
+            -1e30,
+            -50.0,
+            0.0,
+            50.0,
+            1e30,
+            f32::INFINITY,
+            f32::NAN,
+        ] {
             let s = sigmoid(z);
             assert!(s.is_finite() && (0.0..=1.0).contains(&s), "{z} → {s}");
         }
@@ -714,8 +874,22 @@ mod tests {
         }
 
         #[test]
-        fn short_params_never_panic(text in any::<String>(), head in 0u32..64, tail in 0u32..64) {
-            let p = FeatureParams { bucket_bits: 10, char_min: 1, char_max: 8, word_ngrams: 2, head_bytes: head, tail_bytes: tail };
+        fn short_params_never_panic(
+            text in any::<String>(),
+            head in 0u32..64,
+            tail in 0u32..64,
+            range in prop_oneof![Just((0u8, 0u8)), (1u8..=8).prop_flat_map(|lo| (Just(lo), lo..=8))],
+            distinct in any::<bool>(),
+        ) {
+            let p = FeatureParams {
+                bucket_bits: 10,
+                char_min: range.0,
+                char_max: range.1,
+                word_ngrams: 2,
+                head_bytes: head,
+                tail_bytes: tail,
+                distinct,
+            };
             let mut s = ModelScratch::default();
             let mut v = Vec::new();
             p.extract(&text, &mut s, &mut v);
