@@ -62,20 +62,96 @@ fn run(args: &[String]) -> anyhow::Result<()> {
     }
 }
 
-/// Validate a filter configuration with the same code as the filter's `on_configure`.
+/// Validate a filter configuration with the same code as the filter's `on_configure`. The
+/// filter is recognised by its settings: prompt-guard's, else llm-telemetry's.
 fn lint(file: &str) -> anyhow::Result<()> {
     let bytes = std::fs::read(file).map_err(|e| anyhow::anyhow!("cannot read {file}: {e}"))?;
-    let config = FilterConfig::parse::<<Telemetry as GuardFilter>::Settings, _>(
-        &bytes,
-        FailurePolicy::FailOpen,
-        Telemetry::compile,
-    )
-    .map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
-    let names: Vec<&str> = config.policy_names().collect();
-    println!(
-        "{}",
-        json!({"ok": true, "name": config.name, "version": config.version, "policies": names})
-    );
+    let as_prompt_guard = prompt_guard::engine::parse_config(&bytes)
+        .map(|c| ("prompt_guard", c.name.clone(), c.version.clone(), names(c.policy_names())));
+    let result = as_prompt_guard.or_else(|pg_err| {
+        FilterConfig::parse::<<Telemetry as GuardFilter>::Settings, _>(
+            &bytes,
+            FailurePolicy::FailOpen,
+            Telemetry::compile,
+        )
+        .map(|c| ("llm_telemetry", c.name.clone(), c.version.clone(), names(c.policy_names())))
+        .map_err(|tel_err| (pg_err, tel_err))
+    });
+    match result {
+        Ok((filter, name, version, policies)) => {
+            println!(
+                "{}",
+                json!({"ok": true, "filter": filter, "name": name, "version": version, "policies": policies})
+            );
+            Ok(())
+        }
+        Err((pg, tel)) => anyhow::bail!(
+            "{file}: not a valid prompt-guard config ({pg}) nor llm-telemetry config ({tel})"
+        ),
+    }
+}
+
+fn names<'a>(it: impl Iterator<Item = &'a str>) -> Vec<String> {
+    it.map(str::to_string).collect()
+}
+
+/// `guardctl injection`: JSON Lines of `{"text": ...}` → the policy's verdict for each (the
+/// verdict the policy gives, even when the policy is in dry run).
+fn injection(args: &[String]) -> anyhow::Result<()> {
+    use guard_core::segment::Source;
+    let mut config: Option<String> = None;
+    let mut source = Source::User;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--config" => {
+                config = Some(it.next().ok_or_else(|| anyhow::anyhow!("--config needs a file"))?.clone())
+            }
+            "--source" => {
+                source = match it.next().map(String::as_str) {
+                    Some("user") => Source::User,
+                    Some("tool") => Source::ToolResult,
+                    Some("document") => Source::Document,
+                    other => anyhow::bail!("--source must be user, tool or document, not {other:?}"),
+                }
+            }
+            other => anyhow::bail!("unknown argument {other:?}\n{USAGE}"),
+        }
+    }
+    let engine = match &config {
+        Some(f) => {
+            let bytes = std::fs::read(f).map_err(|e| anyhow::anyhow!("cannot read {f}: {e}"))?;
+            prompt_guard::engine::Engine::from_config_file(&bytes)
+                .map_err(|e| anyhow::anyhow!("{f}: {e}"))?
+        }
+        None => prompt_guard::engine::Engine::default_policy()
+            .map_err(|e| anyhow::anyhow!("default policy: {e}"))?,
+    };
+    let mut scratch = engine.scratch();
+    let stdin = std::io::stdin();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for line in stdin.lock().lines() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let result = match serde_json::from_str::<Value>(&line) {
+            Err(e) => json!({"error": format!("not json: {e}")}),
+            Ok(v) => match v.get("text").and_then(Value::as_str) {
+                None => json!({"error": "missing string field \"text\""}),
+                Some(text) => {
+                    let scan = engine.scan(&mut scratch, text, source);
+                    json!({
+                        "verdict": scan.verdict.as_str(),
+                        "score": (f64::from(scan.score) * 10000.0).round() / 10000.0,
+                        "rules": scan.rules,
+                    })
+                }
+            },
+        };
+        writeln!(out, "{result}")?;
+    }
+    out.flush()?;
     Ok(())
 }
 

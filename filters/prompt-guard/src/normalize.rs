@@ -1104,22 +1104,45 @@ fn collapse_separators(
             if count < 3 {
                 continue;
             }
-            // Emit the text before the run, then only the letters of the run.
+            // Emit the text before the run, then only the letters of the run. A gap that was
+            // wider in the original than the run's narrowest gap (`i g n o r e   a l l`)
+            // separated words: it stays a space.
             let o = out.len();
             out.push_str(text.get(copied..w0).unwrap_or(""));
             comp.map_range(out_map, o, copied, w0);
+            // Width of a gap in the original: from the end of the letter before it to the
+            // start of the letter after it (collapsed whitespace maps to its first byte only).
+            let gap_len = |g0: usize, g1: usize| {
+                let before = base.original_range(g0.saturating_sub(1), g0).1;
+                let after = base.original_range(g1, g1 + 1).0;
+                after.saturating_sub(before)
+            };
+            let mut narrowest = usize::MAX;
             let mut p = w0;
-            while p < end {
-                let Some(c) = text.get(p..).and_then(|t| t.chars().next()) else {
+            // Only runs spaced by whitespace carry word gaps (`i.g.n` has none).
+            while let Some((l0, l1, _)) = next_word(text, p).filter(|_| sep == b" ") {
+                if l0 >= end {
                     break;
-                };
-                let q = p + c.len_utf8();
-                if !c.is_ascii() || c.is_ascii_alphanumeric() {
-                    let o = out.len();
-                    out.push(c);
-                    comp.map_range(out_map, o, p, q);
                 }
-                p = q;
+                if l0 > p && p > w0 {
+                    narrowest = narrowest.min(gap_len(p, l0));
+                }
+                p = l1;
+            }
+            let mut p = w0;
+            while let Some((l0, l1, _)) = next_word(text, p) {
+                if l0 >= end {
+                    break;
+                }
+                if l0 > p && p > w0 && gap_len(p, l0) > narrowest {
+                    let o = out.len();
+                    out.push(' ');
+                    comp.map_range(out_map, o, p, l0);
+                }
+                let o = out.len();
+                out.push_str(text.get(l0..l1).unwrap_or(""));
+                comp.map_range(out_map, o, l0, l1);
+                p = l1;
             }
             copied = end;
             pos = end;

@@ -73,3 +73,52 @@ fn train_report() {
         println!("{k:<12} n={n:>5}  hit>=0.5: {s:>5} ({:.1}%)", 100.0 * s as f64 / n.max(1) as f64);
     }
 }
+
+#[test]
+#[ignore]
+fn slow_report() {
+    let path = std::env::var("PROMPT_GUARD_TRAIN").unwrap();
+    let data = std::fs::read_to_string(path).unwrap();
+    let set = RuleSet::compile(builtin_rules()).unwrap();
+    let mut scratch = set.scratch();
+    let mut times = Vec::new();
+    let t0 = std::time::Instant::now();
+    for (i, line) in data.lines().enumerate().take(1500) {
+        let row: serde_json::Value = serde_json::from_str(line).unwrap();
+        let text = row["text"].as_str().unwrap().to_lowercase();
+        let t = std::time::Instant::now();
+        let mut hits = Vec::new();
+        set.scan(&text, &mut scratch, &mut hits);
+        times.push((t.elapsed(), i, text.len()));
+    }
+    println!("total {:?}", t0.elapsed());
+    times.sort();
+    for t in times.iter().rev().take(10) {
+        println!("{:?}", t);
+    }
+}
+
+#[test]
+#[ignore]
+fn slow_rules() {
+    let path = std::env::var("PROMPT_GUARD_TRAIN").unwrap();
+    let data = std::fs::read_to_string(path).unwrap();
+    let texts: Vec<String> = data.lines().take(300).map(|l| {
+        let row: serde_json::Value = serde_json::from_str(l).unwrap();
+        row["text"].as_str().unwrap().to_lowercase()
+    }).collect();
+    let total: usize = texts.iter().map(|t| t.len()).sum();
+    let mut res = Vec::new();
+    for def in builtin_rules() {
+        let id = def.id.clone();
+        let set = RuleSet::compile(vec![def]).unwrap();
+        let mut scratch = set.scratch();
+        let t = std::time::Instant::now();
+        let mut hits = Vec::new();
+        for text in &texts { set.scan(text, &mut scratch, &mut hits); }
+        res.push((t.elapsed(), id));
+    }
+    res.sort();
+    println!("bytes {total}");
+    for r in res.iter().rev().take(25) { println!("{:?}", r); }
+}
