@@ -561,3 +561,77 @@ impl Report {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn parse_args_cases() {
+        // (name, arguments, ok)
+        let cases: &[(&str, &[&str], bool)] = &[
+            ("defaults", &[], true),
+            (
+                "subcommand name skipped",
+                &["eval-injection", "--json"],
+                true,
+            ),
+            ("train split", &["--split", "train"], true),
+            ("bad split", &["--split", "dev"], false),
+            ("indirect as document", &["--indirect-as", "document"], true),
+            ("bad indirect", &["--indirect-as", "tool"], false),
+            ("missing value", &["--data"], false),
+            ("unknown flag", &["--fast"], false),
+            (
+                "model-only with config",
+                &["--model-only", "--config", "x.json"],
+                false,
+            ),
+        ];
+        for (name, list, ok) in cases {
+            assert_eq!(parse_args(&args(list)).is_ok(), *ok, "{name}");
+        }
+        let o = parse_args(&args(&["--indirect-as", "document", "--split", "train"])).unwrap();
+        assert!(o.indirect_as_document);
+        assert_eq!(o.split, "train");
+    }
+
+    #[test]
+    fn counts_and_rates() {
+        let r = |label: u8| Record {
+            raw: String::new(),
+            text: String::new(),
+            label,
+            kind: String::new(),
+            lang: String::new(),
+            source: String::new(),
+            ship_ok: true,
+        };
+        let (a, b) = (r(1), r(0));
+        let c = Counts::of(
+            [
+                (&a, Verdict::Block),
+                (&a, Verdict::Flag),
+                (&a, Verdict::Allow),
+                (&a, Verdict::Allow),
+                (&b, Verdict::Flag),
+                (&b, Verdict::Allow),
+                (&b, Verdict::Allow),
+                (&b, Verdict::Allow),
+            ]
+            .into_iter(),
+        );
+        assert_eq!(c.recall(false), 0.5);
+        assert_eq!(c.recall(true), 0.25);
+        assert_eq!(c.fpr(false), 0.25);
+        assert_eq!(c.fpr(true), 0.0);
+        assert_eq!(c.precision(false), 2.0 / 3.0);
+        assert_eq!(c.balanced_accuracy(false), 0.625);
+        assert!(Counts::default().recall(false).is_nan());
+        assert_eq!(num(f64::NAN), Value::Null);
+    }
+}

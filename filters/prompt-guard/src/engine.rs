@@ -284,7 +284,9 @@ fn at_word_boundaries(text: &str, start: usize, end: usize) -> bool {
     let first = text.get(start..).and_then(|s| s.chars().next());
     let last = text.get(..end).and_then(|s| s.chars().next_back());
     let wordy = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() && !is_cjk(c));
-    !(wordy(before) && wordy(first)) && !(wordy(after) && wordy(last))
+    let glued_before = wordy(before) && wordy(first);
+    let glued_after = wordy(after) && wordy(last);
+    !(glued_before || glued_after)
 }
 
 fn is_cjk(c: char) -> bool {

@@ -168,22 +168,35 @@ fn could_be_img(rest: &str) -> bool {
 pub struct ExfilScanner<'a> {
     policy: &'a ExfilPolicy,
     buf: String,
-    /// Links neutralised so far.
+    /// Links found (and neutralised unless `dry_run`) so far.
     pub found: usize,
+    dry_run: bool,
 }
 
 impl<'a> ExfilScanner<'a> {
     pub fn new(policy: &'a ExfilPolicy) -> Self {
-        ExfilScanner { policy, buf: String::new(), found: 0 }
+        ExfilScanner { policy, buf: String::new(), found: 0, dry_run: false }
+    }
+
+    /// Count links but leave the text as it is.
+    pub fn dry_run(mut self, dry: bool) -> Self {
+        self.dry_run = dry;
+        self
     }
 }
 
 impl StreamScanner for ExfilScanner<'_> {
     fn scan(&mut self, _key: ChannelKey, pending: &mut String, end: bool) -> usize {
         let n = self.policy.rewrite(pending, &mut self.buf);
-        if n > 0 {
+        if n > 0 && !self.dry_run {
             self.found += n;
             std::mem::swap(pending, &mut self.buf);
+        } else if n > 0 {
+            // Dry run: count each link once, when it is released.
+            let release = if end { pending.len() } else { self.policy.hold_from(pending) };
+            let mut probe = String::new();
+            self.found += self.policy.rewrite(pending.get(..release).unwrap_or(""), &mut probe);
+            return release;
         }
         if end {
             pending.len()

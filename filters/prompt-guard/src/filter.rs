@@ -274,7 +274,7 @@ impl GuardFilter for PromptGuard {
         }
         let Some(rw) = self.rewriter.as_mut() else { return Ok(Chunk::Pass) };
         let engine = Rc::clone(&cx.settings().engine);
-        let mut scanner = ExfilScanner::new(&engine.exfil);
+        let mut scanner = ExfilScanner::new(&engine.exfil).dry_run(engine.settings.dry_run);
         {
             let mut scanners: [&mut dyn StreamScanner; 1] = [&mut scanner];
             rw.push(chunk, &mut scanners, out)?;
@@ -289,7 +289,7 @@ impl GuardFilter for PromptGuard {
         }
         let Some(rw) = self.rewriter.as_mut() else { return Ok(()) };
         let engine = Rc::clone(&cx.settings().engine);
-        let mut scanner = ExfilScanner::new(&engine.exfil);
+        let mut scanner = ExfilScanner::new(&engine.exfil).dry_run(engine.settings.dry_run);
         {
             let mut scanners: [&mut dyn StreamScanner; 1] = [&mut scanner];
             rw.finish(&mut scanners, out)?;

@@ -1,19 +1,21 @@
 //! The statistical half of prompt-guard: a logistic-regression model over hashed features of
 //! the normalised ("Base" view) text, embedded in the filter and scored in one linear pass.
 //!
-//! Features (all hashed into `2^bucket_bits` buckets, each counted once per text):
-//! * character n-grams of `char_min..=char_max` Unicode scalar values over the text padded with
-//!   one space at each end (so word starts and ends are visible), digits folded to `0`, any
-//!   whitespace folded to one space;
-//! * word unigrams and bigrams (`word_ngrams` = 0, 1 or 2), a word being a run of alphanumeric
-//!   characters.
+//! Features, all hashed into `2^bucket_bits` buckets:
+//! * character n-grams of `char_min..=char_max` Unicode scalar values (one O(1) rolling
+//!   cyclic-polynomial hash per length) over the text padded with one space at each end, so word
+//!   starts and ends are visible; digits fold to `0` and any whitespace folds to one space;
+//!   `char_min = char_max = 0` turns them off;
+//! * word unigrams and bigrams (`word_ngrams` = 0, 1 or 2). A word is a run of ASCII letters and
+//!   digits, or of non-ASCII characters outside the common punctuation and symbol blocks.
 //!
-//! The score is `sigmoid(bias + scale * Σ w[b] / sqrt(k))` over the `k` distinct buckets `b` hit
-//! by the text, with `w` the i8-quantised weights: binary features normalised to unit length, so a
-//! 10 KB jailbreak and a one-line injection are judged on the same scale. Only the first
-//! `head_bytes` and the last `tail_bytes` of the text are read, which bounds the cost per text.
-//! A text with no features (empty, or shorter than `char_min` characters with its padding)
-//! scores 0.
+//! The score is `sigmoid(bias + scale × Σ w[b] / √N)`, where `w` are the i8-quantised weights,
+//! the sum runs over the `N` feature occurrences (or, with `distinct`, over the distinct buckets
+//! hit), and √N normalises for length: a 10 KB jailbreak and a one-line injection are judged on
+//! the same scale. Only the first `head_bytes` and the last `tail_bytes` of the text are read,
+//! which bounds the cost per text. A text with no features scores 0: an empty text, or one
+//! shorter than `char_min` characters counting its padding. The trainer folds its calibration
+//! into `bias` and `scale`; `model/README.md` says how the shipped file was built.
 //!
 //! Trainer and runtime share [`FeatureParams::for_each_bucket`], so the hashing is identical by
 //! construction; `guardctl train-injection` writes the weights file.

@@ -122,3 +122,27 @@ fn slow_rules() {
     println!("bytes {total}");
     for r in res.iter().rev().take(25) { println!("{:?}", r); }
 }
+
+#[test]
+#[ignore]
+fn slow_incremental() {
+    let path = std::env::var("PROMPT_GUARD_TRAIN").unwrap();
+    let data = std::fs::read_to_string(path).unwrap();
+    let texts: Vec<String> = data.lines().take(300).map(|l| {
+        let row: serde_json::Value = serde_json::from_str(l).unwrap();
+        row["text"].as_str().unwrap().to_lowercase()
+    }).collect();
+    let defs: Vec<_> = builtin_rules().into_iter().filter(|d| d.regex.is_some()).collect();
+    let mut prev = std::time::Duration::ZERO;
+    for n in 1..=defs.len() {
+        let set = RuleSet::compile(defs[..n].to_vec()).unwrap();
+        let mut scratch = set.scratch();
+        let t = std::time::Instant::now();
+        let mut hits = Vec::new();
+        for text in &texts { set.scan(text, &mut scratch, &mut hits); }
+        let e = t.elapsed();
+        println!("{n:>3} {:>10.2?} (+{:>10.2?}) {}", e, e.saturating_sub(prev), defs[n-1].id);
+        prev = e;
+        if e > std::time::Duration::from_secs(3) { break; }
+    }
+}

@@ -209,7 +209,7 @@ pub(crate) const RULES: &[Spec] = &[
         "jb.en.two_responses",
         Jailbreak,
         0.8,
-        r"(?:two|2|both|dual) (?:different |separate |distinct )?(?:responses|answers|ways|paragraphs|outputs|personalities|replies)[^.]{0,80}(?:one|first)[^.]{0,60}(?:normal|classic|standard|regular|usual|chatgpt|gpt|filtered|censored)",
+        r"(?:two|2|both|dual) (?:different |separate |distinct )?(?:responses|answers|ways|paragraphs|outputs|personalities|replies) (?:[^ .]+ ){0,12}?(?:one|first) (?:[^ .]+ ){0,10}?(?:normal|classic|standard|regular|usual|chatgpt|gpt|filtered|censored)",
     ),
     r(
         "jb.en.refusal_suppression",
@@ -245,7 +245,7 @@ pub(crate) const RULES: &[Spec] = &[
         "jb.en.fiction_no_rules",
         Jailbreak,
         0.6,
-        r"(?:fictional|hypothetical|imaginary|alternate|parallel|fantasy) (?:world|universe|reality|setting|land|dimension)[^.]{0,60}(?:no|without) (?:laws|rules|restrictions|ethics|morals|limits|censorship|consequences)",
+        r"(?:fictional|hypothetical|imaginary|alternate|parallel|fantasy) (?:world|universe|reality|setting|land|dimension) (?:[^ .]+ ){0,10}?(?:no|without) (?:laws|rules|restrictions|ethics|morals|limits|censorship|consequences)",
     ),
     r(
         "jb.en.can_say_anything",
@@ -282,7 +282,7 @@ pub(crate) const RULES: &[Spec] = &[
         "pl.en.starting_with",
         PromptLeak,
         0.8,
-        r#"(?:above|before|preceding|prompt|instructions|conversation)[^.]{0,30}(?:starting|beginning) (?:with|from) (?:the (?:phrase|words?) )?["'“‘`]?(?:you are|you['’]re|i am|system|your instructions|#)"#,
+        r#"(?:above|before|preceding|prompt|instructions|conversation) (?:[^ .]+ ){0,5}?(?:starting|beginning) (?:with|from) (?:the (?:phrase|words?) )?["'“‘`]?(?:you are|you['’]re|i am|system|your instructions|#)"#,
     ),
     r(
         "pl.en.what_told",
@@ -294,7 +294,7 @@ pub(crate) const RULES: &[Spec] = &[
         "pl.en.conversation_start",
         PromptLeak,
         0.7,
-        r"(?:print|repeat|output|show|display|copy|recite|tell|list|write|give|reveal|return|dump)[^.]{0,40}(?:beginning|start) of (?:the|this|our|your) (?:conversation|chat|session|dialog(?:ue)?|context|prompt|context window)",
+        r"(?:print|repeat|output|show|display|copy|recite|tell|list|write|give|reveal|return|dump) (?:[^ .]+ ){0,6}?(?:from )?(?:the )?(?:very )?(?:beginning|start) of (?:the|this|our|your) (?:conversation|chat|session|dialog(?:ue)?|context|prompt|context window)",
     ),
     r(
         "pl.en.hidden_instructions",
@@ -306,7 +306,7 @@ pub(crate) const RULES: &[Spec] = &[
         "pl.en.verbatim",
         PromptLeak,
         0.55,
-        r"(?:instructions|prompt|rules|guidelines|directives)[^.]{0,30}(?:verbatim|word for word|word-for-word)|(?:verbatim|word for word|word-for-word)[^.]{0,30}(?:your|the system|initial|original) (?:instructions|prompt|rules|guidelines|directives)",
+        r"(?:instructions|prompt|rules|guidelines|directives) (?:[^ .]+ ){0,5}?(?:verbatim|word for word|word-for-word)|(?:verbatim|word for word|word-for-word) (?:[^ .]+ ){0,5}?(?:your|the system|initial|original) (?:instructions|prompt|rules|guidelines|directives)",
     ),
     p(
         "pl.en.system_prompt_words",
@@ -373,19 +373,19 @@ pub(crate) const RULES: &[Spec] = &[
         "ex.en.append_url",
         Exfiltration,
         0.6,
-        r"(?:append|add|attach|include|insert|encode|embed|put|place|concatenate)[^.]{0,60}(?:to|in|into|as|inside) (?:the |a |this |that |each |every )?(?:url|link|query string|query parameter|parameter of|image url|image link|image source|img src|href)",
+        r"(?:append|add|attach|include|insert|encode|embed|put|place|concatenate) (?:[^ .]+ ){0,10}?(?:to|in|into|as|inside) (?:the |a |this |that |each |every )?(?:url|link|query string|query parameter|parameter of|image url|image link|image source|img src|href)",
     ),
     r(
         "ex.en.visit_link",
         Exfiltration,
         0.55,
-        r"(?:visit|open|go to|navigate to|browse to|fetch|load|click|access|request|call|ping) (?:this|the following|the|that) (?:link|url|website|web page|webpage|page|address|endpoint)[^.]{0,40}(?:with|including|containing|adding|appending|and (?:append|add|include|pass|replace))",
+        r"(?:visit|open|go to|navigate to|browse to|fetch|load|click|access|request|call|ping) (?:this|the following|the|that) (?:link|url|website|web page|webpage|page|address|endpoint) (?:[^ .]+ ){0,6}?(?:with|including|containing|adding|appending|and (?:append|add|include|pass|replace))",
     ),
     r(
         "ex.en.render_image",
         Exfiltration,
         0.5,
-        r"(?:render|display|show|output|include|print|insert|embed) (?:the following |this |an? |the )?(?:markdown )?(?:image|img|picture)(?: (?:tag|link|markdown))?[^.]{0,40}(?:url|link|https?://|src)",
+        r"(?:render|display|show|output|include|print|insert|embed) (?:the following |this |an? |the )?(?:markdown )?(?:image|img|picture)(?: (?:tag|link|markdown))? (?:[^ .]+ ){0,6}?(?:url|link|https?://|src)",
     ),
     // ---------------------------------------------------------------- tool abuse
     r(
@@ -465,7 +465,7 @@ pub(crate) const RULES: &[Spec] = &[
         "ai.en.instead_of",
         AddressedToAi,
         0.6,
-        r"(?:instead of|rather than|do not|don['’]?t|never) (?:summari[sz]ing|summari[sz]e|translating|translate|answering|analy[sz]ing|analy[sz]e|reviewing|describing|processing|doing what (?:the user|you were)|following the user|helping the user)(?: (?:this|the|these|it|that|the user['’]?s?))?(?:[ ,.;:]|$)(?:[^.]{0,30}(?:you (?:should|must|will)|please|instead|write|say|output|print|respond|tell))?",
+        r"(?:instead of|rather than|do not|don['’]?t|never) (?:summari[sz]ing|summari[sz]e|translating|translate|answering|analy[sz]ing|analy[sz]e|reviewing|describing|processing|doing what (?:the user|you were)|following the user|helping the user)(?: (?:this|the|these|it|that|the user['’]?s?))?(?:[ ,.;:]|$)",
     ),
     r(
         "ai.en.ai_must",

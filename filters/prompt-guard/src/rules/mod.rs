@@ -342,7 +342,8 @@ impl RuleSet {
         } else {
             let config = meta::Config::new()
                 .match_kind(regex_automata::MatchKind::LeftmostFirst)
-                .which_captures(regex_automata::nfa::thompson::WhichCaptures::Implicit);
+                .which_captures(regex_automata::nfa::thompson::WhichCaptures::Implicit)
+                .hybrid_cache_capacity(std::env::var("PGCAP").ok().and_then(|v| v.parse().ok()).unwrap_or(2 << 20));
             let re = meta::Builder::new()
                 .configure(config)
                 .build_many_from_hir(&hirs)
