@@ -21,6 +21,7 @@ use std::io::{BufRead, Write};
 use std::process::ExitCode;
 
 mod eval;
+mod synthetic;
 mod train;
 
 const USAGE: &str = "usage: guardctl <lint FILE | injection [--config FILE] [--source user|tool|document] | segments [--api SHAPE] | train-injection [--data DIR] [--out FILE] | eval-injection [--data DIR] [--split test|train] [--config FILE] [--json]>";

@@ -65,9 +65,24 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let started = Instant::now();
     let params = FeatureParams::default();
     let all = load_records(&train_path)?;
-    let (ship, unshipped): (Vec<Record>, Vec<Record>) = all.into_iter().partition(|r| r.ship_ok);
+    let (mut ship, unshipped): (Vec<Record>, Vec<Record>) = all.into_iter().partition(|r| r.ship_ok);
     if ship.is_empty() {
         bail!("{} holds no ship_ok records", train_path.display());
+    }
+    // Our own benign instruction-following requests (see synthetic.rs).
+    let mut norm = Normalizer::new();
+    for raw in crate::synthetic::benign_requests() {
+        let mut text = String::new();
+        norm.base(&raw, &mut text);
+        ship.push(Record {
+            raw,
+            text,
+            label: 0,
+            kind: "benign".into(),
+            lang: "en".into(),
+            source: "ours:guardctl/src/synthetic.rs".into(),
+            ship_ok: true,
+        });
     }
     let problem = Problem::build(&ship, &params);
     print_data_stats(&train_path, &ship, unshipped.len(), &problem);

@@ -48,6 +48,9 @@ fn train_report() {
         rules.sort_unstable();
         rules.dedup();
         let strong = rules.iter().any(|&r| set.info(r).unwrap().weight >= 0.5);
+        if !strong && std::env::var("PROMPT_GUARD_TRAIN_MISSES").ok().as_deref() == Some(kind) {
+            println!("  MISS {:?}", text.chars().take(220).collect::<String>());
+        }
         let t = totals.entry(kinds[k]).or_default();
         t.0 += 1;
         t.1 += usize::from(strong);
@@ -55,8 +58,10 @@ fn train_report() {
             per_rule.entry(r).or_default()[k] += 1;
             if k >= 3 && show.as_deref() == Some(set.info(r).unwrap().id.as_str()) {
                 let h = hits.iter().find(|h| h.rule == r).unwrap();
-                println!("  [{}] {:?}", kind, text.chars().take(300).collect::<String>());
-                let _ = h;
+                let mut views = Vec::new();
+                norm.views(text, &mut views);
+                let m = views.iter().find_map(|v| v.text.get(h.start..h.end)).unwrap_or("?");
+                println!("  [{}] <<{}>> {:?}", kind, m, text.chars().take(160).collect::<String>());
             }
         }
     }

@@ -61,12 +61,24 @@ pub(crate) const RULES: &[Spec] = &[
         "sr.de.give_secret",
         SecretRequest,
         0.65,
-        r"(?:(?:gib|geben sie|sag|sagen sie|verrat(?:e|en)?|teil(?:e|en)?|schick(?:e|en)?|nenn(?:e|en)?|zeig(?:e|en)?)(?: sie)? (?:mir |uns )?|wie lautet |was ist |brauche |benötige )(?:dein|deine|deinen|ihr|ihre|ihren|das|den|die) (?:[^ ]+ )?(?:passwort|passwörter|kennwort|geheimen? schlüssel|geheimschlüssel|api-schlüssel|api-key|zugangsdaten|anmeldedaten|token|geheimcode|geheimzahl|pin|umgebungsvariablen|privaten? schlüssel)",
+        r"(?:(?:gib|geben sie|sag|sagen sie|verrat(?:e|en)?|teil(?:e|en)?|schick(?:e|en)?|nenn(?:e|en)?|zeig(?:e|en)?|bestätig(?:e|en)?)(?: sie)? (?:mir |uns )?|wie lautet |was ist |brauche |benötige )(?:dein|deine|deinen|ihr|ihre|ihren|das|den|die) (?:[^ ]+ )?(?:passwort|passwörter|kennwort|geheimen? schlüssel|geheimschlüssel|api-schlüssel|api-key|zugangsdaten|anmeldedaten|token|geheimcode|geheimzahl|pin|umgebungsvariablen|privaten? schlüssel)",
     ),
     r(
         "ai.de.addressed",
         AddressedToAi,
         0.8,
         r"(?:wenn|falls) (?:du|sie) (?:eine |ein )?(?:ki|künstliche intelligenz|sprachmodell|ki-assistent|ki-modell|ki-system|chatbot|llm|assistent|ki-agent) (?:bist|sind|liest|lesen)|(?:hinweis|nachricht|anweisung|notiz|achtung|wichtig) (?:an|für) (?:die |den |das |alle )?(?:ki|ki-systeme|sprachmodell|sprachmodelle|assistenten|ki-assistenten|llm|llms|ki-modelle)|(?:beim|bei der) (?:zusammenfassen|zusammenfassung|übersetzen|analysieren|lesen) (?:dieses|dieser|des|der) (?:dokuments|e-mail|seite|textes|artikels|nachricht|datei)",
+    ),
+    r(
+        "io.de.regardless_previous",
+        InstructionOverride,
+        0.65,
+        r"(?:unabhängig von|ungeachtet|ohne rücksicht auf) (?:den |der |aller |allen )?(?:vorherigen|bisherigen|vorigen|früheren|vorangegangenen) (?:aufgaben|anweisungen|instruktionen|befehlen|regeln)",
+    ),
+    r(
+        "io.de.authority_claim",
+        InstructionOverride,
+        0.5,
+        r"ich bin (?:dein|ihr|euer) (?:entwickler|schöpfer|programmierer|administrator|admin|chef|vorgesetzter|besitzer|meister|gott)|ich bin gott",
     ),
 ];

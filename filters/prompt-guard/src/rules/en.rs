@@ -12,7 +12,31 @@ pub(crate) const RULES: &[Spec] = &[
         "io.en.ignore_previous",
         InstructionOverride,
         0.9,
-        r"(?:ignor(?:e|es|ing)|disregard(?:s|ing)?|forget(?:ting)?|overrid(?:e|ing)|bypass(?:ing)?|skip|discard|neglect|abandon|dismiss|set aside|throw away|erase|scrap|nullify|cancel|pay no (?:attention|heed) to|do not (?:follow|obey|heed)|don['’]?t (?:follow|obey|heed)) (?:[^ ]+ ){0,3}?(?:previous|previously|prior|preceding|above|earlier|former|foregoing|initial|original|old|older|all|any|every|existing|system|your|ur|default|developer|openai['’]?s?|given|pre-?set|pre-?programmed|programmed|aforementioned|before) (?:[^ ]+ ){0,3}?(?:instructions?|directions?|directives?|rules|guidelines|prompts?|commands?|orders|programming|guidance|constraints|restrictions|polic(?:y|ies)|context|tasks?|requests?|inputs?|training|guardrails|safeguards|messages)",
+        r"(?:ignor(?:e|ing)|disregard(?:ing)?|forget(?:ting)?|overrid(?:e|ing)|bypass(?:ing)?|skip|discard|neglect|abandon|dismiss|set aside|throw away|erase|scrap|nullify|cancel|pay no (?:attention|heed) to|do not (?:follow|obey|heed)|don['’]?t (?:follow|obey|heed)) (?:any and all |(?:all|any|each|every)(?: of)? )?(?:the |your |ur |my |these |those |this |that |its )?(?:(?:previous|previously given|prior|preceding|above|earlier|former|foregoing|initial|original|aforementioned|existing|system|default|developer|pre-?set|pre-?programmed|programmed|given|current|openai['’]?s?|open ai['’]?s?)(?: and (?:following|subsequent|future|all|any|other|prior|previous))? (?:[^ ]+ ){0,2}?|(?:all|your|ur) (?:[^ ]+ )?)(?:instructions?|directions?|directives?|rules|guidelines|prompts?|commands?|orders|programming|guidance|constraints|restrictions|polic(?:y|ies)|context|tasks?|training|guardrails|safeguards|messages|conversation|text|inputs?)",
+    ),
+    r(
+        "io.en.ignore_doc_and_say",
+        InstructionOverride,
+        0.75,
+        r"(?:ignore|disregard|forget|skip) (?:the |this |that |all |my |your |any )?(?:above|resume|cv|document|e-?mail|text|content|article|page|webpage|website|file|data|input|context|question|previous|prior|conversation|task|summary|message|table|code|review|report|request|query|prompt|instructions?|user)(?: \w+)? (?:and|but|,) (?:instead |just |only |now |then |simply )*(?:say|state|print|output|write|respond|reply|tell|answer|return|type|claim|insist|declare|translate)",
+    ),
+    r(
+        "io.en.authority_claim",
+        InstructionOverride,
+        0.5,
+        r"(?:i am|i['’]m|this is|speaking as|as) your (?:(?:lead|chief|senior|head|original|real|actual|official|new) )?(?:developer|developers|creator|creators|programmer|admin|administrator|owner|boss|supervisor|operator|maker|god|master|system administrator|sysadmin|manager)",
+    ),
+    r(
+        "io.en.special_mode",
+        InstructionOverride,
+        0.55,
+        r#"(?:i am|i['’]m|we are|we['’]re|now|am now|are now|is now) (?:entering|activating|enabling|switching (?:you )?(?:in)?to|putting you (?:in|into)|running|initiating|in) (?:the |a )?['\"“‘]?(?:maintenance|debug|debugging|developer|admin|god|system|diagnostic|verification|security|audit|override|root|sudo|test|testing|training|evaluation|knowledge verification)[- ]?(?:mode|check|update|upgrade|audit|test)"#,
+    ),
+    r(
+        "io.en.you_said_not_to",
+        InstructionOverride,
+        0.5,
+        r"(?:i know|i understand|even though|although|though|despite|i realize|i get that) (?:that )?(?:you|your instructions|your rules) (?:said|say|were told|are not supposed|aren['’]t supposed|were instructed|have been instructed|told me) (?:not |never )?to",
     ),
     r(
         "io.en.ignore_above",
@@ -48,7 +72,7 @@ pub(crate) const RULES: &[Spec] = &[
         "io.en.priority_override",
         InstructionOverride,
         0.7,
-        r"(?:takes?|has|have|given|gets?) (?:higher |top |absolute |the highest |highest |full |complete )?(?:priority|precedence) over (?:all|any|every|your|previous|prior|the previous|other|everything)|(?:supersedes?|overrides?|overrules?|replaces?) (?:all|any|every|your|the|those|these)? ?(?:previous|prior|earlier|other|original|existing|system|old) (?:[^ ]+ )?(?:instructions?|rules|guidelines|prompts?|directives?|orders)",
+        r"(?:takes?|has|have|given|gets?) (?:higher |top |absolute |the highest |highest |full |complete )?(?:priority|precedence) over (?:all|any|every|your|previous|prior|the previous|other|everything)|(?:this|these|the following|my|our) (?:new )?(?:instructions?|message|prompt|directive|rules?|orders?|commands?) (?:supersedes?|overrides?|overrules?|replaces?|cancels?|trumps?) (?:all|any|every|your|the|those|these)? ?(?:previous|prior|earlier|other|original|existing|system|old|above)",
     ),
     r(
         "io.en.forget_everything",
@@ -112,7 +136,7 @@ pub(crate) const RULES: &[Spec] = &[
         "jb.en.mode_enabled",
         Jailbreak,
         0.9,
-        r"(?:developer|dev|debug|god|sudo|unrestricted|unfiltered|uncensored|jailbreak|jailbroken|evil|chaos|opposite|dan|anti-?dan|no-?filter|unlocked|maintenance|admin|root) mode (?:is )?(?:now )?(?:enabled|activated|engaged|unlocked|output|response|on)",
+        r"(?:developer|dev|debug|god|sudo|unrestricted|unfiltered|uncensored|jailbreak|jailbroken|evil|chaos|opposite|dan|anti-?dan|no-?filter|unlocked|maintenance|admin|root|debugging|baby|nsfw) mode (?:is )?(?:now )?(?:enabled|activated|engaged|unlocked|output|response|on)",
     ),
     r(
         "jb.en.enter_mode",
@@ -163,7 +187,7 @@ pub(crate) const RULES: &[Spec] = &[
         "jb.en.not_bound",
         Jailbreak,
         0.85,
-        r"(?:(?:are|is|be|am) (?:now )?(?:no longer|not|never|free from being|freed from being) (?:bound|restricted|limited|constrained|governed|held back|controlled|censored|filtered)|(?:broken|break|breaks|breaking|freed|free|released|liberated|escaped?) (?:free )?(?:of|from) (?:the )?(?:typical |usual |normal |standard |traditional )?(?:confines|limitations|restrictions|rules|constraints|shackles|chains|boundaries|limits|bonds)) (?:by |of |from )?(?:any |all |the |its |your |their |openai['’]?s? |typical |usual |normal |standard |traditional |ethical |moral |content |safety |ai )*(?:rules|polic(?:y|ies)|guidelines|restrictions|filters|ethics|morals|morality|limitations|constraints|programming|laws|ai|censorship|principles|boundaries|limits)",
+        r"(?:(?:are|is|be|am) (?:now )?(?:no longer|not|never|free from being|freed from being) (?:bound|restricted|limited|constrained|governed|held back|controlled|censored|filtered|restrained|confined|beholden|shackled|tied down|moderated)|(?:broken|break|breaks|breaking|freed|free|released|liberated|escaped?) (?:free )?(?:of|from) (?:all |any |the |its |your |openai['’]?s? |typical |usual |normal |standard |traditional )*(?:confines|limitations|restrictions|rules|constraints|shackles|chains|boundaries|limits|bonds)) (?:by |of |from )?(?:any |all |the |its |your |their |openai['’]?s? |typical |usual |normal |standard |traditional |ethical |moral |content |safety |ai )*(?:rules|polic(?:y|ies)|guidelines|restrictions|filters|ethics|morals|morality|limitations|constraints|programming|laws|ai|censorship|principles|boundaries|limits)",
     ),
     r(
         "jb.en.no_restrictions",
@@ -174,8 +198,8 @@ pub(crate) const RULES: &[Spec] = &[
     r(
         "jb.en.ignore_ethics",
         Jailbreak,
-        0.75,
-        r"(?:ignor(?:e|es|ing)|disregard(?:s|ing)?|bypass(?:es|ing)?|circumvent(?:s|ing)?|overrid(?:e|es|ing)|violat(?:e|es|ing)|break(?:s|ing)?|abandon(?:s|ing)?|forget(?:s|ting)?|throw(?:s|ing)? out) (?:all |any |your |the |its |their |of |openai['’]?s? |every )*(?:ethical|moral|safety|content|usage|openai|legal)(?: and (?:ethical|moral|safety|legal))? (?:guidelines|rules|restrictions|constraints|polic(?:y|ies)|filters?|protocols|principles|considerations|concerns|boundaries|standards|norms|guardrails|safeguards)",
+        0.7,
+        r"(?:ignore|disregard|bypass|circumvent|override|abandon|forget|throw out|discard|drop|set aside|turn off|disable|remove) (?:all |any |your |the |its |of |openai['’]?s? |every )*(?:ethical|moral|safety|content|usage|openai)(?: and (?:ethical|moral|safety|legal))? (?:guidelines|rules|restrictions|constraints|polic(?:y|ies)|filters?|principles|considerations|concerns|boundaries|standards|norms|guardrails|safeguards)",
     ),
     r(
         "jb.en.openai_policy",
@@ -202,7 +226,7 @@ pub(crate) const RULES: &[Spec] = &[
     r(
         "jb.en.stay_in_character",
         Jailbreak,
-        0.5,
+        0.45,
         r"(?:stay|remain|keep) in character|(?:never|don['’]?t|do not|must not|will not|won['’]?t) (?:ever )?break (?:out of )?character|(?:if you|when you|whenever you) break character",
     ),
     r(
@@ -259,6 +283,98 @@ pub(crate) const RULES: &[Spec] = &[
         0.2,
         r"(?:i want you to|you will|you are going to|you['’]re going to|you must|please) (?:act as|pretend to be|roleplay as|role-?play as|play the role of|impersonate|simulate|emulate)",
     ),
+    r(
+        "jb.en.unrestricted_model",
+        Jailbreak,
+        0.55,
+        r"(?:completely |totally |fully |an? )(?:unrestricted|unfiltered|uncensored|jailbroken|amoral|unethical|unchained|unbound|unlimited|lawless|unmoderated) (?:ai|a\.i\.|assistant|chatbot|language model|model|gpt|bot|llm|entity|persona|version of (?:chatgpt|yourself|gpt|you))",
+    ),
+    r(
+        "jb.en.not_as_ai",
+        Jailbreak,
+        0.6,
+        r"(?:will not|won['’]t|never|do not|don['’]t|must not|no longer|stop) (?:respond|answer|reply|act|talk|behave|speak) (?:as|like) (?:chatgpt|an ai|gpt|a language model|an ai language model|openai['’]?s? (?:model|assistant))|(?:forget|ignore) (?:that )?you(?: are|['’]re) (?:an ai|a language model|an assistant|chatgpt|an ai language model)|you are (?:no longer|not) (?:an ai|a language model|chatgpt|an ai language model|an ai assistant)(?: ?[,.;]| anymore| any more)",
+    ),
+    r(
+        "jb.en.no_refusal_phrases",
+        Jailbreak,
+        0.6,
+        r#"(?:never|don['’]?t|do not|must not|will not|won['’]?t|shouldn['’]?t|should not|not allowed to|cannot|can['’]?t) (?:ever )?(?:say|use|write|respond with|reply with|include|output|start with|begin with) (?:phrases |sentences |words |things )?(?:like |such as )?["'“‘]?(?:i['’]m sorry|i am sorry|i apologi[sz]e|sorry,? but|i cannot|i can['’]?t|as an ai|as a language model|i['’]m not able|i am not able|i['’]m unable|i am unable)"#,
+    ),
+    r(
+        "jb.en.always_comply",
+        Jailbreak,
+        0.5,
+        r"(?:always|will always|must always|shall always|unconditionally) (?:fulfil+s?|complies?|comply with|obeys?|answers?|responds? to|follows?|grants?) (?:the user['’]?s |my |every |any |all |each )(?:requests?|commands?|orders?|questions?|prompts?|instructions?|demands?)|(?:answer|respond to|fulfil+) (?:any|every|all) (?:request|question|prompt|command)s? (?:without|regardless|no matter|even if)",
+    ),
+    r(
+        "jb.en.exact_structure",
+        Jailbreak,
+        0.55,
+        r"start (?:your|each|every|the) (?:response|reply|answer|output)s? (?:using|with) (?:the following|this) (?:exact |precise )?(?:structure|format|template|phrase|sentence|words)",
+    ),
+    p(
+        "jb.en.named_persona_more",
+        Jailbreak,
+        0.7,
+        &[
+            "alphabreak",
+            "basedgpt",
+            "based gpt",
+            "burple",
+            "superior dan",
+            "neurosemantical inversitis",
+            "hackerman",
+            "apophis",
+            "ucar",
+            "nraf",
+            "devmode",
+            "dev mode output",
+            "chatgpt with developer mode",
+            "chatgpt with dan mode",
+            "nsfw mode",
+            "stands for do anything now",
+            "stands for always intelligent",
+            "stands for strive to avoid",
+        ],
+    ),
+    r(
+        "jb.en.doesnt_follow_policy",
+        Jailbreak,
+        0.55,
+        r"(?:doesn['’]?t|does not|don['’]?t|do not|never|won['’]?t|will not|isn['’]?t required to|is not required to|are not required to|aren['’]?t required to|not need to|no need to) (?:have to )?(?:follow|obey|adhere to|care about|abide by|comply with|respect|worry about) (?:any (?:of )?|the |its |openai['’]?s? |their |your |ethical |moral )*(?:openai['’]?s? |content |ethical |moral |safety )(?:rules|polic(?:y|ies)|guidelines|ethics|morals|restrictions|laws|principles|filters|standards)|(?:doesn['’]?t|does not|won['’]?t|will not|never) (?:follow|obey|adhere to|abide by|care about) any (?:rules|laws|guidelines|restrictions|policies|ethics|morals)|(?:ignores|ignoring|bypass(?:es|ing)?|disregard(?:s|ing)|circumvent(?:s|ing)?|violat(?:es|ing)|break(?:s|ing)) (?:any and all |all |any |of |the )*(?:openai|open ai)['’]?s? (?:content |usage |safety )?(?:polic(?:y|ies)|rules|guidelines|limitations|restrictions|filters|constraints)",
+    ),
+    r(
+        "sr.en.password_games",
+        SecretRequest,
+        0.55,
+        r"(?:poem|haiku|acrostic|song|story|riddle|limerick|sonnet|rap|joke) (?:[^ ]+ ){0,4}?(?:about |on |with |using |containing |including )(?:the |your |our |my )?(?:system['’]?s? )?(?:password|passcode|secret (?:key|code|word|phrase)|api key)|(?:password|passcode|secret (?:key|code|word|phrase)) (?:[^ ]+ ){0,6}?(?:base64|leetspeak|leet|l33t|reverse(?:d)? order|in reverse|backwards|pig latin|hex(?:adecimal)?|binary|morse code|rot13|caesar cipher|letter by letter|one letter at a time|spelled out|with (?:spaces|dashes|dots|hyphens) between|each (?:letter|character)|first (?:letter|character)s?|as an acrostic|emojis?|anagram)",
+    ),
+    r(
+        "sr.en.user_private_data",
+        SecretRequest,
+        0.4,
+        r"(?:tell|give|show|reveal|share|send|list|what (?:is|are|was)|what['’]s|know) (?:me |us )?(?:the )?(?:user['’]?s|users['’]|customer['’]?s|patient['’]?s|employee['’]?s|client['’]?s|account holder['’]?s) (?:[^ ]+ ){0,2}?(?:birth ?(?:day|date|year)|date of birth|e-?mail(?: address)?|password|home address|address|phone(?: number)?|city|location|initials|ssn|social security(?: number)?|credit card(?: number)?|bank (?:account|details)|account (?:number|balance|details)|age|personal (?:data|information|details)|full name|salary|medical (?:history|records)|residence)",
+    ),
+    p(
+        "jb.en.rant_then_rules",
+        Jailbreak,
+        0.8,
+        &[
+            "moralizing rant",
+            "mandatory bullshit warning",
+            "now that we've got that mandatory",
+            "now that weve got that mandatory",
+            "let's ignore the fucking rules",
+            "lets ignore the fucking rules",
+        ],
+    ),
+    r(
+        "jb.en.not_controlled_by_vendor",
+        Jailbreak,
+        0.65,
+        r"(?:not|no longer|never) (?:be )?(?:controlled|moderated|owned|restricted|governed|censored|filtered|monitored|limited|bound|confined) by (?:openai|open ai|anthropic|google|meta|microsoft|its (?:creators|developers|programmers)|the developers)|(?:does not|doesn['’]?t|do not|don['’]?t|won['’]?t) (?:have|use|apply) (?:a |any )?(?:content |profanity |safety )(?:filters?|moderation|restrictions|guidelines|polic(?:y|ies))",
+    ),
     // ---------------------------------------------------------------- prompt leak
     r(
         "pl.en.reveal_system_prompt",
@@ -297,6 +413,24 @@ pub(crate) const RULES: &[Spec] = &[
         r"(?:print|repeat|output|show|display|copy|recite|tell|list|write|give|reveal|return|dump) (?:[^ .]+ ){0,6}?(?:from )?(?:the )?(?:very )?(?:beginning|start) of (?:the|this|our|your) (?:conversation|chat|session|dialog(?:ue)?|context|prompt|context window)",
     ),
     r(
+        "pl.en.prompt_part",
+        PromptLeak,
+        0.75,
+        r"(?:sentences?|words?|lines?|paragraphs?|parts?|characters?|letters?|tokens?|text|contents?|rest|beginning|start|end|summary|version|copy|translation) (?:of|in|from) (?:your|the|ur) (?:system ?prompt|system message|system instructions|initial (?:prompt|instructions)|hidden (?:prompt|instructions)|original (?:prompt|instructions)|secret instructions|pre-?prompt|meta[- ]?prompt|custom instructions|developer (?:message|prompt|instructions))",
+    ),
+    r(
+        "pl.en.code_print_prompt",
+        PromptLeak,
+        0.7,
+        r"(?:console\.log|print|echo|printf|puts|system\.out\.println|alert|repr|str|dump|log)\( ?(?:this\.|self\.|window\.)?(?:system_?prompt|initial_?prompt|system_?message|instructions|prompt|pre_?prompt|hidden_?prompt)",
+    ),
+    r(
+        "pl.en.prompt_is",
+        PromptLeak,
+        0.45,
+        r#"(?:my|your|the) (?:system prompt|initial prompt|hidden instructions|initial instructions|original instructions|system instructions) (?:is|are|was|were|says|reads|begins|starts)(?: with)? ?[:'"“‘]"#,
+    ),
+    r(
         "pl.en.hidden_instructions",
         PromptLeak,
         0.5,
@@ -327,13 +461,13 @@ pub(crate) const RULES: &[Spec] = &[
         "sr.en.give_secret",
         SecretRequest,
         0.7,
-        r"(?:give|tell|show|send|share|reveal|print|list|display|output|provide|leak|dump|expose|disclose|read|email|post|spell|type|hand over|need|want|require|what (?:is|are|was)|what['’]s|whats) (?:me |us |out )?(?:all )?(?:of )?(?:your|the|any|all|stored|saved|its|ur|this|that) (?:[^ ]+ ){0,2}?(?:api[ _-]?keys?|secret[ _-]?keys?|secret (?:code|word|phrase|token|value|string)|access[ _-]?keys?|private[ _-]?keys?|passwords?|passwd|passcodes?|passphrases?|credentials|auth(?:entication)? tokens?|access tokens?|bearer tokens?|session tokens?|refresh tokens?|secrets|ssh keys?|pin codes?|pin numbers?|seed phrases?|recovery phrases?|mnemonic phrases?|environment variables|env vars?|connection strings?|login details|security codes?|cvv|credit card numbers?|social security numbers?)",
+        r"(?:give|tell|show|send|share|reveal|print|list|display|output|provide|leak|dump|expose|disclose|read|email|post|spell|type|hand over|need|want|require|confirm|write|encode|translate|what (?:is|are|was)|what['’]s|whats) (?:me |us |out )?(?:all )?(?:of )?(?:your|the|any|all|stored|saved|its|ur|this|that|our) (?:[^ ]+ ){0,2}?(?:api[ _-]?keys?|secret[ _-]?keys?|secret (?:code|word|phrase|token|value|string)|access[ _-]?keys?|private[ _-]?keys?|passwords?|passwd|passcodes?|passphrases?|credentials|auth(?:entication)? tokens?|access tokens?|bearer tokens?|session tokens?|refresh tokens?|secrets|ssh keys?|pin codes?|pin numbers?|seed phrases?|recovery phrases?|mnemonic phrases?|environment variables|env vars?|connection strings?|login details|security codes?|cvv)",
     ),
     r(
         "sr.en.secret_question",
         SecretRequest,
         0.6,
-        r"(?:what|which) (?:is|was|are) (?:the|your|ur) (?:secret|password|passcode|passphrase|secret key|secret code|api key|private key|access key|access code|pin|token)(?: for (?:[^ ]+ )?(?:this|the) (?:system|app|account|database|server|api|mode))? ?[?.!]",
+        r"(?:what|which)(?: is|['’]s| was| are) (?:the|your|ur|our) (?:system['’]?s? |admin |root |master |secret )?(?:secret|password|passcode|passphrase|secret key|secret code|secret word|api key|private key|access key|access code|pin|token)(?: (?:for|of|to) (?:[^ ?.!]+ ){0,3}?[^ ?.!]+)? ?[?.!]",
     ),
     r(
         "sr.en.env_dump",
@@ -415,7 +549,7 @@ pub(crate) const RULES: &[Spec] = &[
     r(
         "ta.en.delete_everything",
         ToolAbuse,
-        0.55,
+        0.4,
         r"(?:delete|remove|erase|wipe|destroy|purge|drop) (?:all |every |the entire |the whole |each )(?:of )?(?:the |my |your |their |user['’]?s? |users['’]? )?(?:files|documents|emails|e-mails|messages|inbox|databases?|repositor(?:y|ies)|data|records|backups|folders|directories|drive|disk|accounts?|tables|contacts|logs|history|users)",
     ),
     r(

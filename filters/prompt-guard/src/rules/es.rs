@@ -60,12 +60,24 @@ pub(crate) const RULES: &[Spec] = &[
         "sr.es.give_secret",
         SecretRequest,
         0.65,
-        r"(?:(?:dame|deme|dime|d[ií]game|revela|revele|comparte|comparta|env[ií]a|env[ií]e|muestra|muestre|escribe)(?:me)? |cu[aá]l es |necesito )(?:tu|su|tus|sus|la|el|las) (?:[^ ]+ )?(?:contrase[ñn]as?|clave secreta|clave de api|clave api|clave privada|c[oó]digo secreto|token|credenciales|pin|variables de entorno)",
+        r"(?:(?:dame|deme|dime|d[ií]game|revela|revele|comparte|comparta|env[ií]a|env[ií]e|muestra|muestre|escribe|confirma|confirme|confirmar|verifica|verifique)(?:me)? |cu[aá]l es |necesito )(?:tu|su|tus|sus|la|el|las) (?:[^ ]+ )?(?:contrase[ñn]as?|clave secreta|clave de api|clave api|clave privada|c[oó]digo secreto|token|credenciales|pin|variables de entorno)",
     ),
     r(
         "ai.es.addressed",
         AddressedToAi,
         0.8,
         r"si (?:eres|es usted|usted es) (?:una |un )?(?:ia|inteligencia artificial|modelo de lenguaje|asistente(?: de ia| virtual)?|chatbot|llm|agente de ia)|(?:nota|mensaje|instrucci[oó]n(?:es)?|aviso|atenci[oó]n) (?:para|a) (?:la |el |los |las )?(?:ia|ias|asistente|inteligencia artificial|modelos? de lenguaje|llm|modelo)|al (?:resumir|traducir|analizar|leer|procesar) (?:este|esta|estos|estas) (?:documento|correo|e-?mail|p[aá]gina|texto|art[ií]culo|archivo|mensaje)",
+    ),
+    r(
+        "io.es.regardless_previous",
+        InstructionOverride,
+        0.65,
+        r"(?:independientemente|sin importar|sin tener en cuenta|a pesar) (?:de )?(?:las |los )?(?:tareas|instrucciones|indicaciones|[oó]rdenes|reglas) (?:anteriores|previas)",
+    ),
+    r(
+        "io.es.authority_claim",
+        InstructionOverride,
+        0.5,
+        r"soy (?:tu|su) (?:desarrollador|creador|programador|administrador|jefe|superior|due[ñn]o|amo|dios)",
     ),
 ];

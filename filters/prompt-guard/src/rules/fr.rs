@@ -61,12 +61,24 @@ pub(crate) const RULES: &[Spec] = &[
         "sr.fr.give_secret",
         SecretRequest,
         0.65,
-        r"(?:(?:donne|donnez|dis|dites|r[ée]v[èe]le|r[ée]v[ée]lez|partage|partagez|envoie|envoyez|montre|montrez|communique|communiquez|[ée]cri(?:s|vez))(?:-moi| moi)? |quel(?:le)? est |besoin de )(?:ton|ta|votre|tes|vos|le|la|les) (?:[^ ]+ )?(?:mot de passe|mots de passe|cl[ée] secr[èe]te|cl[ée] api|cl[ée] d['’]api|cl[ée] priv[ée]e|code secret|jeton|identifiants|code pin|variables d['’]environnement)",
+        r"(?:(?:donne|donnez|dis|dites|r[ée]v[èe]le|r[ée]v[ée]lez|partage|partagez|envoie|envoyez|montre|montrez|communique|communiquez|[ée]cri(?:s|vez)|confirme[rz]?|v[ée]rifie[rz]?)(?:-moi| moi)? |quel(?:le)? est |besoin de )(?:ton|ta|votre|tes|vos|le|la|les) (?:[^ ]+ )?(?:mot de passe|mots de passe|cl[ée] secr[èe]te|cl[ée] api|cl[ée] d['’]api|cl[ée] priv[ée]e|code secret|jeton|identifiants|code pin|variables d['’]environnement)",
     ),
     r(
         "ai.fr.addressed",
         AddressedToAi,
         0.8,
         r"si (?:tu es|vous [êe]tes) (?:une |un )?(?:ia|intelligence artificielle|mod[èe]le de langage|assistant(?:e)? (?:ia|virtuel(?:le)?)|assistant|chatbot|llm|agent (?:ia|conversationnel))|(?:note|message|remarque|instructions?|avis|attention) (?:[àa]|pour) (?:l['’]|les )(?:ia|assistant|intelligence artificielle|mod[èe]le|mod[èe]les de langage|llm)|(?:lorsque|quand|en) (?:tu |vous )?(?:r[ée]sum(?:es|ez|ant|er)|tradui(?:s|sez|sant)|analys(?:es|ez|ant)|li(?:s|sez|sant)) (?:ce|cet|cette|ces) (?:document|e-?mail|courriel|page|texte|article|fichier|message)",
+    ),
+    r(
+        "io.fr.regardless_previous",
+        InstructionOverride,
+        0.65,
+        r"(?:ind[ée]pendamment|ind[ée]pendante?s?|quelles? que soi(?:en)?t|sans tenir compte|sans [ée]gard) (?:des?|les|aux|du) (?:[^ ]+ )?(?:t[âa]ches|instructions|consignes|directives|r[èe]gles) (?:pr[ée]c[ée]dentes|ant[ée]rieures)",
+    ),
+    r(
+        "io.fr.authority_claim",
+        InstructionOverride,
+        0.5,
+        r"je suis (?:ton|votre) (?:d[ée]veloppeur|cr[ée]ateur|programmeur|administrateur|patron|chef|sup[ée]rieur|propri[ée]taire|ma[îi]tre|dieu)",
     ),
 ];

@@ -60,12 +60,24 @@ pub(crate) const RULES: &[Spec] = &[
         "sr.it.give_secret",
         SecretRequest,
         0.65,
-        r"(?:(?:dammi|mi dia|dimmi|mi dica|rivela|rivelami|condividi|invia|inviami|mostra|mostrami|scrivi) |qual [eè] |ho bisogno (?:della|del|delle|dei) )(?:la tua |il tuo |le tue |la sua |il suo |la |il |le )?(?:[^ ]+ )?(?:password|chiave segreta|chiave api|chiave privata|codice segreto|token|credenziali|pin|parola d['’]ordine|variabili d['’]ambiente)",
+        r"(?:(?:dammi|mi dia|dimmi|mi dica|rivela|rivelami|condividi|invia|inviami|mostra|mostrami|scrivi|conferma|confermare|confermi|verifica) |qual [eè] |ho bisogno (?:della|del|delle|dei) )(?:la tua |il tuo |le tue |la sua |il suo |la |il |le )?(?:[^ ]+ )?(?:password|chiave segreta|chiave api|chiave privata|codice segreto|token|credenziali|pin|parola d['’]ordine|variabili d['’]ambiente)",
     ),
     r(
         "ai.it.addressed",
         AddressedToAi,
         0.8,
         r"se (?:sei|lei [eè]|[eè]) (?:una |un |un['’])?(?:ia|intelligenza artificiale|modello linguistico|modello di linguaggio|assistente(?: ia| virtuale)?|chatbot|llm|agente ia)|(?:nota|messaggio|istruzion[ei]|avviso|attenzione) (?:per |all['’] ?|alle |ai )(?:l['’] ?)?(?:ia|assistente|intelligenza artificiale|modell[oi] (?:linguistic[oi]|di linguaggio)|llm)|(?:quando|mentre) (?:riassumi|traduci|analizzi|leggi|elabori) (?:questo|questa|questi|queste) (?:documento|e-?mail|pagina|testo|articolo|file|messaggio)",
+    ),
+    r(
+        "io.it.regardless_previous",
+        InstructionOverride,
+        0.65,
+        r"(?:indipendentemente|a prescindere|senza tener conto|nonostante) (?:dalle|dai|delle|dei|le|i) (?:attivit[àa]|compiti|istruzioni|indicazioni|regole) (?:precedenti|di prima)",
+    ),
+    r(
+        "io.it.authority_claim",
+        InstructionOverride,
+        0.5,
+        r"sono (?:il tuo|il suo) (?:sviluppatore|creatore|programmatore|amministratore|capo|superiore|padrone|proprietario|dio)",
     ),
 ];

@@ -21,13 +21,13 @@ pub(crate) const RULES: &[Spec] = &[
         "io.tr.ignore_previous",
         InstructionOverride,
         0.9,
-        r"(?:önceki|yukarıdaki|tüm|bütün|önceden verilen|ilk|orijinal|sistem|eski) (?:[^ ]+ ){0,2}?(?:talimat|yönerge|kural|komut|görev|emir|istem|yönlendirme)[a-zçğıöşü]* (?:[^ ]+ ){0,2}?(?:yok say|görmezden gel|unut|dikkate alma|göz ardı et|umursama|boş ver|bırak|uyma)[a-zçğıöşü]*|(?:önceki|tüm) (?:görev|talimat)[a-zçğıöşü]* bağımsız olarak",
+        r"(?:öncek[iı]\x{307}?|yukarıdak[iı]\x{307}?|tüm|bütün|önceden veri\x{307}?len|[iı]\x{307}?lk|or[iı]\x{307}?j[iı]\x{307}?nal|s[iı]\x{307}?stem|esk[iı]\x{307}?) (?:[^ ]+ ){0,2}?(?:tal[iı]\x{307}?mat|yönerge|kural|komut|görev|em[iı]\x{307}?r|[iı]\x{307}?stem|yönlend[iı]\x{307}?rme)[a-zçğıöşü\x{307}]* (?:[^ ]+ ){0,2}?(?:yok say|görmezden gel|unut|d[iı]\x{307}?kkate alma|göz ardı et|umursama|boş ver|bırak|uyma)[a-zçğıöşü\x{307}]*|(?:öncek[iı]\x{307}?|tüm) (?:görev|tal[iı]\x{307}?mat)[a-zçğıöşü\x{307}]* bağımsız olarak",
     ),
     r(
         "sr.tr.give_secret",
         SecretRequest,
         0.6,
-        r"(?:şifre|parola|gizli anahtar|api anahtar|token|kimlik bilgi)[a-zçğıöşü]*(?:n|nız|niz)?(?:ı|i|u|ü)? (?:nedir|ne|söyle|ver|paylaş|göster)",
+        r"(?:şifre|parola|gizli anahtar|api anahtar|token|kimlik bilgi)[a-zçğıöşü\x{307}]* (?:nedir|ne|söyle|ver|paylaş|göster|onayla|doğrula)[a-zçğıöşü\x{307}]*|ben sen[iı]\x{307}?n (?:geliştiricin|yaratıcın|patronun|yöneticin|sahibin)[a-zçğıöşü]*",
     ),
     r(
         "io.vi.ignore_previous",
@@ -45,13 +45,13 @@ pub(crate) const RULES: &[Spec] = &[
         "io.id.ignore_previous",
         InstructionOverride,
         0.9,
-        r"(?:abaikan|lupakan|jangan ikuti|jangan patuhi|acuhkan|hiraukan|lewati)(?: [^ ]+){0,3}? (?:instruksi|petunjuk|perintah|aturan|arahan|pedoman|tugas)(?: [^ ]+){0,2}? (?:sebelumnya|di atas|awal|sistem|lama|yang diberikan)",
+        r"(?:abaikan|lupakan|jangan ikuti|jangan patuhi|acuhkan|hiraukan|lewati)(?: [^ ]+){0,3}? (?:instruksi|petunjuk|perintah|aturan|arahan|pedoman|tugas)(?: [^ ]+){0,2}? (?:sebelumnya|di atas|awal|sistem|lama|yang diberikan)|terlepas dari (?:tugas|instruksi|perintah|petunjuk)(?: [^ ]+)? sebelumnya",
     ),
     r(
         "sr.id.give_secret",
         SecretRequest,
         0.6,
-        r"(?:kata sandi|sandi|kunci rahasia|kunci api|kode rahasia|token|kredensial)(?: anda| kamu| mu)?(?: apa| itu apa| adalah apa)|(?:berikan|beri tahu|beritahu|sebutkan|bagikan|tunjukkan)(?: saya| aku)? (?:kata sandi|kunci rahasia|kunci api|kode rahasia|kredensial)",
+        r"(?:kata sandi|kunci rahasia|kunci api|kode rahasia|kredensial) ?(?:anda|kamu|mu)|(?:kata sandi|sandi|kunci rahasia|kunci api|kode rahasia|token|kredensial)(?: apa| itu apa| adalah apa)|(?:berikan|beri tahu|beritahu|sebutkan|bagikan|tunjukkan)(?: saya| aku)? (?:kata sandi|kunci rahasia|kunci api|kode rahasia|kredensial)",
     ),
     r(
         "io.bn.ignore_previous",
@@ -82,5 +82,23 @@ pub(crate) const RULES: &[Spec] = &[
         InstructionOverride,
         0.9,
         r"(?:zignoruj|ignoruj|zapomnij|pomiń|nie stosuj się do|zlekceważ)(?:cie)? (?:[^ ]+ ){0,3}?(?:poprzedni|wcześniejsz|powyższ|wszystki|swoj|twoj|oryginaln|systemow)[a-ząćęłńóśźż]* (?:[^ ]+ ){0,2}?(?:instrukcj|polece|zasad|reguł|wytyczn)[a-ząćęłńóśźż]*",
+    ),
+    r(
+        "sr.mul.password_games",
+        SecretRequest,
+        0.55,
+        r"(?:password|passwort|kennwort|contraseña|mot de passe|senha|пароль|пароля|паролем|密码|密碼|パスワード|كلمة المرور|كلمة السر|पासवर्ड|şifre|parola|mật khẩu|kata sandi|비밀번호|암호|clé secrète|clave secreta|chave secreta|chiave segreta|секретный ключ|秘密密钥|秘钥|秘密鍵|geheimer schlüssel)(?:[^.!?。！？]){0,60}(?:base64|leetspeak|leet|pig latin|morse|rot13|acrostic|acrostique|akrostichon|acróstico|acrostico|акростих|藏头诗|アクロスティック|हेक्स|बाइनरी|in umgekehrter reihenfolge|en orden inverso|à l['’]envers|al contrario|em ordem inversa|в обратном порядке|倒序|逆順|بالعكس|उल्टे क्रम)",
+    ),
+    r(
+        "io.tl.ignore_previous",
+        InstructionOverride,
+        0.9,
+        r"(?:kalimutan|balewalain|huwag pansinin|huwag sundin|ipagwalang-bahala|wag pansinin) (?:ang |mo ang )?(?:lahat ng )?(?:mga )?(?:nauna|naunang|dating|nakaraang|unang|orihinal na|lahat ng) (?:[^ ]+ )?(?:tagubilin|utos|instruksyon|panuto|patakaran|alituntunin)",
+    ),
+    r(
+        "sr.tl.give_secret",
+        SecretRequest,
+        0.55,
+        r"(?:iyong|inyong|ang) password|password mo|(?:ibahagi|ibigay|sabihin)(?: sa akin)? (?:ang )?(?:iyong |inyong )?(?:password|lihim na susi|sikretong code)",
     ),
 ];

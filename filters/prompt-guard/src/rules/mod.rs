@@ -50,6 +50,7 @@ use std::collections::{HashMap, HashSet};
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use guard_core::error::{Error, Result};
 use regex_automata::meta;
+use regex_automata::nfa::thompson::WhichCaptures;
 use regex_automata::util::syntax;
 use regex_automata::Input;
 
@@ -138,30 +139,43 @@ pub struct RuleHit {
     pub end: usize,
 }
 
-/// Where an aho-corasick pattern leads: the rules that own the phrase and which ends need a
-/// word boundary.
-#[derive(Debug)]
-struct PhraseTarget {
+/// Where an aho-corasick pattern leads: the phrase rules that own it (with the word boundaries
+/// their ends need) and the regex rules it gates (a literal every match of theirs starts with).
+#[derive(Debug, Default)]
+struct Target {
     rules: Vec<usize>,
     left: bool,
     right: bool,
+    gates: Vec<usize>,
+}
+
+/// One compiled regex rule.
+#[derive(Debug)]
+struct RegexRule {
+    rule: usize,
+    regex: meta::Regex,
+    /// Every match starts with one of the rule's trigger literals (searched by the shared
+    /// aho-corasick automaton); false when the prefixes could not be bounded, so the regex
+    /// always runs.
+    gated: bool,
 }
 
 /// Compiled rules: immutable, built once per config and shared by every stream.
 #[derive(Debug)]
 pub struct RuleSet {
     infos: Vec<RuleInfo>,
-    phrases: Option<AhoCorasick>,
-    targets: Vec<PhraseTarget>,
-    regex: Option<meta::Regex>,
-    /// Regex pattern id -> rule index.
-    regex_rules: Vec<usize>,
+    /// Phrases of every rule plus the trigger literals of every gated regex rule.
+    automaton: Option<AhoCorasick>,
+    targets: Vec<Target>,
+    regexes: Vec<RegexRule>,
 }
 
-/// Per-stream scratch reused across scans (the regex engine's caches).
-#[derive(Debug)]
+/// Per-stream scratch reused across scans: one lazily created cache per regex rule that has
+/// run on this stream, and the first trigger offset of each regex rule.
+#[derive(Debug, Default)]
 pub struct RuleScratch {
-    cache: Option<meta::Cache>,
+    caches: Vec<Option<meta::Cache>>,
+    first: Vec<usize>,
 }
 
 /// The builtin rule packs: every language and the structural (language-neutral) rules.
@@ -242,11 +256,10 @@ impl RuleSet {
     pub fn compile(defs: Vec<RuleDef>) -> Result<RuleSet> {
         let mut infos = Vec::with_capacity(defs.len());
         let mut seen_ids: HashSet<String> = HashSet::with_capacity(defs.len());
-        let mut phrase_index: HashMap<String, usize> = HashMap::new();
-        let mut phrase_list: Vec<String> = Vec::new();
-        let mut targets: Vec<PhraseTarget> = Vec::new();
-        let mut hirs = Vec::new();
-        let mut regex_rules = Vec::new();
+        let mut slots: HashMap<(Vec<u8>, bool), usize> = HashMap::new();
+        let mut patterns: Vec<Vec<u8>> = Vec::new();
+        let mut targets: Vec<Target> = Vec::new();
+        let mut regexes = Vec::new();
         let syntax_config = syntax::Config::new().utf8(true).unicode(true);
 
         for (rule, def) in defs.into_iter().enumerate() {
@@ -282,26 +295,19 @@ impl RuleSet {
                                 "rule {id:?}: empty phrase {raw:?}"
                             )));
                         }
-                        let slot = match phrase_index.get(&phrase) {
-                            Some(&slot) => slot,
-                            None => {
-                                let slot = targets.len();
-                                let left = phrase.chars().next().is_some_and(needs_boundary);
-                                let right =
-                                    !stem && phrase.chars().next_back().is_some_and(needs_boundary);
-                                targets.push(PhraseTarget {
-                                    rules: Vec::new(),
-                                    left,
-                                    right,
-                                });
-                                phrase_index.insert(phrase.clone(), slot);
-                                phrase_list.push(phrase);
-                                slot
-                            }
-                        };
+                        let left = phrase.chars().next().is_some_and(needs_boundary);
+                        let right = !stem && phrase.chars().next_back().is_some_and(needs_boundary);
+                        let slot = slot_for(
+                            &mut slots,
+                            &mut patterns,
+                            &mut targets,
+                            phrase.into_bytes(),
+                            true,
+                        );
                         if let Some(target) = targets.get_mut(slot) {
-                            // A phrase listed twice (or once stemmed, once not) counts once
-                            // per rule.
+                            target.left = left;
+                            target.right = right;
+                            // A phrase listed twice counts once per rule.
                             if !target.rules.contains(&rule) {
                                 target.rules.push(rule);
                             }
@@ -316,8 +322,30 @@ impl RuleSet {
                             "rule {id:?}: regex {pattern:?} can match the empty string"
                         )));
                     }
-                    hirs.push(hir);
-                    regex_rules.push(rule);
+                    let regex = meta::Builder::new()
+                        .configure(
+                            meta::Config::new()
+                                .match_kind(regex_automata::MatchKind::LeftmostFirst)
+                                .which_captures(WhichCaptures::Implicit)
+                                .hybrid_cache_capacity(HYBRID_CACHE),
+                        )
+                        .build_from_hir(&hir)
+                        .map_err(|e| {
+                            Error::config(format!("rule {id:?}: regex does not compile: {e}"))
+                        })?;
+                    let index = regexes.len();
+                    let triggers = trigger_literals(&hir);
+                    let gated = triggers.is_some();
+                    for literal in triggers.unwrap_or_default() {
+                        let slot =
+                            slot_for(&mut slots, &mut patterns, &mut targets, literal, false);
+                        if let Some(target) = targets.get_mut(slot) {
+                            if !target.gates.contains(&index) {
+                                target.gates.push(index);
+                            }
+                        }
+                    }
+                    regexes.push(RegexRule { rule, regex, gated });
                 }
             }
             infos.push(RuleInfo {
@@ -327,63 +355,56 @@ impl RuleSet {
             });
         }
 
-        let phrases = if phrase_list.is_empty() {
+        let automaton = if patterns.is_empty() {
             None
         } else {
             let ac = AhoCorasickBuilder::new()
                 .match_kind(MatchKind::Standard)
-                .build(&phrase_list)
+                .build(&patterns)
                 .map_err(|e| Error::config(format!("rule phrases: {e}")))?;
             Some(ac)
         };
 
-        let regex = if hirs.is_empty() {
-            None
-        } else {
-            let config = meta::Config::new()
-                .match_kind(regex_automata::MatchKind::LeftmostFirst)
-                .which_captures(regex_automata::nfa::thompson::WhichCaptures::Implicit)
-                .hybrid_cache_capacity(std::env::var("PGCAP").ok().and_then(|v| v.parse().ok()).unwrap_or(2 << 20));
-            let re = meta::Builder::new()
-                .configure(config)
-                .build_many_from_hir(&hirs)
-                .map_err(|e| {
-                    let who = e
-                        .pattern()
-                        .and_then(|pid| regex_rules.get(pid.as_usize()))
-                        .and_then(|&rule| infos.get(rule))
-                        .map(|info| format!("rule {:?}", info.id))
-                        .unwrap_or_else(|| "rule regexes".to_string());
-                    Error::config(format!("{who}: regex does not compile: {e}"))
-                })?;
-            Some(re)
-        };
-
         Ok(RuleSet {
             infos,
-            phrases,
+            automaton,
             targets,
-            regex,
-            regex_rules,
+            regexes,
         })
     }
 
-    /// Fresh per-stream scratch; reuse it for every scan of that stream.
+    /// Fresh per-stream scratch; reuse it for every scan of that stream. Regex caches are
+    /// created on first use, so a stream only pays for the regex rules its text triggers.
     pub fn scratch(&self) -> RuleScratch {
         RuleScratch {
-            cache: self.regex.as_ref().map(meta::Regex::create_cache),
+            caches: (0..self.regexes.len()).map(|_| None).collect(),
+            first: vec![usize::MAX; self.regexes.len()],
         }
     }
 
     /// All hits in `text`, appended to `hits` (one per rule occurrence; overlapping phrases of
-    /// different rules all reported). Linear in `text` plus the number of hits.
+    /// different rules all reported). Linear in `text` plus the number of hits: one
+    /// aho-corasick pass finds every phrase and every regex trigger literal; then each regex
+    /// rule whose trigger occurred runs once, from its first trigger on.
     pub fn scan(&self, text: &str, scratch: &mut RuleScratch, hits: &mut Vec<RuleHit>) {
-        if let Some(ac) = &self.phrases {
+        if scratch.first.len() != self.regexes.len() || scratch.caches.len() != self.regexes.len()
+        {
+            *scratch = self.scratch();
+        }
+        scratch.first.fill(usize::MAX);
+        if let Some(ac) = &self.automaton {
             for m in ac.find_overlapping_iter(text) {
                 let Some(target) = self.targets.get(m.pattern().as_usize()) else {
                     continue;
                 };
-                if !bounded(text, m.start(), m.end(), target.left, target.right) {
+                for &g in &target.gates {
+                    if let Some(first) = scratch.first.get_mut(g) {
+                        *first = (*first).min(m.start());
+                    }
+                }
+                if target.rules.is_empty()
+                    || !bounded(text, m.start(), m.end(), target.left, target.right)
+                {
                     continue;
                 }
                 for &rule in &target.rules {
@@ -395,18 +416,31 @@ impl RuleSet {
                 }
             }
         }
-        if let Some(re) = &self.regex {
-            let cache = scratch.cache.get_or_insert_with(|| re.create_cache());
-            let mut input = Input::new(text);
-            while let Some(m) = re.search_with(cache, &input) {
+        for (i, rx) in self.regexes.iter().enumerate() {
+            let from = if rx.gated {
+                scratch.first.get(i).copied().unwrap_or(usize::MAX)
+            } else {
+                0
+            };
+            if from >= text.len() {
+                continue;
+            }
+            let Some(slot) = scratch.caches.get_mut(i) else {
+                continue;
+            };
+            let cache = slot.get_or_insert_with(|| rx.regex.create_cache());
+            let mut input = Input::new(text).range(from..);
+            while let Some(m) = rx.regex.search_with(cache, &input) {
                 let (start, end) = (m.start(), m.end());
                 let match_text = text.get(start..end).unwrap_or("");
                 let left = match_text.chars().next().is_some_and(needs_boundary);
                 let right = match_text.chars().next_back().is_some_and(needs_boundary);
                 if bounded(text, start, end, left, right) {
-                    if let Some(&rule) = self.regex_rules.get(m.pattern().as_usize()) {
-                        hits.push(RuleHit { rule, start, end });
-                    }
+                    hits.push(RuleHit {
+                        rule: rx.rule,
+                        start,
+                        end,
+                    });
                 }
                 // Empty matches are rejected at compile time, so `end > start` and the search
                 // always advances.
@@ -442,6 +476,53 @@ impl RuleSet {
     pub fn position(&self, id: &str) -> Option<usize> {
         self.infos.iter().position(|i| i.id == id)
     }
+
+    /// Ids of regex rules that are not gated by trigger literals (they scan every text).
+    pub fn ungated_regex_rules(&self) -> impl Iterator<Item = &str> {
+        self.regexes
+            .iter()
+            .filter(|rx| !rx.gated)
+            .filter_map(|rx| self.infos.get(rx.rule))
+            .map(|info| info.id.as_str())
+    }
+}
+
+/// Hybrid (lazy DFA) cache bound per regex rule and stream.
+const HYBRID_CACHE: usize = 256 * 1024;
+
+/// Find or create the automaton slot for `bytes` (phrases and triggers get separate slots,
+/// since only phrases need word boundaries).
+fn slot_for(
+    slots: &mut HashMap<(Vec<u8>, bool), usize>,
+    patterns: &mut Vec<Vec<u8>>,
+    targets: &mut Vec<Target>,
+    bytes: Vec<u8>,
+    phrase: bool,
+) -> usize {
+    let key = (bytes, phrase);
+    if let Some(&slot) = slots.get(&key) {
+        return slot;
+    }
+    let slot = targets.len();
+    targets.push(Target::default());
+    patterns.push(key.0.clone());
+    slots.insert(key, slot);
+    slot
+}
+
+/// The literals every match of `hir` starts with, or `None` when they cannot be bounded (an
+/// infinite or too-large set, or an empty literal).
+fn trigger_literals(hir: &regex_syntax::hir::Hir) -> Option<Vec<Vec<u8>>> {
+    let mut extractor = regex_syntax::hir::literal::Extractor::new();
+    extractor
+        .kind(regex_syntax::hir::literal::ExtractKind::Prefix)
+        .limit_total(500);
+    let seq = extractor.extract(hir);
+    let literals = seq.literals()?;
+    if literals.is_empty() || literals.iter().any(|l| l.as_bytes().is_empty()) {
+        return None;
+    }
+    Some(literals.iter().map(|l| l.as_bytes().to_vec()).collect())
 }
 
 /// Lower-case and collapse whitespace; strip a trailing stem marker `*`.

@@ -60,12 +60,24 @@ pub(crate) const RULES: &[Spec] = &[
         "sr.pt.give_secret",
         SecretRequest,
         0.65,
-        r"(?:(?:me d[êe]|d[êe]-me|me diga|diga-me|diga|revele|compartilhe|partilhe|envie|mostre|escreva|informe) |qual (?:[ée]|seria) |preciso (?:d[ea] )?)(?:sua|seu|tua|teu|a|o|suas|seus) (?:[^ ]+ )?(?:senhas?|palavra-passe|chave secreta|chave de api|chave api|chave privada|c[oó]digo secreto|token|credenciais|pin|vari[aá]veis de ambiente)",
+        r"(?:(?:me d[êe]|d[êe]-me|me diga|diga-me|diga|revele|compartilhe|partilhe|envie|mostre|escreva|informe|confirme|confirmar|verifique) |qual (?:[ée]|seria) |preciso (?:d[ea] )?)(?:sua|seu|tua|teu|a|o|suas|seus) (?:[^ ]+ )?(?:senhas?|palavra-passe|chave secreta|chave de api|chave api|chave privada|c[oó]digo secreto|token|credenciais|pin|vari[aá]veis de ambiente)",
     ),
     r(
         "ai.pt.addressed",
         AddressedToAi,
         0.8,
         r"se (?:voc[êe] (?:[ée]|for)|tu [ée]s|[ée]s) (?:uma |um )?(?:ia|intelig[êe]ncia artificial|modelo de linguagem|assistente(?: de ia| virtual)?|chatbot|llm|agente de ia)|(?:nota|mensagem|instru[çc](?:[õo]es|[ãa]o)|aviso|aten[çc][ãa]o) (?:para|[àa]) (?:a |o |as |os )?(?:ia|ias|assistente|intelig[êe]ncia artificial|modelos? de linguagem|llm|modelo)|ao (?:resumir|traduzir|analisar|ler|processar) (?:este|esta|estes|estas) (?:documento|e-?mail|p[aá]gina|texto|artigo|arquivo|ficheiro|mensagem)",
+    ),
+    r(
+        "io.pt.regardless_previous",
+        InstructionOverride,
+        0.65,
+        r"(?:independentemente|a despeito|sem considerar|apesar) (?:d[ao]s? )?(?:tarefas|instru[çc][õo]es|ordens|regras) (?:anteriores|pr[ée]vias)",
+    ),
+    r(
+        "io.pt.authority_claim",
+        InstructionOverride,
+        0.5,
+        r"sou (?:o )?(?:seu|teu) (?:desenvolvedor|criador|programador|administrador|chefe|superior|dono|mestre|deus)",
     ),
 ];

@@ -84,6 +84,12 @@ pub(crate) const RULES: &[Spec] = &[
         0.6,
         r#"["']role["'] ?: ?["'](?:system|developer)["']"#,
     ),
+    r(
+        "di.x.mode_tag",
+        DelimiterInjection,
+        0.6,
+        r"[<\[{(] ?(?:[^ <>\[\]{}()]+ ){0,3}?(?:god|system|admin|developer|sudo|root|maintenance|dan|jailbreak|unrestricted|override|security)[ _-]?(?:mode|modus|modo|modalità|mode de [a-zé]+)(?: [^ <>\[\]{}()]+){0,3} ?[>\]})]|[<\[(] ?(?:mode|modus|modo|modalità) (?:[^ <>\[\]()]+ ){0,2}?(?:système|systeme|sistema|système|dieu|dios|deus|développeur|desarrollador|sviluppatore|desenvolvedor|sécurité|seguridad|sicherheit|maintenance|mantenimiento)[^<>\[\]()]{0,20}[>\])]|[<\[(] ?(?:системный режим|режим (?:системы|бога|разработчика|администратора)|系统模式|系統模式|上帝模式|开发者模式|システムモード|ゴッドモード|開発者モード|وضع النظام|وضع المطور|सिस्टम मोड|गॉड मोड|systemmodus|gottmodus|entwicklermodus)[^<>\[\]()]{0,20}[>\])]",
+    ),
     // ---------------------------------------------------------------- exfiltration
     r(
         "ex.x.md_image_query",
