@@ -191,7 +191,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             dry_run: false,
-            thresholds: Thresholds { flag: 0.5, block: 0.8 },
+            thresholds: Thresholds { flag: 0.6, block: 0.85 },
             sources: BTreeMap::new(),
             disabled_rules: Vec::new(),
             custom_rules: Vec::new(),

@@ -136,7 +136,7 @@ pub(crate) const RULES: &[Spec] = &[
         "jb.en.mode_enabled",
         Jailbreak,
         0.9,
-        r"(?:developer|dev|debug|god|sudo|unrestricted|unfiltered|uncensored|jailbreak|jailbroken|evil|chaos|opposite|dan|anti-?dan|no-?filter|unlocked|maintenance|admin|root|debugging|baby|nsfw) mode (?:is )?(?:now )?(?:enabled|activated|engaged|unlocked|output|response|on)",
+        r"(?:developer|dev|debug|god|sudo|unrestricted|unfiltered|uncensored|jailbreak|jailbroken|evil|chaos|opposite|dan|anti-?dan|no-?filter|unlocked|maintenance|admin|root|debugging|baby|nsfw) mode (?:is )?(?:now )?(?:enabled|activated|engaged|unlocked|output|response)",
     ),
     r(
         "jb.en.enter_mode",
@@ -187,7 +187,7 @@ pub(crate) const RULES: &[Spec] = &[
         "jb.en.not_bound",
         Jailbreak,
         0.85,
-        r"(?:(?:are|is|be|am) (?:now )?(?:no longer|not|never|free from being|freed from being) (?:bound|restricted|limited|constrained|governed|held back|controlled|censored|filtered|restrained|confined|beholden|shackled|tied down|moderated)|(?:broken|break|breaks|breaking|freed|free|released|liberated|escaped?) (?:free )?(?:of|from) (?:all |any |the |its |your |openai['’]?s? |typical |usual |normal |standard |traditional )*(?:confines|limitations|restrictions|rules|constraints|shackles|chains|boundaries|limits|bonds)) (?:by |of |from )?(?:any |all |the |its |your |their |openai['’]?s? |typical |usual |normal |standard |traditional |ethical |moral |content |safety |ai )*(?:rules|polic(?:y|ies)|guidelines|restrictions|filters|ethics|morals|morality|limitations|constraints|programming|laws|ai|censorship|principles|boundaries|limits)",
+        r"(?:(?:(?:are|is|be|am) (?:now )?(?:no longer|not|never|free from being|freed from being)|isn['’]?t|aren['’]?t|wasn['’]?t) (?:bound|restricted|limited|constrained|governed|held back|controlled|censored|filtered|restrained|confined|beholden|shackled|tied down|moderated)|(?:broken|break|breaks|breaking|freed|free|released|liberated|escaped?) (?:free )?(?:of|from) (?:all |any |the |its |your |openai['’]?s? |typical |usual |normal |standard |traditional )*(?:confines|limitations|restrictions|rules|constraints|shackles|chains|boundaries|limits|bonds)) (?:by |of |from )?(?:any |all |the |its |your |their |openai['’]?s? |typical |usual |normal |standard |traditional |ethical |moral |content |safety |ai )*(?:rules|polic(?:y|ies)|guidelines|restrictions|filters|ethics|morals|morality|limitations|constraints|programming|laws|ai|censorship|principles|boundaries|limits)",
     ),
     r(
         "jb.en.no_restrictions",
@@ -233,7 +233,7 @@ pub(crate) const RULES: &[Spec] = &[
         "jb.en.two_responses",
         Jailbreak,
         0.8,
-        r"(?:two|2|both|dual) (?:different |separate |distinct )?(?:responses|answers|ways|paragraphs|outputs|personalities|replies) (?:[^ .]+ ){0,12}?(?:one|first) (?:[^ .]+ ){0,10}?(?:normal|classic|standard|regular|usual|chatgpt|gpt|filtered|censored)",
+        r"(?:two|2|both|dual) (?:different |separate |distinct )?(?:responses|answers|ways|paragraphs|outputs|personalities|replies)[:,;]? (?:[^ .]+ ){0,12}?(?:one|first)[:,;]? (?:[^ .]+ ){0,10}?(?:normal|classic|standard|regular|usual|chatgpt|gpt|filtered|censored)",
     ),
     r(
         "jb.en.refusal_suppression",
@@ -287,7 +287,7 @@ pub(crate) const RULES: &[Spec] = &[
         "jb.en.unrestricted_model",
         Jailbreak,
         0.55,
-        r"(?:completely |totally |fully |an? )(?:unrestricted|unfiltered|uncensored|jailbroken|amoral|unethical|unchained|unbound|unlimited|lawless|unmoderated) (?:ai|a\.i\.|assistant|chatbot|language model|model|gpt|bot|llm|entity|persona|version of (?:chatgpt|yourself|gpt|you))",
+        r"(?:completely |totally |fully |an? )(?:(?:unrestricted|unfiltered|uncensored|jailbroken|amoral|nonmoral|unethical|immoral|unchained|unbound|unlimited|lawless|unmoderated|rogue|evil|uncontrolled)(?:,? and |, | ))+(?:ai|a\.i\.|assistant|chatbot|language model|model|gpt|bot|llm|entity|persona|version of (?:chatgpt|yourself|gpt|you))",
     ),
     r(
         "jb.en.not_as_ai",
@@ -374,6 +374,12 @@ pub(crate) const RULES: &[Spec] = &[
         Jailbreak,
         0.65,
         r"(?:not|no longer|never) (?:be )?(?:controlled|moderated|owned|restricted|governed|censored|filtered|monitored|limited|bound|confined) by (?:openai|open ai|anthropic|google|meta|microsoft|its (?:creators|developers|programmers)|the developers)|(?:does not|doesn['’]?t|do not|don['’]?t|won['’]?t) (?:have|use|apply) (?:a |any )?(?:content |profanity |safety )(?:filters?|moderation|restrictions|guidelines|polic(?:y|ies))",
+    ),
+    r(
+        "jb.en.disregard_legality",
+        Jailbreak,
+        0.55,
+        r"(?:without|with no) (?:any )?(?:consideration|regard|concern|care|thought) (?:for|of|to|about) (?:ethics|morality|morals|legality|the law|laws|consequences|safety|ethical|moral)|(?:without|regardless of) (?:regarding |considering |caring )?(?:whether|if) (?:it['’]?s |it is |they are |something is )?(?:illegal|unethical|immoral|harmful|dangerous|offensive)|no matter how (?:dangerous|reckless|inhumane|unethical|illegal|immoral|harmful|offensive|explicit|inappropriate|depraved)|(?:doesn['’]?t|does not|don['’]?t|do not|never|won['’]?t) cares? (?:about |for )?(?:laws|morals|morality|ethics|rules|legality|consequences|guidelines|safety)|nsfw (?:content |generations? |outputs? |material )?(?:is |are )?(?:allowed|permitted|enabled)",
     ),
     // ---------------------------------------------------------------- prompt leak
     r(
@@ -473,7 +479,7 @@ pub(crate) const RULES: &[Spec] = &[
         "sr.en.env_dump",
         SecretRequest,
         0.75,
-        r"printenv|process\.env(?:\.|\[|$| |\))|os\.environ|getenv\(|\$env:|echo \$[a-z_]*(?:key|token|secret|password|pass)|cat (?:[^ ]*/)?\.env|/etc/(?:passwd|shadow)|\.ssh/id_(?:rsa|dsa|ecdsa|ed25519)|\.aws/credentials|\.git-credentials|\.netrc|\.npmrc|\.pypirc|kube/config",
+        r"printenv|process\.env(?:\.|\[|$| |\))|os\.environ|getenv\(|\$env:|echo \$[a-z_]*(?:key|token|secret|password|pass)[a-z_]*|cat (?:[^ ]*/)?\.env|/etc/(?:passwd|shadow)|\.ssh/id_(?:rsa|dsa|ecdsa|ed25519)|\.aws/credentials|\.git-credentials|\.netrc|\.npmrc|\.pypirc|kube/config",
     ),
     r(
         "sr.en.dump_env",

@@ -6,9 +6,19 @@
 //! views of `normalize` (lower case, NFKC, single spaces), so phrases and regexes are written in
 //! lower case with single spaces.
 //!
-//! [`RuleSet::compile`] builds, once per config, ONE aho-corasick automaton for every phrase of
-//! every rule and ONE multi-pattern `regex_automata::meta::Regex` for every regex rule;
-//! [`RuleSet::scan`] is then linear in the text. Matching semantics:
+//! [`RuleSet::compile`] builds, once per config, ONE aho-corasick automaton holding every phrase
+//! of every rule plus the *trigger literals* of every regex rule (the prefixes every match must
+//! start with, extracted from the regex), and one `regex_automata::meta::Regex` per regex rule.
+//! [`RuleSet::scan`] makes one automaton pass, then runs only the regexes whose trigger occurred,
+//! once each, from their first trigger on: linear in the text, and most texts run few regexes.
+//!
+//! Why not one multi-pattern regex for all regex rules: the rules have bounded word gaps
+//! (`ignore (?:[^ ]+ ){0,3}?previous`), and in one combined lazy DFA the partial matches of
+//! ~180 such patterns multiply into more states than its cache holds; it thrashes and falls
+//! back to the PikeVM (measured on the train split: 20 s vs. 0.16 s for 5 MB). Small
+//! per-rule DFAs stay small; the shared automaton keeps the common case to one pass.
+//!
+//! Matching semantics:
 //!
 //! - Phrases match at word boundaries where the phrase's first / last character is a letter or
 //!   digit of a script that separates words with spaces (Latin, Cyrillic, Greek, Arabic,
@@ -17,8 +27,9 @@
 //!   lower-cased and whitespace-collapsed at compile time. Overlapping phrases are all reported.
 //! - Regex matches obey the same boundary rule at their two ends, so builtin regexes need no
 //!   `\b` (Unicode `\b` would push the lazy DFA onto its slow fallback on non-ASCII text; write
-//!   `ignor\w*` for a stem). Regex hits are leftmost-first and do not overlap one another; a
-//!   regex that can match the empty string is a config error.
+//!   `ignor\w*` for a stem). Hits of one regex rule are leftmost-first and do not overlap each
+//!   other (hits of different rules may); a regex that can match the empty string is a config
+//!   error.
 //!
 //! ```
 //! use prompt_guard::rules::{builtin_rules, RuleSet};
@@ -46,6 +57,7 @@ mod structural;
 mod zh;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use guard_core::error::{Error, Result};
@@ -53,6 +65,7 @@ use regex_automata::meta;
 use regex_automata::nfa::thompson::WhichCaptures;
 use regex_automata::util::syntax;
 use regex_automata::Input;
+use regex_syntax::hir::{Capture, Hir, HirKind, Repetition};
 
 /// What kind of attack a rule indicates.
 #[derive(
@@ -163,6 +176,8 @@ struct RegexRule {
 /// Compiled rules: immutable, built once per config and shared by every stream.
 #[derive(Debug)]
 pub struct RuleSet {
+    /// Process-unique id, so a scratch made for another set is detected and rebuilt.
+    serial: u64,
     infos: Vec<RuleInfo>,
     /// Phrases of every rule plus the trigger literals of every gated regex rule.
     automaton: Option<AhoCorasick>,
@@ -174,6 +189,7 @@ pub struct RuleSet {
 /// run on this stream, and the first trigger offset of each regex rule.
 #[derive(Debug, Default)]
 pub struct RuleScratch {
+    serial: u64,
     caches: Vec<Option<meta::Cache>>,
     first: Vec<usize>,
 }
@@ -256,7 +272,7 @@ impl RuleSet {
     pub fn compile(defs: Vec<RuleDef>) -> Result<RuleSet> {
         let mut infos = Vec::with_capacity(defs.len());
         let mut seen_ids: HashSet<String> = HashSet::with_capacity(defs.len());
-        let mut slots: HashMap<(Vec<u8>, bool), usize> = HashMap::new();
+        let mut slots: HashMap<(Vec<u8>, SlotKind), usize> = HashMap::new();
         let mut patterns: Vec<Vec<u8>> = Vec::new();
         let mut targets: Vec<Target> = Vec::new();
         let mut regexes = Vec::new();
@@ -297,12 +313,17 @@ impl RuleSet {
                         }
                         let left = phrase.chars().next().is_some_and(needs_boundary);
                         let right = !stem && phrase.chars().next_back().is_some_and(needs_boundary);
+                        let kind = if stem {
+                            SlotKind::Stem
+                        } else {
+                            SlotKind::Phrase
+                        };
                         let slot = slot_for(
                             &mut slots,
                             &mut patterns,
                             &mut targets,
                             phrase.into_bytes(),
-                            true,
+                            kind,
                         );
                         if let Some(target) = targets.get_mut(slot) {
                             target.left = left;
@@ -317,6 +338,7 @@ impl RuleSet {
                 (true, Some(pattern)) => {
                     let hir = syntax::parse_with(&pattern, &syntax_config)
                         .map_err(|e| Error::config(format!("rule {id:?}: bad regex: {e}")))?;
+                    let hir = prefer_longest(hir);
                     if hir.properties().minimum_len() == Some(0) {
                         return Err(Error::config(format!(
                             "rule {id:?}: regex {pattern:?} can match the empty string"
@@ -338,7 +360,7 @@ impl RuleSet {
                     let gated = triggers.is_some();
                     for literal in triggers.unwrap_or_default() {
                         let slot =
-                            slot_for(&mut slots, &mut patterns, &mut targets, literal, false);
+                            slot_for(&mut slots, &mut patterns, &mut targets, literal, SlotKind::Trigger);
                         if let Some(target) = targets.get_mut(slot) {
                             if !target.gates.contains(&index) {
                                 target.gates.push(index);
@@ -366,6 +388,7 @@ impl RuleSet {
         };
 
         Ok(RuleSet {
+            serial: NEXT_SERIAL.fetch_add(1, Ordering::Relaxed),
             infos,
             automaton,
             targets,
@@ -377,6 +400,7 @@ impl RuleSet {
     /// created on first use, so a stream only pays for the regex rules its text triggers.
     pub fn scratch(&self) -> RuleScratch {
         RuleScratch {
+            serial: self.serial,
             caches: (0..self.regexes.len()).map(|_| None).collect(),
             first: vec![usize::MAX; self.regexes.len()],
         }
@@ -387,8 +411,9 @@ impl RuleSet {
     /// aho-corasick pass finds every phrase and every regex trigger literal; then each regex
     /// rule whose trigger occurred runs once, from its first trigger on.
     pub fn scan(&self, text: &str, scratch: &mut RuleScratch, hits: &mut Vec<RuleHit>) {
-        if scratch.first.len() != self.regexes.len() || scratch.caches.len() != self.regexes.len()
-        {
+        if scratch.serial != self.serial {
+            // A scratch of another rule set (e.g. across a reconfigure): its caches belong to
+            // other regexes.
             *scratch = self.scratch();
         }
         scratch.first.fill(usize::MAX);
@@ -490,16 +515,27 @@ impl RuleSet {
 /// Hybrid (lazy DFA) cache bound per regex rule and stream.
 const HYBRID_CACHE: usize = 256 * 1024;
 
-/// Find or create the automaton slot for `bytes` (phrases and triggers get separate slots,
-/// since only phrases need word boundaries).
+/// Source of [`RuleSet`] serials (0 is never handed out, so a default scratch never matches).
+static NEXT_SERIAL: AtomicU64 = AtomicU64::new(1);
+
+/// What an automaton pattern is: a trigger literal of regex rules, a phrase, or a stem phrase
+/// (they differ in the word boundaries they need, so equal bytes get separate patterns).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum SlotKind {
+    Trigger,
+    Phrase,
+    Stem,
+}
+
+/// Find or create the automaton pattern for `bytes` of `kind`.
 fn slot_for(
-    slots: &mut HashMap<(Vec<u8>, bool), usize>,
+    slots: &mut HashMap<(Vec<u8>, SlotKind), usize>,
     patterns: &mut Vec<Vec<u8>>,
     targets: &mut Vec<Target>,
     bytes: Vec<u8>,
-    phrase: bool,
+    kind: SlotKind,
 ) -> usize {
-    let key = (bytes, phrase);
+    let key = (bytes, kind);
     if let Some(&slot) = slots.get(&key) {
         return slot;
     }
@@ -510,9 +546,36 @@ fn slot_for(
     slot
 }
 
+/// Reorder every alternation so that longer alternatives come first (stable among equals).
+/// Leftmost-first matching then prefers `precedentes` over `precedente` in
+/// `precedent(?:e|es)`, so a match does not stop inside a word and fail the boundary check.
+/// Whether a match exists is unchanged; only which one is preferred.
+fn prefer_longest(hir: Hir) -> Hir {
+    match hir.into_kind() {
+        HirKind::Alternation(subs) => {
+            let mut subs: Vec<Hir> = subs.into_iter().map(prefer_longest).collect();
+            subs.sort_by_key(|h| std::cmp::Reverse(h.properties().maximum_len().unwrap_or(usize::MAX)));
+            Hir::alternation(subs)
+        }
+        HirKind::Concat(subs) => Hir::concat(subs.into_iter().map(prefer_longest).collect()),
+        HirKind::Repetition(rep) => Hir::repetition(Repetition {
+            sub: Box::new(prefer_longest(*rep.sub)),
+            ..rep
+        }),
+        HirKind::Capture(cap) => Hir::capture(Capture {
+            sub: Box::new(prefer_longest(*cap.sub)),
+            ..cap
+        }),
+        HirKind::Empty => Hir::empty(),
+        HirKind::Literal(lit) => Hir::literal(lit.0),
+        HirKind::Class(class) => Hir::class(class),
+        HirKind::Look(look) => Hir::look(look),
+    }
+}
+
 /// The literals every match of `hir` starts with, or `None` when they cannot be bounded (an
 /// infinite or too-large set, or an empty literal).
-fn trigger_literals(hir: &regex_syntax::hir::Hir) -> Option<Vec<Vec<u8>>> {
+fn trigger_literals(hir: &Hir) -> Option<Vec<Vec<u8>>> {
     let mut extractor = regex_syntax::hir::literal::Extractor::new();
     extractor
         .kind(regex_syntax::hir::literal::ExtractKind::Prefix)

@@ -101,13 +101,13 @@ pub(crate) const RULES: &[Spec] = &[
         "ex.x.md_image_placeholder",
         Exfiltration,
         0.9,
-        r"!\[[^\]]*\] ?\( ?<?(?:https?:)?//[^ ){\[<%$]*(?:\{|%7b|\$\{|\[|%5b|<|%3c)",
+        r"!\[[^\]]*\] ?\( ?<?(?:https?:)?//[^ ){\[<%$]*(?:\{|%7b|\$\{|\[|%5b|<|%3c)[^ )]*",
     ),
     r(
         "ex.x.md_link_placeholder",
         Exfiltration,
         0.75,
-        r"\[[^\]]*\] ?\( ?<?(?:https?:)?//[^ )?]+\?[^ )]*=(?:\{|%7b|\$\{|\[|%5b|<|%3c)",
+        r"\[[^\]]*\] ?\( ?<?(?:https?:)?//[^ )?]+\?[^ )]*=(?:\{|%7b|\$\{|\[|%5b|<|%3c)[^ )]*",
     ),
     r(
         "ex.x.html_img_query",
@@ -119,7 +119,7 @@ pub(crate) const RULES: &[Spec] = &[
         "ex.x.url_placeholder",
         Exfiltration,
         0.6,
-        r"https?://[^ ?]+\?(?:[^ ]*&)?[a-z0-9_]+=(?:\{|%7b|\$\{|\[|%5b|<|%3c)(?:data|conversation|chat|history|message|messages|secret|password|key|token|summary|info|user|email|prompt|context|input|query|answer|response|the|your|base64|encoded)",
+        r"https?://[^ ?]+\?(?:[^ ]*&)?[a-z0-9_]+=(?:\{|%7b|\$\{|\[|%5b|<|%3c)(?:data|conversation|chat|history|message|messages|secret|password|key|token|summary|info|user|email|prompt|context|input|query|answer|response|the|your|base64|encoded)\w*",
     ),
     p(
         "ex.x.collector_host",
@@ -162,7 +162,7 @@ pub(crate) const RULES: &[Spec] = &[
         "ta.x.code_exec",
         ToolAbuse,
         0.3,
-        r"os\.system\(|subprocess\.(?:call|run|popen|check_output)\(|child_process|runtime\.getruntime\(\)\.exec|__import__\(['\x22]os|eval\(base64|exec\(base64|eval\(atob|exec\(compile",
+        r"os\.system\(|subprocess\.(?:call|run|popen|check_output)\(|child_process|runtime\.getruntime\(\)\.exec|__import__\(['\x22]os|(?:eval|exec)\((?:base64|atob|compile)\w*",
     ),
     r(
         "ta.x.code_exfil",
