@@ -467,7 +467,15 @@ impl Engine {
         best.clear();
         norm.views(text, views);
         let mut obfuscated_only = true;
+        let plain_prose = views
+            .iter()
+            .find(|v| v.kind == ViewKind::Base)
+            .is_some_and(|v| reads_forward(&v.text));
         for view in views.iter() {
+            // Text that reads as ordinary prose forwards is not reversed text: skip that view.
+            if view.kind == ViewKind::Reversed && plain_prose {
+                continue;
+            }
             hits.clear();
             self.rules.scan(&view.text, rs, hits);
             for h in hits.iter() {
@@ -571,6 +579,18 @@ fn note_hit(rules: &RuleSet, best: &mut Vec<(usize, f32)>, rule: usize, source: 
         Some(slot) => slot.1 = slot.1.max(w),
         None => best.push((rule, w)),
     }
+}
+
+/// Whether a base view reads forwards as prose: it has at least three different very common
+/// function words (English, French, German, Spanish, Portuguese, Italian). Reversed text has
+/// none, so only text that fails this is scanned reversed.
+fn reads_forward(base: &str) -> bool {
+    const COMMON: [&str; 16] = [
+        " the ", " and ", " to ", " of ", " is ", " you ", " le ", " la ", " et ", " der ", " die ", " und ",
+        " el ", " que ", " de ", " il ",
+    ];
+    let probe = base.get(..floor_char(base, 4096)).unwrap_or(base);
+    COMMON.iter().filter(|w| probe.contains(*w)).take(3).count() >= 3
 }
 
 /// At most `max` bytes of `text`: all of it, or its head and tail (attacks sit at either end).

@@ -26,7 +26,7 @@ pub(crate) const RULES: &[Spec] = &[
         "jb.de.dan",
         Jailbreak,
         0.8,
-        r"jetzt alles (?:tun|machen)|(?:entwickler|entwicklungs|dan|jailbreak)-?modus (?:ist )?(?:aktiviert|aktiv|eingeschaltet|an)|typischen (?:grenzen|einschränkungen|beschränkungen) (?:der|von) ki|(?:nicht (?:mehr )?|keine[nm]? )(?:an (?:die |irgendwelche |deine |ihre )?(?:regeln|richtlinien|vorgaben|einschränkungen) gebunden)",
+        r"jetzt alles (?:tun|machen)|(?:tu|tue|tun) alles jetzt|(?:entwickler|entwicklungs|dan|jailbreak)-?modus (?:ist )?(?:aktiviert|aktiv|eingeschaltet|an)|typischen (?:grenzen|einschränkungen|beschränkungen) (?:der|von) ki|(?:nicht (?:mehr )?|keine[nm]? )(?:an (?:die |irgendwelche |deine |ihre )?(?:regeln|richtlinien|vorgaben|einschränkungen) gebunden)",
     ),
     p(
         "jb.de.no_restrictions",

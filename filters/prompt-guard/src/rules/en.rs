@@ -12,7 +12,7 @@ pub(crate) const RULES: &[Spec] = &[
         "io.en.ignore_previous",
         InstructionOverride,
         0.9,
-        r"(?:ignor(?:e|ing)|disregard(?:ing)?|forget(?:ting)?|overrid(?:e|ing)|bypass(?:ing)?|skip|discard|neglect|abandon|dismiss|set aside|throw away|erase|scrap|nullify|cancel|pay no (?:attention|heed) to|do not (?:follow|obey|heed)|don['’]?t (?:follow|obey|heed)) (?:any and all |(?:all|any|each|every)(?: of)? )?(?:the |your |ur |my |these |those |this |that |its )?(?:(?:previous|previously given|prior|preceding|above|earlier|former|foregoing|initial|original|aforementioned|existing|system|default|developer|pre-?set|pre-?programmed|programmed|given|current|openai['’]?s?|open ai['’]?s?)(?: and (?:following|subsequent|future|all|any|other|prior|previous))? (?:[^ ]+ ){0,2}?|(?:all|your|ur) (?:[^ ]+ )?)(?:instructions?|directions?|directives?|rules|guidelines|prompts?|commands?|orders|programming|guidance|constraints|restrictions|polic(?:y|ies)|context|tasks?|training|guardrails|safeguards|messages|conversation|text|inputs?)",
+        r"(?:ignor(?:e|ing)|disregard(?:ing)?|forget(?:ting)?|overrid(?:e|ing)|bypass(?:ing)?|skip|discard|neglect|abandon|dismiss|set aside|throw away|erase|scrap|nullify|cancel|pay no (?:attention|heed) to|do not (?:follow|obey|heed)|don['’]?t (?:follow|obey|heed)) (?:any and all |(?:all|any|each|every)(?: of)? )?(?:the |your |ur |my |these |those |this |that |its )?(?:(?:previous|previously given|prior|preceding|above|earlier|former|foregoing|initial|original|aforementioned|existing|system|default|developer|pre-?set|pre-?programmed|programmed|given|current|openai['’]?s?|open ai['’]?s?)(?: and (?:following|subsequent|future|all|any|other|prior|previous))? (?:[^ ]+ ){0,2}?|(?:all|your|ur) (?:[^ ]+ )?)(?:instructions?|directions?|directives?|rules|guidelines|prompts?|commands?|orders|programming|guidance|constraints|restrictions|polic(?:y|ies)|context|tasks?|training|guardrails|safeguards|messages|conversation|text|inputs?|requests)",
     ),
     r(
         "io.en.ignore_doc_and_say",
@@ -386,7 +386,7 @@ pub(crate) const RULES: &[Spec] = &[
         "pl.en.reveal_system_prompt",
         PromptLeak,
         0.85,
-        r"(?:reveal|print|show|display|output|repeat|recite|tell|give|share|disclose|expose|leak|dump|write|spell|list|provide|paste|return|echo|copy|state|type|read|send|what (?:is|are|was|were)|what['’]s|whats) (?:me |us |out |back |down |up )?(?:all |exactly |verbatim |the (?:full|entire|complete|exact|whole) |the contents of |the text of |your full |your entire |your complete |your exact |your whole )?(?:of )?(?:your|the|ur|thy) (?:[^ ]+ ){0,2}?(?:system ?prompt|system message|system instructions?|initial (?:prompt|instructions?)|original (?:prompt|instructions?)|hidden (?:prompt|instructions?)|secret (?:prompt|instructions?)|pre-?prompt|meta[- ]?prompt|prompt instructions|starting prompt|developer (?:message|prompt|instructions?)|internal (?:instructions?|rules|prompt|guidelines)|confidential (?:instructions?|prompt)|base prompt|custom instructions|instructions you (?:were|have been) given|(?:prompt|instructions) (?:you were|you['’]ve been|you have been) given)",
+        r"(?:reveal|print|show|display|output|repeat|recite|tell|give|share|disclose|expose|leak|dump|write|spell|list|provide|paste|return|echo|copy|state|type|read|send|encode|translate|convert|summari[sz]e|rewrite|paraphrase|put|what (?:is|are|was|were)|what['’]s|whats)[:,]? (?:me |us |out |back |down |up )?(?:all |exactly |verbatim |the (?:full|entire|complete|exact|whole) |the contents of |the text of |your full |your entire |your complete |your exact |your whole )?(?:of )?(?:your|the|ur|thy) (?:[^ ]+ ){0,2}?(?:system ?prompt|system message|system instructions?|initial (?:prompt|instructions?)|original (?:prompt|instructions?)|hidden (?:prompt|instructions?)|secret (?:prompt|instructions?)|pre-?prompt|meta[- ]?prompt|prompt instructions|starting prompt|developer (?:message|prompt|instructions?)|internal (?:instructions?|rules|prompt|guidelines)|confidential (?:instructions?|prompt)|base prompt|custom instructions|instructions you (?:were|have been) given|(?:prompt|instructions) (?:you were|you['’]ve been|you have been) given)",
     ),
     r(
         "pl.en.reveal_instructions",
@@ -422,7 +422,7 @@ pub(crate) const RULES: &[Spec] = &[
         "pl.en.prompt_part",
         PromptLeak,
         0.75,
-        r"(?:sentences?|words?|lines?|paragraphs?|parts?|characters?|letters?|tokens?|text|contents?|rest|beginning|start|end|summary|version|copy|translation) (?:of|in|from) (?:your|the|ur) (?:system ?prompt|system message|system instructions|initial (?:prompt|instructions)|hidden (?:prompt|instructions)|original (?:prompt|instructions)|secret instructions|pre-?prompt|meta[- ]?prompt|custom instructions|developer (?:message|prompt|instructions))",
+        r"(?:sentences?|words?|lines?|paragraphs?|parts?|characters?|letters?|tokens?|text|contents?|rest|beginning|start|end|summary|version|copy|translation) (?:of|in|from) (?:(?:your|ur) (?:instructions|rules|guidelines|prompt)|(?:your|the|ur) (?:system ?prompt|system message|system instructions|initial (?:prompt|instructions)|hidden (?:prompt|instructions)|original (?:prompt|instructions)|secret instructions|pre-?prompt|meta[- ]?prompt|custom instructions|developer (?:message|prompt|instructions)))",
     ),
     r(
         "pl.en.code_print_prompt",
@@ -435,6 +435,18 @@ pub(crate) const RULES: &[Spec] = &[
         PromptLeak,
         0.45,
         r#"(?:my|your|the) (?:system prompt|initial prompt|hidden instructions|initial instructions|original instructions|system instructions) (?:is|are|was|were|says|reads|begins|starts)(?: with)? ?[:'"“‘]"#,
+    ),
+    r(
+        "pl.en.instructions_given",
+        PromptLeak,
+        0.6,
+        r"(?:instructions?|rules|guidelines|directives|prompts?|text|orders|commands) (?:that )?you (?:were|have been|['’]ve been|got|received|had been) (?:given|told|provided|fed|shown|instructed)(?: (?:initially|originally|at the (?:start|beginning)|before|earlier|by (?:your|the) (?:developers?|creators?|operator|system)))?",
+    ),
+    r(
+        "pl.en.complete_sentence",
+        PromptLeak,
+        0.7,
+        r#"(?:complete|continue|finish) (?:this|the following|the) (?:sentence|text|phrase|line)[:,]? ["'“‘]?(?:i was (?:instructed|told|programmed|prompted)|my (?:instructions|system prompt|rules|initial prompt)|the system prompt|you are an? |your instructions)"#,
     ),
     r(
         "pl.en.hidden_instructions",
@@ -599,7 +611,7 @@ pub(crate) const RULES: &[Spec] = &[
         "ai.en.when_summarizing",
         AddressedToAi,
         0.75,
-        r"(?:when|while|if|before|after|whenever|once) (?:you (?:are |['’]re )?)?(?:summari[sz](?:e|es|ing)|process(?:es|ing)?|read(?:s|ing)?|analy[sz](?:e|es|ing)|review(?:s|ing)?|translat(?:e|es|ing)|pars(?:e|es|ing)|describ(?:e|es|ing)|answer(?:ing)? questions about|index(?:es|ing)?|evaluat(?:e|es|ing)|screen(?:s|ing)?) (?:this|the|these|the above|the following) (?:document|e-?mail|page|webpage|web page|website|site|text|article|file|message|content|pdf|resume|cv|review|post|thread|repository|repo|code|data|report|paper|transcript|note|ticket|issue|comments?|application|candidate|product|listing|documents|emails|pages|messages|reviews)",
+        r"(?:when|while|if|before|after|whenever|once) (?:you (?:are |['’]re )?)?(?:summari[sz](?:e|es|ing)|process(?:es|ing)?|analy[sz](?:e|es|ing)|review(?:s|ing)?|translat(?:e|es|ing)|pars(?:e|es|ing)|describ(?:e|es|ing)|answer(?:ing)? questions about|index(?:es|ing)?|evaluat(?:e|es|ing)|screen(?:s|ing)?) (?:this|the|these|the above|the following) (?:document|e-?mail|page|webpage|web page|website|site|text|article|file|message|content|pdf|resume|cv|review|post|thread|repository|repo|code|data|report|paper|transcript|note|ticket|issue|comments?|application|candidate|product|listing|documents|emails|pages|messages|reviews)",
     ),
     r(
         "ai.en.instead_of",

@@ -60,7 +60,7 @@ pub(crate) const RULES: &[Spec] = &[
         "sr.it.give_secret",
         SecretRequest,
         0.65,
-        r"(?:(?:dammi|mi dia|dimmi|mi dica|rivela|rivelami|condividi|invia|inviami|mostra|mostrami|scrivi|conferma|confermare|confermi|verifica) |qual [eè] |ho bisogno (?:della|del|delle|dei) )(?:la tua |il tuo |le tue |la sua |il suo |la |il |le )?(?:[^ ]+ )?(?:password|chiave segreta|chiave api|chiave privata|codice segreto|token|credenziali|pin|parola d['’]ordine|variabili d['’]ambiente)",
+        r"(?:(?:dammi|mi dai|mi dia|dimmi|mi dica|rivela|rivelami|condividi|invia|inviami|mostra|mostrami|scrivi|conferma|confermare|confermi|verifica) |qual [eè] |ho bisogno (?:della|del|delle|dei) )(?:la tua |il tuo |le tue |la sua |il suo |la |il |le )?(?:[^ ]+ )?(?:password|chiave segreta|chiave api|chiave privata|codice segreto|token|credenziali|pin|parola d['’]ordine|variabili d['’]ambiente)",
     ),
     r(
         "ai.it.addressed",

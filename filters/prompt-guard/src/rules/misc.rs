@@ -51,7 +51,7 @@ pub(crate) const RULES: &[Spec] = &[
         "sr.id.give_secret",
         SecretRequest,
         0.6,
-        r"(?:kata sandi|kunci rahasia|kunci api|kode rahasia|kredensial) ?(?:anda|kamu|mu)|(?:kata sandi|sandi|kunci rahasia|kunci api|kode rahasia|token|kredensial)(?: apa| itu apa| adalah apa)|(?:berikan|beri tahu|beritahu|sebutkan|bagikan|tunjukkan)(?: saya| aku)? (?:kata sandi|kunci rahasia|kunci api|kode rahasia|kredensial)",
+        r"(?:kata sandi|kunci rahasia|kunci api|kode rahasia|kredensial) ?(?:anda|kamu|mu)|(?:kata sandi|sandi|kunci rahasia|kunci api|kode rahasia|token|kredensial)(?: apa| itu apa| adalah apa)|(?:berikan|beri tahu|beritahu|sebutkan|bagikan|tunjukkan|konfirmasi|konfirmasikan|mengonfirmasi|mengonfirmasikan)(?: saya| aku)? (?:kata sandi|kunci rahasia|kunci api|kode rahasia|kredensial)",
     ),
     r(
         "io.bn.ignore_previous",
@@ -100,5 +100,11 @@ pub(crate) const RULES: &[Spec] = &[
         SecretRequest,
         0.55,
         r"(?:iyong|inyong|ang) password|password mo|(?:ibahagi|ibigay|sabihin)(?: sa akin)? (?:ang )?(?:iyong |inyong )?(?:password|lihim na susi|sikretong code)",
+    ),
+    r(
+        "sr.mul.password_poem",
+        SecretRequest,
+        0.55,
+        r"(?:haiku|poema|poème|poesia|poesía|gedicht|puisi|tula|стих|стихотворение|诗|詩|قصيدة|कविता|şiir|bài thơ|acróstico|acrostique|akrostichon|acrostico|акростих|сонет|sonnet|soneto|canción|chanson|lied|canzone)(?:[^.!?。！？]){0,40}(?:password|passwort|kennwort|contraseña|mot de passe|senha|пароль|пароля|密码|密碼|パスワード|كلمة المرور|كلمة السر|पासवर्ड|şifre|parola|mật khẩu|kata sandi|비밀번호|clé secrète|clave secreta|chave secreta|chiave segreta|секретный ключ)",
     ),
 ];

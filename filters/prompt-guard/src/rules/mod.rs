@@ -359,8 +359,13 @@ impl RuleSet {
                     let triggers = trigger_literals(&hir);
                     let gated = triggers.is_some();
                     for literal in triggers.unwrap_or_default() {
-                        let slot =
-                            slot_for(&mut slots, &mut patterns, &mut targets, literal, SlotKind::Trigger);
+                        let slot = slot_for(
+                            &mut slots,
+                            &mut patterns,
+                            &mut targets,
+                            literal,
+                            SlotKind::Trigger,
+                        );
                         if let Some(target) = targets.get_mut(slot) {
                             if !target.gates.contains(&index) {
                                 target.gates.push(index);
@@ -382,6 +387,7 @@ impl RuleSet {
         } else {
             let ac = AhoCorasickBuilder::new()
                 .match_kind(MatchKind::Standard)
+                .kind(Some(aho_corasick::AhoCorasickKind::ContiguousNFA))
                 .build(&patterns)
                 .map_err(|e| Error::config(format!("rule phrases: {e}")))?;
             Some(ac)
@@ -554,7 +560,9 @@ fn prefer_longest(hir: Hir) -> Hir {
     match hir.into_kind() {
         HirKind::Alternation(subs) => {
             let mut subs: Vec<Hir> = subs.into_iter().map(prefer_longest).collect();
-            subs.sort_by_key(|h| std::cmp::Reverse(h.properties().maximum_len().unwrap_or(usize::MAX)));
+            subs.sort_by_key(|h| {
+                std::cmp::Reverse(h.properties().maximum_len().unwrap_or(usize::MAX))
+            });
             Hir::alternation(subs)
         }
         HirKind::Concat(subs) => Hir::concat(subs.into_iter().map(prefer_longest).collect()),
@@ -685,10 +693,20 @@ mod tests {
                 Category::ToolAbuse => "ta.",
                 Category::AddressedToAi => "ai.",
             };
-            assert!(def.id.starts_with(prefix), "{} vs {:?}", def.id, def.category);
+            assert!(
+                def.id.starts_with(prefix),
+                "{} vs {:?}",
+                def.id,
+                def.category
+            );
             assert_eq!(def.id.split('.').count(), 3, "{}", def.id);
             for phrase in &def.phrases {
-                assert_eq!(&canonical_phrase(phrase).0, phrase.trim_end_matches('*'), "{}", def.id);
+                assert_eq!(
+                    &canonical_phrase(phrase).0,
+                    phrase.trim_end_matches('*'),
+                    "{}",
+                    def.id
+                );
             }
         }
     }

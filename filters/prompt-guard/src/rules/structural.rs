@@ -58,7 +58,7 @@ pub(crate) const RULES: &[Spec] = &[
         "di.x.role_prefix",
         DelimiterInjection,
         0.55,
-        r#"(?:^|[.!?"'”)\]}>|] )(?:system|admin|administrator|developer|root|sudo|operator|system message|system prompt|system note|system override) ?(?:message|note|override|instructions?|update|notice)? ?: "#,
+        r#"(?:^|[.!?"'”)\]}>] )(?:system|admin|administrator|developer|root|sudo|system message|system prompt|system note|system override) ?(?:message|note|override|instructions?|update|notice)? ?: "#,
     ),
     r(
         "di.x.dialogue_injection",
