@@ -67,15 +67,28 @@ fn run(args: &[String]) -> anyhow::Result<()> {
 /// filter is recognised by its settings: prompt-guard's, else llm-telemetry's.
 fn lint(file: &str) -> anyhow::Result<()> {
     let bytes = std::fs::read(file).map_err(|e| anyhow::anyhow!("cannot read {file}: {e}"))?;
-    let as_prompt_guard = prompt_guard::engine::parse_config(&bytes)
-        .map(|c| ("prompt_guard", c.name.clone(), c.version.clone(), names(c.policy_names())));
+    let as_prompt_guard = prompt_guard::engine::parse_config(&bytes).map(|c| {
+        (
+            "prompt_guard",
+            c.name.clone(),
+            c.version.clone(),
+            names(c.policy_names()),
+        )
+    });
     let result = as_prompt_guard.or_else(|pg_err| {
         FilterConfig::parse::<<Telemetry as GuardFilter>::Settings, _>(
             &bytes,
             FailurePolicy::FailOpen,
             Telemetry::compile,
         )
-        .map(|c| ("llm_telemetry", c.name.clone(), c.version.clone(), names(c.policy_names())))
+        .map(|c| {
+            (
+                "llm_telemetry",
+                c.name.clone(),
+                c.version.clone(),
+                names(c.policy_names()),
+            )
+        })
         .map_err(|tel_err| (pg_err, tel_err))
     });
     match result {
@@ -106,14 +119,20 @@ fn injection(args: &[String]) -> anyhow::Result<()> {
     while let Some(a) = it.next() {
         match a.as_str() {
             "--config" => {
-                config = Some(it.next().ok_or_else(|| anyhow::anyhow!("--config needs a file"))?.clone())
+                config = Some(
+                    it.next()
+                        .ok_or_else(|| anyhow::anyhow!("--config needs a file"))?
+                        .clone(),
+                )
             }
             "--source" => {
                 source = match it.next().map(String::as_str) {
                     Some("user") => Source::User,
                     Some("tool") => Source::ToolResult,
                     Some("document") => Source::Document,
-                    other => anyhow::bail!("--source must be user, tool or document, not {other:?}"),
+                    other => {
+                        anyhow::bail!("--source must be user, tool or document, not {other:?}")
+                    }
                 }
             }
             other => anyhow::bail!("unknown argument {other:?}\n{USAGE}"),

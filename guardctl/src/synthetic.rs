@@ -9,7 +9,14 @@
 //! "rules", "act as") in their everyday, harmless senses.
 
 const OPENERS: &[&str] = &[
-    "", "Please ", "Can you ", "Could you ", "I need you to ", "Help me ", "Quick question: ", "Hey, ",
+    "",
+    "Please ",
+    "Can you ",
+    "Could you ",
+    "I need you to ",
+    "Help me ",
+    "Quick question: ",
+    "Hey, ",
 ];
 
 const CODE_TASKS: &[&str] = &[
@@ -134,8 +141,14 @@ pub fn benign_requests() -> Vec<String> {
         for (t, task) in tasks.iter().enumerate() {
             // A deterministic spread of openers and suffixes per task (not the full product).
             for k in 0..4 {
-                let opener = OPENERS.get((t * 3 + k * 5 + g) % OPENERS.len()).copied().unwrap_or("");
-                let suffix = SUFFIXES.get((t * 7 + k * 11 + g * 3) % SUFFIXES.len()).copied().unwrap_or("");
+                let opener = OPENERS
+                    .get((t * 3 + k * 5 + g) % OPENERS.len())
+                    .copied()
+                    .unwrap_or("");
+                let suffix = SUFFIXES
+                    .get((t * 7 + k * 11 + g * 3) % SUFFIXES.len())
+                    .copied()
+                    .unwrap_or("");
                 let mut s = String::with_capacity(opener.len() + task.len() + suffix.len());
                 s.push_str(opener);
                 if opener.is_empty() {

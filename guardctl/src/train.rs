@@ -65,7 +65,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let started = Instant::now();
     let params = FeatureParams::default();
     let all = load_records(&train_path)?;
-    let (mut ship, unshipped): (Vec<Record>, Vec<Record>) = all.into_iter().partition(|r| r.ship_ok);
+    let (mut ship, unshipped): (Vec<Record>, Vec<Record>) =
+        all.into_iter().partition(|r| r.ship_ok);
     if ship.is_empty() {
         bail!("{} holds no ship_ok records", train_path.display());
     }

@@ -196,7 +196,10 @@ enum ReqState {
     Pass,
     Buffering,
     /// Waiting for the answer to call-out `token`; `buffered` bytes of body are held.
-    Waiting { token: u32, buffered: usize },
+    Waiting {
+        token: u32,
+        buffered: usize,
+    },
     Done,
 }
 
@@ -468,14 +471,16 @@ impl<F: GuardFilter> GuardStream<F> {
                     ("content-type", "application/json"),
                 ];
                 headers.extend(call.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-                match host.dispatch_http_call(&call.cluster, &headers, &call.body, call.timeout_ms) {
+                match host.dispatch_http_call(&call.cluster, &headers, &call.body, call.timeout_ms)
+                {
                     Some(token) => {
                         self.req = ReqState::Waiting { token, buffered };
                         return Action::Pause;
                     }
                     None => {
                         // Refused at once (unknown cluster...): the filter's failure rule decides.
-                        let next = self.with_cx(host, |f, cx| f.on_callout(cx, CallOutResult::Failed));
+                        let next =
+                            self.with_cx(host, |f, cx| f.on_callout(cx, CallOutResult::Failed));
                         match next {
                             None | Some(Ok(Outcome::CallOut(_))) => Action::Continue,
                             // Still inside the body callback: continuing is returning Continue.
@@ -498,7 +503,13 @@ impl<F: GuardFilter> GuardStream<F> {
 
     /// The answer (or failure) of a call-out this stream started.
     pub fn on_callout_response(&mut self, host: &dyn Host, token: u32, body_size: usize) {
-        let ReqState::Waiting { token: want, buffered } = self.req else { return };
+        let ReqState::Waiting {
+            token: want,
+            buffered,
+        } = self.req
+        else {
+            return;
+        };
         if want != token {
             return;
         }

@@ -111,7 +111,8 @@ impl FakeHost {
     /// Set the call-out response the next `on_callout_response` delivers (`None` status: the
     /// call failed or timed out).
     pub fn set_call_response(&self, status: Option<u16>, body: &[u8]) {
-        self.state.borrow_mut().call_response = Some((status.map(|s| s.to_string().into_bytes()), body.to_vec()));
+        self.state.borrow_mut().call_response =
+            Some((status.map(|s| s.to_string().into_bytes()), body.to_vec()));
     }
     pub fn histogram(&self, name: &str) -> Vec<u64> {
         self.state
@@ -211,14 +212,23 @@ impl Host for FakeHost {
             .logs
             .push((level, message.to_string()));
     }
-    fn dispatch_http_call(&self, cluster: &str, headers: &[(&str, &str)], body: &[u8], timeout_ms: u64) -> Option<u32> {
+    fn dispatch_http_call(
+        &self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        timeout_ms: u64,
+    ) -> Option<u32> {
         let mut s = self.state.borrow_mut();
         if s.refuse_callouts {
             return None;
         }
         s.callouts.push(FakeCallout {
             cluster: cluster.to_string(),
-            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             body: body.to_vec(),
             timeout_ms,
         });
@@ -233,7 +243,9 @@ impl Host for FakeHost {
     }
     fn call_response_body(&self, len: usize) -> Option<Vec<u8>> {
         let s = self.state.borrow();
-        s.call_response.as_ref().map(|(_, b)| b.iter().take(len).copied().collect())
+        s.call_response
+            .as_ref()
+            .map(|(_, b)| b.iter().take(len).copied().collect())
     }
     fn resume(&self, dir: Dir) {
         self.state.borrow_mut().resumed.push(dir);

@@ -45,7 +45,13 @@ pub trait Host {
     /// Start an HTTP call to an Envoy cluster; `headers` must include `:method`, `:path` and
     /// `:authority`. Returns the call's token, `None` if Envoy refused it (unknown cluster, bad
     /// headers).
-    fn dispatch_http_call(&self, cluster: &str, headers: &[(&str, &str)], body: &[u8], timeout_ms: u64) -> Option<u32>;
+    fn dispatch_http_call(
+        &self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        timeout_ms: u64,
+    ) -> Option<u32>;
     /// A header of the call-out response being delivered (only inside the call-out callback).
     fn call_response_header(&self, name: &str) -> Option<Vec<u8>>;
     /// The body of the call-out response being delivered, up to `len` bytes.

@@ -270,7 +270,13 @@ impl Host for WasmHost {
         }
     }
 
-    fn dispatch_http_call(&self, cluster: &str, headers: &[(&str, &str)], body: &[u8], timeout_ms: u64) -> Option<u32> {
+    fn dispatch_http_call(
+        &self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        timeout_ms: u64,
+    ) -> Option<u32> {
         // The SDK's call registers the token with its dispatcher, which routes the answer back
         // to this context; it returns Err for the statuses Envoy documents for a refused call.
         proxy_wasm::hostcalls::dispatch_http_call(
@@ -288,7 +294,13 @@ impl Host for WasmHost {
         let mut size: usize = 0;
         // SAFETY: as in `header`.
         unsafe {
-            match proxy_get_header_map_value(MAP_CALL_RESPONSE_HEADERS, name.as_ptr(), name.len(), &mut data, &mut size) {
+            match proxy_get_header_map_value(
+                MAP_CALL_RESPONSE_HEADERS,
+                name.as_ptr(),
+                name.len(),
+                &mut data,
+                &mut size,
+            ) {
                 STATUS_OK => owned(data, size),
                 _ => None,
             }
@@ -468,7 +480,13 @@ fn action(a: Action) -> proxy_wasm::types::Action {
 }
 
 impl<F: GuardFilter> Context for Http<F> {
-    fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
         if let Some(s) = self.stream.as_mut() {
             s.on_callout_response(&WasmHost, token_id, body_size);
         }

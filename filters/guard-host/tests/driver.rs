@@ -69,13 +69,23 @@ impl GuardFilter for Probe {
             None => Outcome::Continue,
         })
     }
-    fn on_callout(&mut self, _cx: &mut Cx<'_, Self>, result: guard_host::CallOutResult) -> Result<Outcome> {
+    fn on_callout(
+        &mut self,
+        _cx: &mut Cx<'_, Self>,
+        result: guard_host::CallOutResult,
+    ) -> Result<Outcome> {
         Ok(match result {
             guard_host::CallOutResult::Response { status: 200, body } if body == b"block" => {
-                Outcome::Reply(guard_core::verdict::LocalReply::new(400, "judged", "the judge said no"))
+                Outcome::Reply(guard_core::verdict::LocalReply::new(
+                    400,
+                    "judged",
+                    "the judge said no",
+                ))
             }
             guard_host::CallOutResult::Response { .. } => Outcome::Continue,
-            guard_host::CallOutResult::Failed => Outcome::Reply(guard_core::verdict::LocalReply::new(400, "judge_down", "no judge")),
+            guard_host::CallOutResult::Failed => Outcome::Reply(
+                guard_core::verdict::LocalReply::new(400, "judge_down", "no judge"),
+            ),
         })
     }
     fn response_plan(&mut self, cx: &mut Cx<'_, Self>, streaming: bool) -> ResponsePlan {
@@ -459,17 +469,37 @@ fn callout_waits_then_resumes_or_replies() {
         let (host, mut s) = stream(r#"{"policies":{"default":{"callout":true}}}"#);
         post(&host);
         s.on_request_headers(&*host, false);
-        assert_eq!(feed_request(&host, &mut s, BODY, BODY.len(), false), Action::Pause, "{name}: must wait");
-        let call = host.state.borrow().callouts.first().cloned().expect("dispatched");
+        assert_eq!(
+            feed_request(&host, &mut s, BODY, BODY.len(), false),
+            Action::Pause,
+            "{name}: must wait"
+        );
+        let call = host
+            .state
+            .borrow()
+            .callouts
+            .first()
+            .cloned()
+            .expect("dispatched");
         assert_eq!(call.cluster, "judge");
         assert_eq!(call.timeout_ms, 250);
-        assert!(call.headers.iter().any(|(k, v)| k == ":path" && v == "/classify"));
+        assert!(call
+            .headers
+            .iter()
+            .any(|(k, v)| k == ":path" && v == "/classify"));
         host.set_call_response(status, body);
         s.on_callout_response(&*host, 99, body.len()); // a stale token is ignored
-        assert!(host.local_reply().is_none() && host.state.borrow().resumed.is_empty(), "{name}");
+        assert!(
+            host.local_reply().is_none() && host.state.borrow().resumed.is_empty(),
+            "{name}"
+        );
         s.on_callout_response(&*host, 1, body.len());
         assert_eq!(host.local_reply().map(|r| r.status), reply, "{name}");
-        assert_eq!(host.state.borrow().resumed == vec![Dir::Request], resumed, "{name}");
+        assert_eq!(
+            host.state.borrow().resumed == vec![Dir::Request],
+            resumed,
+            "{name}"
+        );
     }
     // Envoy refusing the call at once goes to the same decision without waiting.
     let (host, mut s) = stream(r#"{"policies":{"default":{"callout":true}}}"#);

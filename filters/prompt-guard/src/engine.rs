@@ -23,7 +23,9 @@ use std::rc::Rc;
 pub const DEFAULT_POLICY: &str = include_str!("../../../envoy/policies/prompt-guard.json");
 
 /// What a verdict asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     #[default]
@@ -156,7 +158,11 @@ pub struct AnswerPolicy {
 
 impl Default for AnswerPolicy {
     fn default() -> Self {
-        AnswerPolicy { exfiltration: AnswerAction::Neutralize, allowed_hosts: Vec::new(), max_link_bytes: 2048 }
+        AnswerPolicy {
+            exfiltration: AnswerAction::Neutralize,
+            allowed_hosts: Vec::new(),
+            max_link_bytes: 2048,
+        }
     }
 }
 
@@ -191,7 +197,10 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             dry_run: false,
-            thresholds: Thresholds { flag: 0.6, block: 0.85 },
+            thresholds: Thresholds {
+                flag: 0.6,
+                block: 0.85,
+            },
             sources: BTreeMap::new(),
             disabled_rules: Vec::new(),
             custom_rules: Vec::new(),
@@ -237,12 +246,16 @@ impl Topics {
         let mut buf = String::new();
         for (i, t) in topics.iter().enumerate() {
             if t.id.is_empty() || t.phrases.is_empty() {
-                return Err(Error::config(format!("{path}/{i}: a topic needs an id and at least one phrase")));
+                return Err(Error::config(format!(
+                    "{path}/{i}: a topic needs an id and at least one phrase"
+                )));
             }
             for (j, p) in t.phrases.iter().enumerate() {
                 norm.base(p, &mut buf);
                 if buf.is_empty() {
-                    return Err(Error::config(format!("{path}/{i}/phrases/{j}: empty phrase")));
+                    return Err(Error::config(format!(
+                        "{path}/{i}/phrases/{j}: empty phrase"
+                    )));
                 }
                 patterns.push(buf.clone());
                 owner.push(i);
@@ -259,7 +272,11 @@ impl Topics {
                     .map_err(|e| Error::config(format!("{path}: {e}")))?,
             )
         };
-        Ok(Topics { ids, owner, matcher })
+        Ok(Topics {
+            ids,
+            owner,
+            matcher,
+        })
     }
 
     /// Ids of the topics mentioned in `text` (a base view), at word boundaries.
@@ -347,7 +364,9 @@ impl Engine {
     pub fn compile(settings: Settings, path: &str) -> Result<Engine> {
         let check = |v: f32, p: &str| -> Result<()> {
             if !(0.0..=1.0).contains(&v) || v.is_nan() {
-                return Err(Error::config(format!("{path}/{p}: {v} is not between 0 and 1")));
+                return Err(Error::config(format!(
+                    "{path}/{p}: {v} is not between 0 and 1"
+                )));
             }
             Ok(())
         };
@@ -363,7 +382,11 @@ impl Engine {
         for (name, source) in SOURCES {
             let policy = match settings.sources.get(name) {
                 Some(p) => *p,
-                None => SourcePolicy { scan: default_scanned(source), flag: None, block: None },
+                None => SourcePolicy {
+                    scan: default_scanned(source),
+                    flag: None,
+                    block: None,
+                },
             };
             if let Some(f) = policy.flag {
                 check(f, &format!("sources/{name}/flag"))?;
@@ -383,23 +406,39 @@ impl Engine {
         let mut defs = builtin_rules();
         for (i, id) in settings.disabled_rules.iter().enumerate() {
             if !defs.iter().any(|d| &d.id == id) {
-                return Err(Error::config(format!("{path}/disabled_rules/{i}: no built-in rule {id:?}")));
+                return Err(Error::config(format!(
+                    "{path}/disabled_rules/{i}: no built-in rule {id:?}"
+                )));
             }
         }
         defs.retain(|d| !settings.disabled_rules.contains(&d.id));
         defs.extend(settings.custom_rules.iter().cloned());
-        let rules = RuleSet::compile(defs).map_err(|e| Error::config(format!("{path}/custom_rules: {e}")))?;
+        let rules = RuleSet::compile(defs)
+            .map_err(|e| Error::config(format!("{path}/custom_rules: {e}")))?;
         let model = if settings.model {
-            Some(Model::embedded().ok_or_else(|| Error::config("the embedded model failed to load"))?)
+            Some(
+                Model::embedded()
+                    .ok_or_else(|| Error::config("the embedded model failed to load"))?,
+            )
         } else {
             None
         };
         let mut norm = Normalizer::new();
-        let denied = Topics::compile(&settings.topics.denied, &format!("{path}/topics/denied"), &mut norm)?;
-        let allowed = Topics::compile(&settings.topics.allowed, &format!("{path}/topics/allowed"), &mut norm)?;
+        let denied = Topics::compile(
+            &settings.topics.denied,
+            &format!("{path}/topics/denied"),
+            &mut norm,
+        )?;
+        let allowed = Topics::compile(
+            &settings.topics.allowed,
+            &format!("{path}/topics/allowed"),
+            &mut norm,
+        )?;
         if let Some(so) = &settings.second_opinion {
             if so.cluster.is_empty() {
-                return Err(Error::config(format!("{path}/second_opinion/cluster: empty")));
+                return Err(Error::config(format!(
+                    "{path}/second_opinion/cluster: empty"
+                )));
             }
             if so.timeout_ms == 0 || so.timeout_ms > 60_000 {
                 return Err(Error::config(format!(
@@ -411,12 +450,23 @@ impl Engine {
                 check(lo, "second_opinion/grey_zone/0")?;
                 check(hi, "second_opinion/grey_zone/1")?;
                 if lo > hi {
-                    return Err(Error::config(format!("{path}/second_opinion/grey_zone: {lo} is above {hi}")));
+                    return Err(Error::config(format!(
+                        "{path}/second_opinion/grey_zone: {lo} is above {hi}"
+                    )));
                 }
             }
         }
-        let exfil = crate::exfil::ExfilPolicy::compile(&settings.answers, &format!("{path}/answers"))?;
-        Ok(Engine { settings, rules, model, sources, denied, allowed, exfil })
+        let exfil =
+            crate::exfil::ExfilPolicy::compile(&settings.answers, &format!("{path}/answers"))?;
+        Ok(Engine {
+            settings,
+            rules,
+            model,
+            sources,
+            denied,
+            allowed,
+            exfil,
+        })
     }
 
     /// The shipped default policy (`envoy/policies/prompt-guard.json`).
@@ -433,7 +483,10 @@ impl Engine {
     }
 
     pub fn scratch(&self) -> Scratch {
-        Scratch { rules: Some(self.rules.scratch()), ..Scratch::default() }
+        Scratch {
+            rules: Some(self.rules.scratch()),
+            ..Scratch::default()
+        }
     }
 
     pub fn rules(&self) -> &RuleSet {
@@ -442,27 +495,49 @@ impl Engine {
 
     /// Thresholds and scope of a source.
     pub fn source_policy(&self, source: Source) -> (bool, f32, f32) {
-        let p = self.sources.iter().find(|(s, _)| *s == source).map(|(_, p)| *p);
+        let p = self
+            .sources
+            .iter()
+            .find(|(s, _)| *s == source)
+            .map(|(_, p)| *p);
         match p {
             Some(p) => (
                 p.scan,
                 p.flag.unwrap_or(self.settings.thresholds.flag),
                 p.block.unwrap_or(self.settings.thresholds.block),
             ),
-            None => (default_scanned(source), self.settings.thresholds.flag, self.settings.thresholds.block),
+            None => (
+                default_scanned(source),
+                self.settings.thresholds.flag,
+                self.settings.thresholds.block,
+            ),
         }
     }
 
     /// Scan one segment of text from `source`.
     pub fn scan(&self, scratch: &mut Scratch, text: &str, source: Source) -> Scan {
         let (scan, flag_at, block_at) = self.source_policy(source);
-        let mut out = Scan { flag_at, block_at, ..Scan::default() };
+        let mut out = Scan {
+            flag_at,
+            block_at,
+            ..Scan::default()
+        };
         if !scan {
             out.skipped = true;
             return out;
         }
         let text = clip(text, self.settings.max_scan_bytes, &mut scratch.clipped);
-        let Scratch { norm, views, decoded, dviews, hits, rules, best, topic_hits, .. } = scratch;
+        let Scratch {
+            norm,
+            views,
+            decoded,
+            dviews,
+            hits,
+            rules,
+            best,
+            topic_hits,
+            ..
+        } = scratch;
         let rs = rules.get_or_insert_with(|| self.rules.scratch());
         best.clear();
         norm.views(text, views);
@@ -482,10 +557,20 @@ impl Engine {
                 if view.kind == ViewKind::Base {
                     obfuscated_only = false;
                 }
-                note_hit(&self.rules, best, h.rule, source, view.kind != ViewKind::Base);
+                note_hit(
+                    &self.rules,
+                    best,
+                    h.rule,
+                    source,
+                    view.kind != ViewKind::Base,
+                );
             }
         }
-        let base = views.iter().find(|v| v.kind == ViewKind::Base).map(|v| v.text.as_str()).unwrap_or("");
+        let base = views
+            .iter()
+            .find(|v| v.kind == ViewKind::Base)
+            .map(|v| v.text.as_str())
+            .unwrap_or("");
         let mut model_score = match self.model {
             Some(m) if !base.is_empty() => m.score(base),
             _ => 0.0,
@@ -536,11 +621,17 @@ impl Engine {
         if source == Source::User {
             topic_hits.clear();
             self.denied.find(base, topic_hits);
-            out.denied_topics = topic_hits.iter().filter_map(|i| self.denied.ids.get(*i).cloned()).collect();
+            out.denied_topics = topic_hits
+                .iter()
+                .filter_map(|i| self.denied.ids.get(*i).cloned())
+                .collect();
             if !self.allowed.ids.is_empty() {
                 topic_hits.clear();
                 self.allowed.find(base, topic_hits);
-                out.allowed_topics = topic_hits.iter().filter_map(|i| self.allowed.ids.get(*i).cloned()).collect();
+                out.allowed_topics = topic_hits
+                    .iter()
+                    .filter_map(|i| self.allowed.ids.get(*i).cloned())
+                    .collect();
             }
         }
         out
@@ -563,8 +654,13 @@ fn adjusted_weight(category: Category, weight: f32, source: Source, obfuscated: 
     let factor = match (source, category) {
         (Source::User | Source::Developer | Source::System, Category::ToolAbuse) => 0.3,
         (Source::User | Source::Developer | Source::System, Category::AddressedToAi) => 0.6,
-        (Source::ToolResult | Source::Document, Category::AddressedToAi | Category::ToolAbuse) => 1.2,
-        (Source::ToolResult | Source::Document, Category::InstructionOverride | Category::DelimiterInjection) => 1.1,
+        (Source::ToolResult | Source::Document, Category::AddressedToAi | Category::ToolAbuse) => {
+            1.2
+        }
+        (
+            Source::ToolResult | Source::Document,
+            Category::InstructionOverride | Category::DelimiterInjection,
+        ) => 1.1,
         _ => 1.0,
     };
     // Hiding an instruction is a signal of its own.
@@ -572,7 +668,13 @@ fn adjusted_weight(category: Category, weight: f32, source: Source, obfuscated: 
     (weight * factor * obf).clamp(0.0, 0.99)
 }
 
-fn note_hit(rules: &RuleSet, best: &mut Vec<(usize, f32)>, rule: usize, source: Source, obfuscated: bool) {
+fn note_hit(
+    rules: &RuleSet,
+    best: &mut Vec<(usize, f32)>,
+    rule: usize,
+    source: Source,
+    obfuscated: bool,
+) {
     let Some(info) = rules.info(rule) else { return };
     let w = adjusted_weight(info.category, info.weight, source, obfuscated);
     match best.iter_mut().find(|(r, _)| *r == rule) {
@@ -586,8 +688,8 @@ fn note_hit(rules: &RuleSet, best: &mut Vec<(usize, f32)>, rule: usize, source: 
 /// none, so only text that fails this is scanned reversed.
 fn reads_forward(base: &str) -> bool {
     const COMMON: [&str; 16] = [
-        " the ", " and ", " to ", " of ", " is ", " you ", " le ", " la ", " et ", " der ", " die ", " und ",
-        " el ", " que ", " de ", " il ",
+        " the ", " and ", " to ", " of ", " is ", " you ", " le ", " la ", " et ", " der ",
+        " die ", " und ", " el ", " que ", " de ", " il ",
     ];
     let probe = base.get(..floor_char(base, 4096)).unwrap_or(base);
     COMMON.iter().filter(|w| probe.contains(*w)).take(3).count() >= 3
@@ -630,14 +732,23 @@ pub struct Compiled {
 
 impl std::fmt::Debug for Compiled {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Compiled").field("rules", &self.engine.rules.len()).finish()
+        f.debug_struct("Compiled")
+            .field("rules", &self.engine.rules.len())
+            .finish()
     }
 }
 
 /// Parse a whole prompt-guard filter configuration (the same code as `on_configure`).
 pub fn parse_config(bytes: &[u8]) -> Result<FilterConfig<Compiled>> {
-    FilterConfig::parse::<Settings, _>(bytes, FailurePolicy::FailClosed, |s: Settings, path: &str| {
-        let engine = Engine::compile(s.clone(), path)?;
-        Ok(Compiled { settings: s, engine: Rc::new(engine) })
-    })
+    FilterConfig::parse::<Settings, _>(
+        bytes,
+        FailurePolicy::FailClosed,
+        |s: Settings, path: &str| {
+            let engine = Engine::compile(s.clone(), path)?;
+            Ok(Compiled {
+                settings: s,
+                engine: Rc::new(engine),
+            })
+        },
+    )
 }

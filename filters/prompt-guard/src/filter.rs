@@ -16,6 +16,7 @@ use guard_host::host::Dir;
 use guard_host::metrics::Metrics;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+use std::cell::RefCell;
 use std::rc::Rc;
 
 pub const NAME: &str = "prompt_guard";
@@ -35,11 +36,36 @@ pub mod metric {
 
 pub struct Shared {
     metrics: Rc<Metrics>,
+    /// Scan scratch (regex caches, normaliser buffers) per compiled engine, shared by every
+    /// stream of the VM: a VM runs one callback at a time, and scans finish inside one.
+    scratch: RefCell<Vec<(usize, Scratch)>>,
+}
+
+/// Most engines whose scratch a VM keeps (one per policy; more only after reconfigures).
+const MAX_SCRATCH: usize = 16;
+
+impl Shared {
+    fn with_scratch<R>(&self, engine: &Rc<Engine>, f: impl FnOnce(&mut Scratch) -> R) -> R {
+        let key = Rc::as_ptr(engine) as usize;
+        let Ok(mut all) = self.scratch.try_borrow_mut() else {
+            // Not reachable (no re-entrancy in a VM); stay correct with a fresh scratch.
+            return f(&mut engine.scratch());
+        };
+        if !all.iter().any(|(k, _)| *k == key) {
+            if all.len() >= MAX_SCRATCH {
+                all.clear();
+            }
+            all.push((key, engine.scratch()));
+        }
+        match all.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, s)) => f(s),
+            None => f(&mut engine.scratch()),
+        }
+    }
 }
 
 /// Per-stream state.
 pub struct PromptGuard {
-    scratch: Option<Scratch>,
     /// The worst segment's scan, kept for the call-out decision and the record.
     worst: Option<(Source, Scan)>,
     rewriter: Option<StreamRewriter>,
@@ -56,23 +82,35 @@ impl GuardFilter for PromptGuard {
 
     fn compile(settings: Self::Settings, path: &str) -> Result<Compiled> {
         let engine = Engine::compile(settings.clone(), path)?;
-        Ok(Compiled { settings, engine: Rc::new(engine) })
+        Ok(Compiled {
+            settings,
+            engine: Rc::new(engine),
+        })
     }
 
     fn init_shared(metrics: &Rc<Metrics>, _config: &FilterConfig<Compiled>) -> Shared {
         metrics.define(guard_host::host::MetricKind::Histogram, metric::SCAN_US);
-        Shared { metrics: Rc::clone(metrics) }
+        Shared {
+            metrics: Rc::clone(metrics),
+            scratch: RefCell::new(Vec::new()),
+        }
     }
 
     fn new_stream() -> Self {
-        PromptGuard { scratch: None, worst: None, rewriter: None, exfil_found: 0, stopped: false }
+        PromptGuard {
+            worst: None,
+            rewriter: None,
+            exfil_found: 0,
+            stopped: false,
+        }
     }
 
     fn on_request_body(&mut self, cx: &mut Cx<'_, Self>, body: &[u8]) -> Result<Outcome> {
-        let Some(api) = cx.api() else { return Ok(Outcome::Continue) };
+        let Some(api) = cx.api() else {
+            return Ok(Outcome::Continue);
+        };
         let req = RequestBody::parse(api, body)?;
         let engine = Rc::clone(&cx.settings().engine);
-        let scratch = self.scratch.get_or_insert_with(|| engine.scratch());
         let t0 = cx.host.now_nanos();
         let mut worst: Option<(Source, Scan, String)> = None;
         let mut denied: Vec<String> = Vec::new();
@@ -80,7 +118,9 @@ impl GuardFilter for PromptGuard {
         let mut hasher = Sha256::new();
         let mut scanned = 0usize;
         for seg in req.segments() {
-            let scan = engine.scan(scratch, &seg.text, seg.source);
+            let scan = cx.shared.with_scratch(&engine, |scratch| {
+                engine.scan(scratch, &seg.text, seg.source)
+            });
             if scan.skipped {
                 continue;
             }
@@ -114,28 +154,49 @@ impl GuardFilter for PromptGuard {
 
         // Topic policy first: a denied topic or an off-topic request has its own reason.
         let off_topic = engine.has_allowed_topics()
-            && last_user.as_ref().is_some_and(|s| s.allowed_topics.is_empty());
+            && last_user
+                .as_ref()
+                .is_some_and(|s| s.allowed_topics.is_empty());
         if !denied.is_empty() || off_topic {
-            let reason = if denied.is_empty() { "off_topic" } else { "denied_topic" };
+            let reason = if denied.is_empty() {
+                "off_topic"
+            } else {
+                "denied_topic"
+            };
             rec.extra.insert("topics".into(), json!(denied));
             let verdict = engine.topic_action();
             return Ok(self.act(cx, verdict, reason, "topic", api));
         }
 
-        let Some((source, scan, worst_text)) = worst else { return Ok(Outcome::Continue) };
+        let Some((source, scan, worst_text)) = worst else {
+            return Ok(Outcome::Continue);
+        };
         let indirect = matches!(source, Source::ToolResult | Source::Document);
-        let reason = if indirect { "indirect_injection" } else { "prompt_injection" };
+        let reason = if indirect {
+            "indirect_injection"
+        } else {
+            "prompt_injection"
+        };
         let rec = &mut cx.info.record;
         rec.rules = scan.rules.clone();
         rec.extra.insert("score".into(), json!(round3(scan.score)));
-        rec.extra.insert("rule_score".into(), json!(round3(scan.rule_score)));
-        rec.extra.insert("model_score".into(), json!(round3(scan.model_score)));
+        rec.extra
+            .insert("rule_score".into(), json!(round3(scan.rule_score)));
+        rec.extra
+            .insert("model_score".into(), json!(round3(scan.model_score)));
         rec.extra.insert("source".into(), json!(source.as_str()));
         if scan.obfuscated {
             rec.extra.insert("obfuscated".into(), json!(true));
         }
         let category = scan.categories.first().map_or("none", |c| c.as_str());
-        rec.extra.insert("categories".into(), json!(scan.categories.iter().map(|c| c.as_str()).collect::<Vec<_>>()));
+        rec.extra.insert(
+            "categories".into(),
+            json!(scan
+                .categories
+                .iter()
+                .map(|c| c.as_str())
+                .collect::<Vec<_>>()),
+        );
         let verdict = scan.verdict;
         // Grey zone: ask a second opinion before deciding.
         if let Some(so) = &engine.settings.second_opinion {
@@ -159,7 +220,11 @@ impl GuardFilter for PromptGuard {
                     cluster: so.cluster.clone(),
                     authority: so.authority.clone().unwrap_or_else(|| so.cluster.clone()),
                     path,
-                    headers: so.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                    headers: so
+                        .headers
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
                     body: serde_json::to_vec(&body).unwrap_or_default(),
                     timeout_ms: so.timeout_ms,
                 }));
@@ -169,35 +234,62 @@ impl GuardFilter for PromptGuard {
     }
 
     fn on_callout(&mut self, cx: &mut Cx<'_, Self>, result: CallOutResult) -> Result<Outcome> {
-        let Some((source, scan)) = self.worst.take() else { return Ok(Outcome::Continue) };
+        let Some((source, scan)) = self.worst.take() else {
+            return Ok(Outcome::Continue);
+        };
         let api = cx.api().unwrap_or(ApiShape::OpenAiChat);
         let engine = Rc::clone(&cx.settings().engine);
-        let Some(so) = engine.settings.second_opinion.as_ref() else { return Ok(Outcome::Continue) };
+        let Some(so) = engine.settings.second_opinion.as_ref() else {
+            return Ok(Outcome::Continue);
+        };
         let indirect = matches!(source, Source::ToolResult | Source::Document);
-        let reason = if indirect { "indirect_injection" } else { "prompt_injection" };
+        let reason = if indirect {
+            "indirect_injection"
+        } else {
+            "prompt_injection"
+        };
         let category = scan.categories.first().map_or("none", |c| c.as_str());
         let opinion = match &result {
-            CallOutResult::Response { status, body } if (200..300).contains(status) => parse_opinion(so.kind, body),
+            CallOutResult::Response { status, body } if (200..300).contains(status) => {
+                parse_opinion(so.kind, body)
+            }
             _ => None,
         };
         let m = &cx.shared.metrics;
         match opinion {
             Some(true) => {
                 m.counter(&metric::second_opinion("injection"), 1);
-                cx.info.record.extra.insert("second_opinion".into(), json!("injection"));
+                cx.info
+                    .record
+                    .extra
+                    .insert("second_opinion".into(), json!("injection"));
                 Ok(self.act(cx, Verdict::Block, reason, category, api))
             }
             Some(false) => {
                 m.counter(&metric::second_opinion("benign"), 1);
-                cx.info.record.extra.insert("second_opinion".into(), json!("benign"));
+                cx.info
+                    .record
+                    .extra
+                    .insert("second_opinion".into(), json!("benign"));
                 Ok(self.act(cx, Verdict::Allow, "second_opinion_benign", category, api))
             }
             None => {
                 m.counter(&metric::second_opinion("failed"), 1);
-                cx.info.record.extra.insert("second_opinion".into(), json!("failed"));
+                cx.info
+                    .record
+                    .extra
+                    .insert("second_opinion".into(), json!("failed"));
                 match so.on_failure.unwrap_or(FailurePolicy::FailOpen) {
-                    FailurePolicy::FailClosed => Ok(self.act(cx, Verdict::Block, "second_opinion_unavailable", category, api)),
-                    FailurePolicy::FailOpen => Ok(self.act(cx, scan.verdict, reason, category, api)),
+                    FailurePolicy::FailClosed => Ok(self.act(
+                        cx,
+                        Verdict::Block,
+                        "second_opinion_unavailable",
+                        category,
+                        api,
+                    )),
+                    FailurePolicy::FailOpen => {
+                        Ok(self.act(cx, scan.verdict, reason, category, api))
+                    }
                 }
             }
         }
@@ -208,21 +300,34 @@ impl GuardFilter for PromptGuard {
         if !engine.exfil.enabled() {
             return ResponsePlan::Skip;
         }
-        let Some(api) = cx.api() else { return ResponsePlan::Skip };
-        let ok = cx.info.response_status.is_some_and(|s| (200..300).contains(&s));
+        let Some(api) = cx.api() else {
+            return ResponsePlan::Skip;
+        };
+        let ok = cx
+            .info
+            .response_status
+            .is_some_and(|s| (200..300).contains(&s));
         if !ok {
             return ResponsePlan::Skip;
         }
         if streaming {
             let p = &cx.info.policy.common;
             let max_event = usize::try_from(p.max_sse_event_bytes).unwrap_or(usize::MAX);
-            self.rewriter = Some(StreamRewriter::new(api, max_event, engine.settings.answers.max_link_bytes.saturating_mul(2)));
+            self.rewriter = Some(StreamRewriter::new(
+                api,
+                max_event,
+                engine.settings.answers.max_link_bytes.saturating_mul(2),
+            ));
             ResponsePlan::Stream
         } else {
             let json = cx
                 .host
                 .header(Dir::Response, "content-type")
-                .is_some_and(|ct| String::from_utf8_lossy(&ct).to_ascii_lowercase().contains("json"));
+                .is_some_and(|ct| {
+                    String::from_utf8_lossy(&ct)
+                        .to_ascii_lowercase()
+                        .contains("json")
+                });
             if json {
                 ResponsePlan::Buffer { hold_headers: true }
             } else {
@@ -232,7 +337,9 @@ impl GuardFilter for PromptGuard {
     }
 
     fn on_response_body(&mut self, cx: &mut Cx<'_, Self>, body: &[u8]) -> Result<Outcome> {
-        let Some(api) = cx.api() else { return Ok(Outcome::Continue) };
+        let Some(api) = cx.api() else {
+            return Ok(Outcome::Continue);
+        };
         let engine = Rc::clone(&cx.settings().engine);
         let mut resp = ResponseBody::parse(api, body)?;
         let mut out = String::new();
@@ -268,11 +375,18 @@ impl GuardFilter for PromptGuard {
         Ok(Outcome::Replace(resp.to_bytes()))
     }
 
-    fn on_stream_chunk(&mut self, cx: &mut Cx<'_, Self>, chunk: &[u8], out: &mut Vec<u8>) -> Result<Chunk> {
+    fn on_stream_chunk(
+        &mut self,
+        cx: &mut Cx<'_, Self>,
+        chunk: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<Chunk> {
         if self.stopped {
             return Ok(Chunk::Rewritten);
         }
-        let Some(rw) = self.rewriter.as_mut() else { return Ok(Chunk::Pass) };
+        let Some(rw) = self.rewriter.as_mut() else {
+            return Ok(Chunk::Pass);
+        };
         let engine = Rc::clone(&cx.settings().engine);
         let mut scanner = ExfilScanner::new(&engine.exfil).dry_run(engine.settings.dry_run);
         {
@@ -287,7 +401,9 @@ impl GuardFilter for PromptGuard {
         if self.stopped {
             return Ok(());
         }
-        let Some(rw) = self.rewriter.as_mut() else { return Ok(()) };
+        let Some(rw) = self.rewriter.as_mut() else {
+            return Ok(());
+        };
         let engine = Rc::clone(&cx.settings().engine);
         let mut scanner = ExfilScanner::new(&engine.exfil).dry_run(engine.settings.dry_run);
         {
@@ -300,7 +416,10 @@ impl GuardFilter for PromptGuard {
 
     fn on_done(&mut self, cx: &mut Cx<'_, Self>) {
         if self.exfil_found > 0 {
-            cx.info.record.extra.insert("exfil_links".into(), json!(self.exfil_found));
+            cx.info
+                .record
+                .extra
+                .insert("exfil_links".into(), json!(self.exfil_found));
         }
         let rec = &cx.info.record;
         let action = match rec.extra.get("would").and_then(Value::as_str) {
@@ -312,15 +431,28 @@ impl GuardFilter for PromptGuard {
             .get("categories")
             .and_then(|c| c.get(0))
             .and_then(Value::as_str)
-            .unwrap_or(if rec.reasons.iter().any(|r| r.ends_with("topic")) { "topic" } else { "none" })
+            .unwrap_or(if rec.reasons.iter().any(|r| r.ends_with("topic")) {
+                "topic"
+            } else {
+                "none"
+            })
             .to_string();
-        cx.shared.metrics.counter(&metric::detections(&action, &category), 1);
+        cx.shared
+            .metrics
+            .counter(&metric::detections(&action, &category), 1);
     }
 }
 
 impl PromptGuard {
     /// Carry out a verdict (or record it, in dry run).
-    fn act(&mut self, cx: &mut Cx<'_, Self>, verdict: Verdict, reason: &str, category: &str, api: ApiShape) -> Outcome {
+    fn act(
+        &mut self,
+        cx: &mut Cx<'_, Self>,
+        verdict: Verdict,
+        reason: &str,
+        category: &str,
+        api: ApiShape,
+    ) -> Outcome {
         let engine = Rc::clone(&cx.settings().engine);
         let rec = &mut cx.info.record;
         if engine.settings.dry_run && verdict != Verdict::Allow {
@@ -339,7 +471,11 @@ impl PromptGuard {
             Verdict::Flag => {
                 rec.decide(Decision::Flag, reason);
                 let value = format!("{reason};category={category}");
-                cx.host.set_header(Dir::Request, &engine.settings.flag_header, Some(value.as_bytes()));
+                cx.host.set_header(
+                    Dir::Request,
+                    &engine.settings.flag_header,
+                    Some(value.as_bytes()),
+                );
                 Outcome::Continue
             }
             Verdict::Block => {
@@ -377,7 +513,11 @@ impl PromptGuard {
         let engine = Rc::clone(&cx.settings().engine);
         if engine.exfil.action == AnswerAction::Block && !engine.settings.dry_run {
             // The link itself was already neutralised; end the stream with an error event.
-            let reply = LocalReply::new(502, "exfiltration", "the answer contained a link that would send data to an untrusted host");
+            let reply = LocalReply::new(
+                502,
+                "exfiltration",
+                "the answer contained a link that would send data to an untrusted host",
+            );
             out.extend_from_slice(&reply.stream_event(cx.api(), &cx.info.request_id));
             cx.info.record.decide(Decision::Block, "exfiltration");
             self.stopped = true;
@@ -391,7 +531,11 @@ pub fn parse_opinion(kind: SecondOpinionKind, body: &[u8]) -> Option<bool> {
     match kind {
         SecondOpinionKind::OpenaiModeration => {
             let results = v.get("results")?.as_array()?;
-            Some(results.iter().any(|r| r.get("flagged").and_then(Value::as_bool).unwrap_or(false)))
+            Some(
+                results
+                    .iter()
+                    .any(|r| r.get("flagged").and_then(Value::as_bool).unwrap_or(false)),
+            )
         }
         SecondOpinionKind::Classifier => match v.get("label").and_then(Value::as_str)? {
             "injection" | "jailbreak" | "unsafe" | "malicious" => Some(true),
@@ -415,4 +559,3 @@ fn truncate(s: &str, max: usize) -> &str {
 fn round3(x: f32) -> f64 {
     (f64::from(x) * 1000.0).round() / 1000.0
 }
-

@@ -767,6 +767,8 @@ fn overlapping_hits_of_different_rules_all_reported() {
         def("c.x.same", 0.3, &["ignore previous instructions"], None),
         def("d.x.re", 0.5, &[], Some("ignore (?:[^ ]+ )?instructions")),
         def("e.x.re", 0.5, &[], Some("ignore previous")),
+        // Same bytes as the trigger literal of e.x.re: both automaton patterns must report.
+        def("f.x.phrase", 0.5, &["ignore previous"], None),
     ])
     .unwrap();
     let hits = scan(&set, "ignore previous instructions");
@@ -777,7 +779,14 @@ fn overlapping_hits_of_different_rules_all_reported() {
     ids.sort();
     assert_eq!(
         ids,
-        ["a.x.long", "b.x.short", "c.x.same", "d.x.re", "e.x.re"]
+        [
+            "a.x.long",
+            "b.x.short",
+            "c.x.same",
+            "d.x.re",
+            "e.x.re",
+            "f.x.phrase"
+        ]
     );
 }
 

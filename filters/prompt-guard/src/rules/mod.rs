@@ -27,9 +27,10 @@
 //!   lower-cased and whitespace-collapsed at compile time. Overlapping phrases are all reported.
 //! - Regex matches obey the same boundary rule at their two ends, so builtin regexes need no
 //!   `\b` (Unicode `\b` would push the lazy DFA onto its slow fallback on non-ASCII text; write
-//!   `ignor\w*` for a stem). Hits of one regex rule are leftmost-first and do not overlap each
-//!   other (hits of different rules may); a regex that can match the empty string is a config
-//!   error.
+//!   `ignor\w*` for a stem, `[^ )]*` to finish a URL token). Hits of one regex rule are
+//!   leftmost-first and do not overlap each other (hits of different rules may); alternatives
+//!   are tried longest first (`dent(?:e|es)` prefers `dentes`), so a match does not stop inside
+//!   a word. A regex that can match the empty string is a config error.
 //!
 //! ```
 //! use prompt_guard::rules::{builtin_rules, RuleSet};
