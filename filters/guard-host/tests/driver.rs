@@ -5,7 +5,8 @@
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::indexing_slicing,
-    clippy::panic
+    clippy::panic,
+    clippy::type_complexity
 )]
 
 use guard_core::config::{FailurePolicy, FilterConfig};
