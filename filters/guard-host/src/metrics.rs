@@ -25,6 +25,13 @@ pub const KNOWN_REASONS: &[&str] = &[
     "internal_error",
     "incomplete",
     "stream_usage_added",
+    "prompt_injection",
+    "indirect_injection",
+    "denied_topic",
+    "off_topic",
+    "exfiltration",
+    "second_opinion_benign",
+    "second_opinion_unavailable",
 ];
 
 /// Defines metrics on first use and caches their ids. One per VM (root context).
