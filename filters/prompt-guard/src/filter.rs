@@ -4,7 +4,6 @@
 
 use crate::engine::{AnswerAction, Compiled, Engine, Scan, Scratch, SecondOpinionKind, Verdict};
 use crate::exfil::ExfilScanner;
-use guard_core::api::ApiShape;
 use guard_core::body::{RequestBody, ResponseBody};
 use guard_core::config::{FailurePolicy, FilterConfig};
 use guard_core::error::Result;
@@ -165,18 +164,13 @@ impl GuardFilter for PromptGuard {
             };
             rec.extra.insert("topics".into(), json!(denied));
             let verdict = engine.topic_action();
-            return Ok(self.act(cx, verdict, reason, "topic", api));
+            return Ok(self.act(cx, verdict, reason, "topic"));
         }
 
         let Some((source, scan, worst_text)) = worst else {
             return Ok(Outcome::Continue);
         };
-        let indirect = matches!(source, Source::ToolResult | Source::Document);
-        let reason = if indirect {
-            "indirect_injection"
-        } else {
-            "prompt_injection"
-        };
+        let reason = injection_reason(source);
         let rec = &mut cx.info.record;
         rec.rules = scan.rules.clone();
         rec.extra.insert("score".into(), json!(round3(scan.score)));
@@ -230,24 +224,18 @@ impl GuardFilter for PromptGuard {
                 }));
             }
         }
-        Ok(self.act(cx, verdict, reason, category, api))
+        Ok(self.act(cx, verdict, reason, category))
     }
 
     fn on_callout(&mut self, cx: &mut Cx<'_, Self>, result: CallOutResult) -> Result<Outcome> {
         let Some((source, scan)) = self.worst.take() else {
             return Ok(Outcome::Continue);
         };
-        let api = cx.api().unwrap_or(ApiShape::OpenAiChat);
         let engine = Rc::clone(&cx.settings().engine);
         let Some(so) = engine.settings.second_opinion.as_ref() else {
             return Ok(Outcome::Continue);
         };
-        let indirect = matches!(source, Source::ToolResult | Source::Document);
-        let reason = if indirect {
-            "indirect_injection"
-        } else {
-            "prompt_injection"
-        };
+        let reason = injection_reason(source);
         let category = scan.categories.first().map_or("none", |c| c.as_str());
         let opinion = match &result {
             CallOutResult::Response { status, body } if (200..300).contains(status) => {
@@ -263,7 +251,7 @@ impl GuardFilter for PromptGuard {
                     .record
                     .extra
                     .insert("second_opinion".into(), json!("injection"));
-                Ok(self.act(cx, Verdict::Block, reason, category, api))
+                Ok(self.act(cx, Verdict::Block, reason, category))
             }
             Some(false) => {
                 m.counter(&metric::second_opinion("benign"), 1);
@@ -271,7 +259,7 @@ impl GuardFilter for PromptGuard {
                     .record
                     .extra
                     .insert("second_opinion".into(), json!("benign"));
-                Ok(self.act(cx, Verdict::Allow, "second_opinion_benign", category, api))
+                Ok(self.act(cx, Verdict::Allow, "second_opinion_benign", category))
             }
             None => {
                 m.counter(&metric::second_opinion("failed"), 1);
@@ -280,16 +268,10 @@ impl GuardFilter for PromptGuard {
                     .extra
                     .insert("second_opinion".into(), json!("failed"));
                 match so.on_failure.unwrap_or(FailurePolicy::FailOpen) {
-                    FailurePolicy::FailClosed => Ok(self.act(
-                        cx,
-                        Verdict::Block,
-                        "second_opinion_unavailable",
-                        category,
-                        api,
-                    )),
-                    FailurePolicy::FailOpen => {
-                        Ok(self.act(cx, scan.verdict, reason, category, api))
+                    FailurePolicy::FailClosed => {
+                        Ok(self.act(cx, Verdict::Block, "second_opinion_unavailable", category))
                     }
+                    FailurePolicy::FailOpen => Ok(self.act(cx, scan.verdict, reason, category)),
                 }
             }
         }
@@ -451,7 +433,6 @@ impl PromptGuard {
         verdict: Verdict,
         reason: &str,
         category: &str,
-        api: ApiShape,
     ) -> Outcome {
         let engine = Rc::clone(&cx.settings().engine);
         let rec = &mut cx.info.record;
@@ -486,7 +467,6 @@ impl PromptGuard {
                     "second_opinion_unavailable" => "this request could not be checked and was refused",
                     _ => "this request looks like a prompt injection or jailbreak attempt",
                 };
-                let _ = api;
                 Outcome::Reply(LocalReply::new(400, reason, message))
             }
         }
@@ -522,6 +502,16 @@ impl PromptGuard {
             cx.info.record.decide(Decision::Block, "exfiltration");
             self.stopped = true;
         }
+    }
+}
+
+/// The reason code of an injection found in a segment of `source`: instructions inside content
+/// the model reads (tool results, documents) are indirect injection.
+fn injection_reason(source: Source) -> &'static str {
+    if matches!(source, Source::ToolResult | Source::Document) {
+        "indirect_injection"
+    } else {
+        "prompt_injection"
     }
 }
 
