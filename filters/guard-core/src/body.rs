@@ -16,18 +16,21 @@
 //! position in Chat `choices`, `None` elsewhere.
 //!
 //! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use guard_core::api::ApiShape;
 //! use guard_core::body::RequestBody;
 //!
 //! let raw = br#"{"model":"m","messages":[{"role":"user","content":"my mail is a@b.c"}],"x":1}"#;
-//! let mut req = RequestBody::parse(ApiShape::OpenAiChat, raw).unwrap();
+//! let mut req = RequestBody::parse(ApiShape::OpenAiChat, raw)?;
 //! let path = req.segments()[0].path.clone();
 //! assert_eq!(path.to_string(), "/messages/0/content");
-//! req.set_text(&path, "my mail is [EMAIL]").unwrap();
+//! req.set_text(&path, "my mail is [EMAIL]")?;
 //! assert_eq!(
 //!     req.to_bytes(),
 //!     br#"{"model":"m","messages":[{"role":"user","content":"my mail is [EMAIL]"}],"x":1}"#
 //! );
+//! # Ok(())
+//! # }
 //! ```
 
 use crate::api::ApiShape;

@@ -36,6 +36,7 @@
 //!   it); if it is unchanged its bytes go out as they came.
 //!
 //! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use guard_core::api::ApiShape;
 //! use guard_core::holdback::{StreamRewriter, StreamScanner};
 //! use guard_core::stream::ChannelKey;
@@ -53,12 +54,14 @@
 //! let mut out = Vec::new();
 //! let mut upper = Upper;
 //! let input = b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\ndata: [DONE]\n\n";
-//! rw.push(input, &mut [&mut upper], &mut out).unwrap();
-//! rw.finish(&mut [&mut upper], &mut out).unwrap();
+//! rw.push(input, &mut [&mut upper], &mut out)?;
+//! rw.finish(&mut [&mut upper], &mut out)?;
 //! assert_eq!(
-//!     String::from_utf8(out).unwrap(),
+//!     String::from_utf8(out)?,
 //!     "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"HI\"}}]}\n\ndata: [DONE]\n\n"
 //! );
+//! # Ok(())
+//! # }
 //! ```
 
 use crate::api::ApiShape;

@@ -17,15 +17,18 @@
 //! - [`config`], [`verdict`]: config helpers and audit-record types shared by all filters.
 //!
 //! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use guard_core::api::ApiShape;
 //! use guard_core::body::RequestBody;
 //! use guard_core::segment::Source;
 //!
 //! let raw = br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#;
-//! let req = RequestBody::parse(ApiShape::OpenAiChat, raw).unwrap();
+//! let req = RequestBody::parse(ApiShape::OpenAiChat, raw)?;
 //! let segs = req.segments();
 //! assert_eq!(segs[0].source, Source::User);
 //! assert_eq!(segs[0].text, "hi");
+//! # Ok(())
+//! # }
 //! ```
 
 pub mod api;

@@ -15,12 +15,13 @@
 //! [`SseParser::take_pending_raw`].
 //!
 //! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use guard_core::sse::SseParser;
 //!
 //! let mut parser = SseParser::new(1 << 20);
 //! let mut events = Vec::new();
-//! parser.push(b"event: ping\ndata: {\"a\":", &mut |e| events.push(e)).unwrap();
-//! parser.push(b"1}\r\n\r\n: keep-alive\n\n", &mut |e| events.push(e)).unwrap();
+//! parser.push(b"event: ping\ndata: {\"a\":", &mut |e| events.push(e))?;
+//! parser.push(b"1}\r\n\r\n: keep-alive\n\n", &mut |e| events.push(e))?;
 //! assert_eq!(events.len(), 1);
 //! assert_eq!(events[0].event.as_deref(), Some("ping"));
 //! assert_eq!(events[0].data, "{\"a\":1}");
@@ -28,6 +29,8 @@
 //! let mut skipped = Vec::new();
 //! parser.take_skipped_raw(&mut skipped);
 //! assert_eq!(skipped, b": keep-alive\n\n");
+//! # Ok(())
+//! # }
 //! ```
 
 use crate::error::{Error, Result};

@@ -17,6 +17,7 @@
 //! Empty text fragments produce no `Delta::Text`.
 //!
 //! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use guard_core::api::ApiShape;
 //! use guard_core::sse::SseParser;
 //! use guard_core::stream::{StreamAssembler, StreamDecoder};
@@ -27,18 +28,20 @@
 //! let mut decoder = StreamDecoder::new(ApiShape::OpenAiChat);
 //! let mut asm = StreamAssembler::new(1 << 20);
 //! let mut events = Vec::new();
-//! parser.push(body, &mut |e| events.push(e)).unwrap();
+//! parser.push(body, &mut |e| events.push(e))?;
 //! let mut deltas = Vec::new();
 //! for ev in &events {
-//!     decoder.decode(ev, &mut deltas).unwrap();
+//!     decoder.decode(ev, &mut deltas)?;
 //! }
 //! for d in &deltas {
-//!     asm.apply(d).unwrap();
+//!     asm.apply(d)?;
 //! }
 //! let result = asm.result();
 //! assert_eq!(result.choices[0].content, "Hi");
 //! assert_eq!(result.choices[0].finish_reason.as_deref(), Some("stop"));
 //! assert!(result.done);
+//! # Ok(())
+//! # }
 //! ```
 
 use crate::api::ApiShape;
