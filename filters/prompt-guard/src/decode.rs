@@ -276,33 +276,11 @@ fn is_alnum(b: Option<&u8>) -> bool {
 /// breaks after whole quanta) and contiguous hex runs (optionally `0x`-prefixed).
 fn find_tokens(text: &str, min_run: usize, out: &mut Vec<Cand>) {
     let bytes = text.as_bytes();
-    let len = bytes.len();
     // Only runs of at least `probe` alphabet bytes matter (a wrapped line is >= 16 bytes), so
     // test every `probe`-th byte and look around only where it is in the alphabet.
     let probe = min_run.clamp(2, 16);
-    let b64_at = |k: usize| bytes.get(k).is_some_and(|&b| is_b64_byte(b));
     let mut i = 0;
-    while i < len {
-        let p = i.saturating_add(probe - 1);
-        if p >= len {
-            break;
-        }
-        if !b64_at(p) {
-            i = p + 1;
-            continue;
-        }
-        let mut start = p;
-        while start > i && b64_at(start - 1) {
-            start -= 1;
-        }
-        let mut e = p + 1;
-        while b64_at(e) {
-            e += 1;
-        }
-        if e - start < probe {
-            i = e;
-            continue;
-        }
+    while let Some((start, _)) = next_probed_run(bytes, i, probe, is_b64_byte) {
         i = start;
         let (mut upper, mut lower, mut digit, mut all_hex, mut joined) =
             (false, false, false, true, false);
@@ -385,33 +363,50 @@ fn is_hex_run_byte(b: u8) -> bool {
 /// bytes long; those are found by probing every that many bytes, then scanned in detail.
 fn find_separated_hex(text: &str, min_run: usize, out: &mut Vec<Cand>) {
     let bytes = text.as_bytes();
-    let len = bytes.len();
     let probe = (min_run.div_ceil(2).saturating_mul(3))
         .saturating_sub(1)
         .max(1);
-    let in_run = |k: usize| bytes.get(k).is_some_and(|&b| is_hex_run_byte(b));
     let mut i = 0;
-    while i < len {
-        let p = i.saturating_add(probe - 1);
-        if p >= len {
-            break;
+    while let Some((s, e)) = next_probed_run(bytes, i, probe, is_hex_run_byte) {
+        scan_separated_hex(bytes, s, e, min_run, out);
+        i = e;
+    }
+}
+
+/// The next maximal run of `in_class` bytes at or after `from` that is at least `probe` bytes
+/// long. Only every `probe`-th byte is tested until one is in the class (a long enough run
+/// must contain one), then the run is grown both ways: linear, and sublinear on text with no
+/// such runs.
+fn next_probed_run(
+    bytes: &[u8],
+    from: usize,
+    probe: usize,
+    in_class: fn(u8) -> bool,
+) -> Option<(usize, usize)> {
+    let at = |k: usize| bytes.get(k).is_some_and(|&b| in_class(b));
+    let probe = probe.max(1);
+    let mut i = from;
+    loop {
+        let p = i.checked_add(probe - 1)?;
+        if p >= bytes.len() {
+            return None;
         }
-        if !in_run(p) {
+        if !at(p) {
             i = p + 1;
             continue;
         }
-        let mut s = p;
-        while s > i && in_run(s - 1) {
-            s -= 1;
+        let mut start = p;
+        while start > i && at(start - 1) {
+            start -= 1;
         }
-        let mut e = p + 1;
-        while in_run(e) {
-            e += 1;
+        let mut end = p + 1;
+        while at(end) {
+            end += 1;
         }
-        if e - s >= probe {
-            scan_separated_hex(bytes, s, e, min_run, out);
+        if end - start >= probe {
+            return Some((start, end));
         }
-        i = e;
+        i = end;
     }
 }
 
