@@ -1,0 +1,1 @@
+//! The pii-redact proxy-wasm filter (placeholder while the engine lands).

@@ -1,0 +1,977 @@
+//! Validators: what makes a pattern match an entity (checksums, ranges, digit counts).
+//! Pure functions over the matched text; none allocates on the hot path, none panics.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// Luhn checksum over ASCII digits (other bytes ignored). False for fewer than 2 digits.
+pub fn luhn(s: &str) -> bool {
+    luhn_digits(
+        s.bytes()
+            .filter(u8::is_ascii_digit)
+            .map(|b| b.wrapping_sub(b'0')),
+    )
+}
+
+/// Luhn over digit values (0..=9), most significant first.
+fn luhn_digits<I: DoubleEndedIterator<Item = u8>>(digits: I) -> bool {
+    let mut sum: u32 = 0;
+    let mut count: usize = 0;
+    for (i, d) in digits.rev().enumerate() {
+        let mut v = u32::from(d);
+        if i % 2 == 1 {
+            v *= 2;
+            if v > 9 {
+                v -= 9;
+            }
+        }
+        sum = (sum + v) % 10;
+        count = i.saturating_add(1);
+    }
+    count >= 2 && sum == 0
+}
+
+/// Numeric value of the first `k` digits (`None` when there are fewer).
+fn prefix_value(digits: &[u8], k: usize) -> Option<u32> {
+    let head = digits.get(..k)?;
+    Some(head.iter().fold(0u32, |acc, &d| {
+        acc.saturating_mul(10).saturating_add(u32::from(d))
+    }))
+}
+
+/// Card number (digits with optional spaces/dashes): issuer range + length + Luhn.
+///
+/// Separators: one kind only (all spaces or all dashes), single, between digits.
+pub fn credit_card(s: &str) -> bool {
+    let mut digits = [0u8; 19];
+    let mut n = 0usize;
+    let mut sep: Option<u8> = None;
+    let mut prev_sep = true; // also rejects a leading separator
+    for b in s.bytes() {
+        match b {
+            b'0'..=b'9' => {
+                let Some(slot) = digits.get_mut(n) else {
+                    return false;
+                };
+                *slot = b - b'0';
+                n += 1;
+                prev_sep = false;
+            }
+            b' ' | b'-' => {
+                if prev_sep || sep.is_some_and(|x| x != b) {
+                    return false;
+                }
+                sep = Some(b);
+                prev_sep = true;
+            }
+            _ => return false,
+        }
+    }
+    if prev_sep {
+        return false;
+    }
+    let Some(d) = digits.get(..n) else {
+        return false;
+    };
+    card_issuer_ok(d) && luhn_digits(d.iter().copied())
+}
+
+/// Known issuer prefix with a length that issuer uses.
+fn card_issuer_ok(d: &[u8]) -> bool {
+    let n = d.len();
+    let p = |k| prefix_value(d, k).unwrap_or(0);
+    let (p1, p2, p3, p4, p6) = (p(1), p(2), p(3), p(4), p(6));
+    let visa = p1 == 4 && matches!(n, 13 | 16 | 19);
+    let mastercard = n == 16 && ((51..=55).contains(&p2) || (2221..=2720).contains(&p4));
+    let amex = n == 15 && (p2 == 34 || p2 == 37);
+    let discover = (16..=19).contains(&n)
+        && (p4 == 6011
+            || (644..=649).contains(&p3)
+            || p2 == 65
+            || (622_126..=622_925).contains(&p6));
+    let jcb = (16..=19).contains(&n) && (3528..=3589).contains(&p4);
+    let diners =
+        (14..=19).contains(&n) && ((300..=305).contains(&p3) || matches!(p2, 36 | 38 | 39));
+    let unionpay = (16..=19).contains(&n) && p2 == 62;
+    let maestro = (12..=19).contains(&n) && (p2 == 50 || (56..=69).contains(&p2));
+    visa || mastercard || amex || discover || jcb || diners || unionpay || maestro
+}
+
+/// IBAN length per country (SWIFT IBAN registry).
+const IBAN_LENGTHS: &[(&[u8; 2], usize)] = &[
+    (b"AD", 24),
+    (b"AE", 23),
+    (b"AL", 28),
+    (b"AT", 20),
+    (b"AZ", 28),
+    (b"BA", 20),
+    (b"BE", 16),
+    (b"BG", 22),
+    (b"BH", 22),
+    (b"BI", 27),
+    (b"BR", 29),
+    (b"BY", 28),
+    (b"CH", 21),
+    (b"CR", 22),
+    (b"CY", 28),
+    (b"CZ", 24),
+    (b"DE", 22),
+    (b"DJ", 27),
+    (b"DK", 18),
+    (b"DO", 28),
+    (b"EE", 20),
+    (b"EG", 29),
+    (b"ES", 24),
+    (b"FI", 18),
+    (b"FK", 18),
+    (b"FO", 18),
+    (b"FR", 27),
+    (b"GB", 22),
+    (b"GE", 22),
+    (b"GI", 23),
+    (b"GL", 18),
+    (b"GR", 27),
+    (b"GT", 28),
+    (b"HN", 28),
+    (b"HR", 21),
+    (b"HU", 28),
+    (b"IE", 22),
+    (b"IL", 23),
+    (b"IQ", 23),
+    (b"IS", 26),
+    (b"IT", 27),
+    (b"JO", 30),
+    (b"KW", 30),
+    (b"KZ", 20),
+    (b"LB", 28),
+    (b"LC", 32),
+    (b"LI", 21),
+    (b"LT", 20),
+    (b"LU", 20),
+    (b"LV", 21),
+    (b"LY", 25),
+    (b"MC", 27),
+    (b"MD", 24),
+    (b"ME", 22),
+    (b"MK", 19),
+    (b"MN", 20),
+    (b"MR", 27),
+    (b"MT", 31),
+    (b"MU", 30),
+    (b"NI", 28),
+    (b"NL", 18),
+    (b"NO", 15),
+    (b"OM", 23),
+    (b"PK", 24),
+    (b"PL", 28),
+    (b"PS", 29),
+    (b"PT", 25),
+    (b"QA", 29),
+    (b"RO", 24),
+    (b"RS", 22),
+    (b"RU", 33),
+    (b"SA", 24),
+    (b"SC", 31),
+    (b"SD", 18),
+    (b"SE", 24),
+    (b"SI", 19),
+    (b"SK", 24),
+    (b"SM", 27),
+    (b"SO", 23),
+    (b"ST", 25),
+    (b"SV", 28),
+    (b"TL", 23),
+    (b"TN", 24),
+    (b"TR", 26),
+    (b"UA", 29),
+    (b"VA", 22),
+    (b"VG", 24),
+    (b"XK", 20),
+    (b"YE", 30),
+];
+
+/// IBAN length for a country code (uppercase), `None` for a country without IBANs.
+pub fn iban_length(country: &[u8]) -> Option<usize> {
+    IBAN_LENGTHS
+        .iter()
+        .find(|(cc, _)| cc.as_slice() == country)
+        .map(|&(_, len)| len)
+}
+
+/// IBAN (compact or grouped by spaces): known country, its length, mod-97 == 1.
+///
+/// Uppercase only. The print format is groups of four separated by single spaces (the last group
+/// 1 to 4 characters).
+pub fn iban(s: &str) -> bool {
+    let b = s.as_bytes();
+    let (Some(country), Some(check)) = (b.get(..2), b.get(2..4)) else {
+        return false;
+    };
+    if !country.iter().all(u8::is_ascii_uppercase) || !check.iter().all(u8::is_ascii_digit) {
+        return false;
+    }
+    // Check digits 00, 01 and 99 are never produced by the algorithm.
+    if !digits_value(check).is_some_and(|v| (2..=98).contains(&v)) {
+        return false;
+    }
+    let spaced = b.contains(&b' ');
+    let mut len = 0usize;
+    for (i, &c) in b.iter().enumerate() {
+        if spaced && i % 5 == 4 {
+            if c != b' ' {
+                return false;
+            }
+            continue;
+        }
+        if !(c.is_ascii_uppercase() || c.is_ascii_digit()) {
+            return false;
+        }
+        len += 1;
+    }
+    if b.last() == Some(&b' ') || iban_length(country) != Some(len) {
+        return false;
+    }
+    // Move the first four characters to the end; letters count as 10..=35; remainder mod 97.
+    let compact = || b.iter().copied().filter(|&c| c != b' ');
+    let rem = compact()
+        .skip(4)
+        .chain(compact().take(4))
+        .fold(0u32, |r, c| {
+            if c.is_ascii_digit() {
+                (r * 10 + u32::from(c - b'0')) % 97
+            } else {
+                (r * 100 + u32::from(c - b'A') + 10) % 97
+            }
+        });
+    rem == 1
+}
+
+/// Numeric value of an all-digit byte slice (`None` if empty, non-digit or too long).
+fn digits_value(b: &[u8]) -> Option<u32> {
+    if b.is_empty() || b.len() > 9 || !b.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(
+        b.iter()
+            .fold(0u32, |acc, &c| acc * 10 + u32::from(c - b'0')),
+    )
+}
+
+/// US SSN `AAA-GG-SSSS` / spaced / plain: area not 000, 666 or 9xx; group not 00; serial not 0000.
+///
+/// Also rejects numbers made of one repeated digit and the publicly known voided or advertising
+/// numbers (078-05-1120, 219-09-9999, 123-45-6789).
+pub fn us_ssn(s: &str) -> bool {
+    let b = s.as_bytes();
+    let parts = match b.len() {
+        9 => (b.get(..3), b.get(3..5), b.get(5..)),
+        11 => {
+            let sep = b.get(3);
+            if sep != b.get(6) || !matches!(sep, Some(b'-' | b' ')) {
+                return false;
+            }
+            (b.get(..3), b.get(4..6), b.get(7..))
+        }
+        _ => return false,
+    };
+    let (Some(area), Some(group), Some(serial)) = (
+        parts.0.and_then(digits_value),
+        parts.1.and_then(digits_value),
+        parts.2.and_then(digits_value),
+    ) else {
+        return false;
+    };
+    if area == 0 || area == 666 || area >= 900 || group == 0 || serial == 0 {
+        return false;
+    }
+    let all = area * 1_000_000 + group * 10_000 + serial;
+    let first = b.first().copied();
+    let repeated = b
+        .iter()
+        .filter(|c| c.is_ascii_digit())
+        .all(|&c| Some(c) == first);
+    !repeated && !matches!(all, 78_051_120 | 219_099_999 | 123_456_789)
+}
+
+/// IPv4 dotted quad (no leading zeros, each octet <= 255).
+pub fn ipv4(s: &str) -> bool {
+    let mut octets = 0usize;
+    for part in s.split('.') {
+        octets += 1;
+        let b = part.as_bytes();
+        let ok = match digits_value(b) {
+            Some(v) => v <= 255 && b.len() <= 3 && !(b.len() > 1 && b.first() == Some(&b'0')),
+            None => false,
+        };
+        if !ok || octets > 4 {
+            return false;
+        }
+    }
+    octets == 4 && s.parse::<Ipv4Addr>().is_ok()
+}
+
+/// IPv6 (full, compressed, link-local with zone, IPv4-mapped).
+///
+/// A `%zone` suffix (interface name or index) is accepted only on link-local addresses
+/// (`fe80::/10`, or multicast of interface/link scope). Strings without any decimal digit and with
+/// fewer than four groups (`dead::beef`, `a::b`) are rejected: in text they are words, not
+/// addresses. The unspecified address `::` is rejected.
+pub fn ipv6(s: &str) -> bool {
+    let (addr, zone) = match s.split_once('%') {
+        Some((a, z)) => (a, Some(z)),
+        None => (s, None),
+    };
+    let Ok(ip) = addr.parse::<Ipv6Addr>() else {
+        return false;
+    };
+    if ip.is_unspecified() {
+        return false;
+    }
+    let has_digit = addr.bytes().any(|c| c.is_ascii_digit());
+    let groups = addr.split(':').filter(|g| !g.is_empty()).count();
+    if !has_digit && groups < 4 {
+        return false;
+    }
+    match zone {
+        None => true,
+        Some(z) => {
+            let seg0 = ip.segments().first().copied().unwrap_or(0);
+            let link_local = seg0 & 0xffc0 == 0xfe80 || matches!(seg0 & 0xff0f, 0xff01 | 0xff02);
+            let zone_ok = !z.is_empty()
+                && z.len() <= 32
+                && z.bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'));
+            link_local && zone_ok
+        }
+    }
+}
+
+/// How a phone number candidate looks after the digit-count checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phone {
+    /// Not a phone number (wrong digit count for its country or format).
+    No,
+    /// Valid shape but weak on its own (e.g. an unseparated national number): needs context.
+    Weak,
+    /// A well-formed international or national number.
+    Strong,
+}
+
+/// Regex (regex-automata syntax) for phone number candidates; validated by [`phone`].
+///
+/// Shape: an optional `+`, a first group (or a parenthesised area code then a group), then up to
+/// six more digit groups, each after one separator (space, `-`, `.`, `/`) or after a parenthesised
+/// group such as ` (0)` or ` (415) `, then an optional extension (`x123`, ` ext. 123`). A number
+/// that starts with a digit must not follow an ASCII letter, digit or `_`, and every candidate
+/// must not be followed by one (ASCII word boundaries, which DFAs support). Bounded repeats only.
+pub const PHONE_PATTERN: &str = concat!(
+    r"(?:\+[1-9]|(?-u:\b)[0-9]|\([0-9]{1,5}\)[ \-]?[0-9])[0-9]{0,14}",
+    r"(?:(?:[ .\-/]|[ ]?\([0-9]{1,4}\)[ \-]?)[0-9]{1,12}){0,6}",
+    r"(?:[ ]?(?:[xX]|[eE][xX][tT]\.?)[ ]?[0-9]{1,6})?(?-u:\b)",
+);
+
+/// Most digits in a phone number (E.164).
+const PHONE_MAX_DIGITS: usize = 15;
+/// Most digit groups in a phone number candidate.
+const PHONE_MAX_GROUPS: usize = 8;
+
+/// One run of digits in a phone number candidate.
+#[derive(Debug, Clone, Copy, Default)]
+struct Group {
+    /// Index of its first digit among all digits.
+    start: u8,
+    /// Number of digits.
+    len: u8,
+    /// Written in parentheses.
+    paren: bool,
+    /// Separator byte right before it (0: none).
+    sep: u8,
+    /// The previous group was parenthesised (its separator says nothing about the grouping).
+    after_paren: bool,
+}
+
+/// A phone number candidate taken apart, without allocating.
+#[derive(Debug, Default)]
+struct PhoneParts {
+    plus: bool,
+    digits: [u8; PHONE_MAX_DIGITS],
+    n_digits: usize,
+    groups: [Group; PHONE_MAX_GROUPS],
+    n_groups: usize,
+}
+
+impl PhoneParts {
+    fn digits(&self) -> &[u8] {
+        self.digits.get(..self.n_digits).unwrap_or(&[])
+    }
+
+    fn groups(&self) -> &[Group] {
+        self.groups.get(..self.n_groups).unwrap_or(&[])
+    }
+
+    fn digit(&self, i: usize) -> u8 {
+        self.digits().get(i).copied().unwrap_or(0)
+    }
+
+    fn group_digits(&self, g: &Group) -> &[u8] {
+        let start = usize::from(g.start);
+        self.digits()
+            .get(start..start + usize::from(g.len))
+            .unwrap_or(&[])
+    }
+
+    fn group_value(&self, g: &Group) -> u32 {
+        let d = self.group_digits(g);
+        prefix_value(d, d.len()).unwrap_or(u32::MAX)
+    }
+
+    fn group_len(&self, k: usize) -> u8 {
+        self.groups().get(k).map_or(0, |g| g.len)
+    }
+
+    /// Whether the group lengths are exactly `shape`.
+    fn shape_is(&self, shape: &[u8]) -> bool {
+        self.n_groups == shape.len() && self.groups().iter().zip(shape).all(|(g, &l)| g.len == l)
+    }
+}
+
+/// Splits a candidate into digit groups, separators and an optional trailing extension.
+fn parse_phone(s: &str) -> Option<PhoneParts> {
+    let b = s.as_bytes();
+    let mut p = PhoneParts::default();
+    let mut i = 0usize;
+    if b.first() == Some(&b'+') {
+        p.plus = true;
+        i = 1;
+    }
+    let mut in_group = false; // reading the digits of a group
+    let mut in_paren = false; // between '(' and ')'
+    let mut sep = 0u8; // separator seen since the last group
+    let mut after_paren = false; // the last item was a parenthesised group
+    while let Some(&c) = b.get(i) {
+        match c {
+            b'0'..=b'9' => {
+                if !in_group {
+                    let start = u8::try_from(p.n_digits).ok()?;
+                    let g = p.groups.get_mut(p.n_groups)?;
+                    *g = Group {
+                        start,
+                        len: 0,
+                        paren: in_paren,
+                        sep,
+                        after_paren,
+                    };
+                    p.n_groups += 1;
+                    in_group = true;
+                    sep = 0;
+                    after_paren = false;
+                }
+                *p.digits.get_mut(p.n_digits)? = c - b'0';
+                p.n_digits += 1;
+                let g = p.groups.get_mut(p.n_groups.checked_sub(1)?)?;
+                g.len = g.len.saturating_add(1);
+            }
+            b'(' => {
+                if in_paren || after_paren {
+                    return None;
+                }
+                in_paren = true;
+                in_group = false;
+            }
+            b')' => {
+                if !(in_paren && in_group) {
+                    return None;
+                }
+                in_paren = false;
+                in_group = false;
+                after_paren = true;
+            }
+            b' ' | b'-' | b'.' | b'/' => {
+                if in_paren || sep != 0 || !(in_group || after_paren) {
+                    return None;
+                }
+                in_group = false;
+                sep = c;
+            }
+            b'x' | b'X' | b'e' | b'E' => {
+                // Extension: after the last digit group (one space allowed), then to the end.
+                if in_paren || !(in_group || sep == b' ') {
+                    return None;
+                }
+                let rest = b.get(i..)?;
+                let mut j = if rest
+                    .get(..3)
+                    .is_some_and(|w| w.eq_ignore_ascii_case(b"ext"))
+                {
+                    if rest.get(3) == Some(&b'.') {
+                        4
+                    } else {
+                        3
+                    }
+                } else if matches!(c, b'x' | b'X') {
+                    1
+                } else {
+                    return None;
+                };
+                if rest.get(j) == Some(&b' ') {
+                    j += 1;
+                }
+                let ext = rest.get(j..)?;
+                if ext.is_empty() || ext.len() > 6 || !ext.iter().all(u8::is_ascii_digit) {
+                    return None;
+                }
+                return (p.n_groups > 0).then_some(p);
+            }
+            _ => return None,
+        }
+        i += 1;
+    }
+    (!in_paren && sep == 0 && p.n_groups > 0).then_some(p)
+}
+
+/// ITU-T E.164 country codes (1-3 digits, a prefix-free set), as inclusive ranges.
+const COUNTRY_CODES: &[(u16, u16)] = &[
+    (1, 1),
+    (7, 7),
+    (20, 20),
+    (27, 27),
+    (30, 34),
+    (36, 36),
+    (39, 41),
+    (43, 49),
+    (51, 58),
+    (60, 66),
+    (81, 82),
+    (84, 84),
+    (86, 86),
+    (90, 95),
+    (98, 98),
+    (211, 213),
+    (216, 216),
+    (218, 218),
+    (220, 258),
+    (260, 269),
+    (290, 291),
+    (297, 299),
+    (350, 359),
+    (370, 383),
+    (385, 387),
+    (389, 389),
+    (420, 421),
+    (423, 423),
+    (500, 509),
+    (590, 599),
+    (670, 670),
+    (672, 683),
+    (685, 692),
+    (800, 800),
+    (808, 808),
+    (850, 850),
+    (852, 853),
+    (855, 856),
+    (870, 870),
+    (878, 878),
+    (880, 883),
+    (886, 886),
+    (888, 888),
+    (960, 968),
+    (970, 977),
+    (979, 979),
+    (992, 996),
+    (998, 998),
+];
+
+/// The country calling code at the start of `digits`: `(code, number of digits)`.
+pub fn country_code(digits: &[u8]) -> Option<(u16, usize)> {
+    let mut value = 0u16;
+    for (i, &d) in digits.iter().take(3).enumerate() {
+        value = value * 10 + u16::from(d);
+        if COUNTRY_CODES
+            .iter()
+            .any(|&(lo, hi)| (lo..=hi).contains(&value))
+        {
+            return Some((value, i + 1));
+        }
+    }
+    None
+}
+
+/// North American Numbering Plan: 10 digits, area code and exchange start with 2-9, neither is
+/// an N11 service code.
+fn nanp(d: &[u8]) -> bool {
+    let at = |i: usize| d.get(i).copied().unwrap_or(0);
+    d.len() == 10
+        && at(0) >= 2
+        && at(3) >= 2
+        && !(at(1) == 1 && at(2) == 1)
+        && !(at(4) == 1 && at(5) == 1)
+}
+
+/// Whether a country writes a trunk prefix `0` that is dropped after the country code
+/// (`+44 (0)20 ...`).
+fn drops_trunk_zero(cc: u16) -> bool {
+    !matches!(cc, 1 | 7 | 39 | 378 | 379)
+}
+
+/// National significant number length for a country code.
+fn nsn_ok(cc: u16, cc_len: usize, nsn: &[u8]) -> bool {
+    let n = nsn.len();
+    let first = nsn.first().copied().unwrap_or(0);
+    let in_range = |lo: usize, hi: usize| (lo..=hi).contains(&n);
+    match cc {
+        1 => nanp(nsn),
+        7 | 30 | 52 | 58 | 90 | 91 | 98 => n == 10,
+        20 => in_range(8, 10),
+        27 | 31 | 34 | 40 | 41 | 48 | 56 | 61 | 94 | 351 => n == 9,
+        33 => n == 9 && first != 0,
+        32 | 36 | 51 | 66 | 886 | 966 | 971 | 972 => in_range(8, 9),
+        39 => in_range(6, 11),
+        43 => in_range(4, 13),
+        44 => n == 7 || in_range(9, 10),
+        45 | 47 | 65 | 852 | 853 | 965 | 974 => n == 8,
+        46 => in_range(7, 10),
+        49 => in_range(6, 13),
+        54 | 55 => in_range(10, 11),
+        57 | 60 | 63 | 64 | 82 => in_range(8, 10),
+        62 => in_range(8, 12),
+        81 | 84 | 92 => in_range(9, 10),
+        86 => match (first, nsn.get(1).copied().unwrap_or(0)) {
+            (1, 0) => n == 10,
+            (1, _) => n == 11,
+            _ => in_range(10, 11),
+        },
+        353 => in_range(7, 9),
+        358 => in_range(5, 12),
+        _ => n >= 4 && (8..=PHONE_MAX_DIGITS).contains(&(cc_len + n)),
+    }
+}
+
+/// Phone number candidate (matched by [`PHONE_PATTERN`]).
+///
+/// `+CC` (or `00CC`) numbers: a known country code and the national number length of that
+/// country (NANP rules for `+1`); a trunk `(0)` is accepted where countries drop it. Strong.
+///
+/// National numbers: 7 to 12 digits, consistent separators, no 1-digit groups (except a NANP
+/// leading `1-`). Dates, dotted quads, SSN-shaped `3-2-4`, thousands-grouped numbers and
+/// numbers of one repeated digit are `No`. Strong: a parenthesised area code, a trunk `0` with
+/// 9-12 digits, NANP `3-3-4`, `1-3-3-4`, and the common mobile groupings (`5-5`, `3-3-3`,
+/// `2-3-2-2`...). Weak (the caller needs a context word): an unseparated run of 10-11 digits,
+/// 7-digit `3-4` locals, 8-digit `4-4` / `2-2-2-2`, and other 10-11 digit groupings.
+pub fn phone(s: &str) -> Phone {
+    let Some(p) = parse_phone(s) else {
+        return Phone::No;
+    };
+    let d = p.digits();
+    let first = d.first().copied();
+    if d.len() < 7 || d.iter().all(|&x| Some(x) == first) {
+        return Phone::No;
+    }
+    if p.plus {
+        return international(&p, 0);
+    }
+    if d.starts_with(&[0, 0]) {
+        return international(&p, 2);
+    }
+    national(&p)
+}
+
+/// `+CC ...` (skip 0) or `00CC ...` (skip 2).
+fn international(p: &PhoneParts, skip: usize) -> Phone {
+    let d = p.digits();
+    let Some((cc, cc_len)) = d.get(skip..).and_then(country_code) else {
+        return Phone::No;
+    };
+    let cc_end = skip + cc_len;
+    let groups = p.groups();
+    // The country code sits in one unparenthesised group, the first one (after a lone `00`).
+    let Some(ci) = groups
+        .iter()
+        .position(|g| usize::from(g.start) + usize::from(g.len) > skip)
+    else {
+        return Phone::No;
+    };
+    let Some(cg) = groups.get(ci) else {
+        return Phone::No;
+    };
+    let cg_end = usize::from(cg.start) + usize::from(cg.len);
+    if cg.paren || cg_end < cc_end || (ci > 0 && !(skip == 2 && p.group_len(0) == 2 && ci == 1)) {
+        return Phone::No;
+    }
+    // At most one parenthesised group, right after the country code: an area code or a trunk 0.
+    let mut trunk_at: Option<usize> = None;
+    let mut singles = 0usize;
+    for (k, g) in groups.iter().enumerate().skip(ci + 1) {
+        if g.paren {
+            if k != ci + 1 || cg_end != cc_end || g.len > 4 {
+                return Phone::No;
+            }
+            if g.len == 1 && p.digit(usize::from(g.start)) == 0 {
+                if !drops_trunk_zero(cc) {
+                    return Phone::No;
+                }
+                trunk_at = Some(usize::from(g.start));
+                continue;
+            }
+        }
+        if g.len == 1 {
+            singles += 1;
+        }
+    }
+    if singles > 1 {
+        return Phone::No;
+    }
+    let mut nsn = [0u8; PHONE_MAX_DIGITS];
+    let mut n = 0usize;
+    for (i, &x) in d.iter().enumerate().skip(cc_end) {
+        if Some(i) == trunk_at {
+            continue;
+        }
+        if let Some(slot) = nsn.get_mut(n) {
+            *slot = x;
+            n += 1;
+        }
+    }
+    let mut nsn = nsn.get(..n).unwrap_or(&[]);
+    // `+44 020 ...`: a trunk 0 written without parentheses.
+    if trunk_at.is_none() && drops_trunk_zero(cc) && nsn.first() == Some(&0) {
+        nsn = nsn.get(1..).unwrap_or(&[]);
+    }
+    if cc_len + nsn.len() <= PHONE_MAX_DIGITS && nsn_ok(cc, cc_len, nsn) {
+        Phone::Strong
+    } else {
+        Phone::No
+    }
+}
+
+/// `yyyy-mm-dd`, `dd.mm.yyyy`, `mm/dd/yyyy` in the first three groups.
+fn looks_like_date(p: &PhoneParts) -> bool {
+    let gs = p.groups();
+    let (Some(a), Some(b), Some(c)) = (gs.first(), gs.get(1), gs.get(2)) else {
+        return false;
+    };
+    let (va, vb, vc) = (p.group_value(a), p.group_value(b), p.group_value(c));
+    let year = |g: &Group, v: u32| g.len == 4 && (1900..=2099).contains(&v);
+    let month = |g: &Group, v: u32| g.len <= 2 && (1..=12).contains(&v);
+    let day = |g: &Group, v: u32| g.len <= 2 && (1..=31).contains(&v);
+    (year(a, va) && month(b, vb) && day(c, vc))
+        || (year(c, vc) && ((day(a, va) && month(b, vb)) || (month(a, va) && day(b, vb))))
+}
+
+/// A number without `+` or `00`.
+fn national(p: &PhoneParts) -> Phone {
+    let d = p.digits();
+    let gs = p.groups();
+    let n = gs.len();
+    let dl = d.len();
+    if dl > 12 {
+        return Phone::No;
+    }
+    let Some(g0) = gs.first() else {
+        return Phone::No;
+    };
+    let first = p.digit(0);
+    // NANP with its leading `1` (`1-800-555-0100`, `1 (415) 555-0100`).
+    let lead1 = n >= 2 && g0.len == 1 && first == 1 && !g0.paren;
+    if gs
+        .iter()
+        .enumerate()
+        .any(|(k, g)| g.paren && !(k == 0 || (k == 1 && lead1)))
+    {
+        return Phone::No;
+    }
+    // One separator throughout (the ones around a parenthesised group do not count); spaces
+    // mixed with dashes (`11 91234-5678`) only make a weak candidate.
+    let mut sep = 0u8;
+    let mut mixed = false;
+    for g in gs.iter().skip(1).filter(|g| !g.after_paren && !g.paren) {
+        if sep == 0 {
+            sep = g.sep;
+        } else if sep != g.sep {
+            if !matches!((sep, g.sep), (b' ', b'-') | (b'-', b' ')) {
+                return Phone::No;
+            }
+            mixed = true;
+        }
+    }
+    match national_shape(p, sep) {
+        Phone::Strong if mixed => Phone::Weak,
+        verdict => verdict,
+    }
+}
+
+/// [`national`] once the separators are known to be consistent (`sep`: the separator used).
+fn national_shape(p: &PhoneParts, sep: u8) -> Phone {
+    let d = p.digits();
+    let gs = p.groups();
+    let n = gs.len();
+    let dl = d.len();
+    let Some(g0) = gs.first() else {
+        return Phone::No;
+    };
+    let first = p.digit(0);
+    let lead1 = n >= 2 && g0.len == 1 && first == 1 && !g0.paren;
+    if n == 1 {
+        return if !g0.paren && (10..=11).contains(&dl) {
+            Phone::Weak
+        } else {
+            Phone::No
+        };
+    }
+    if gs
+        .iter()
+        .enumerate()
+        .any(|(k, g)| g.len == 1 && !(k == 0 && lead1))
+    {
+        return Phone::No;
+    }
+    if lead1 {
+        let rest = d.get(1..).unwrap_or(&[]);
+        let ok = n == 4 && p.group_len(1) == 3 && p.group_len(2) == 3 && p.group_len(3) == 4;
+        return if ok && nanp(rest) {
+            Phone::Strong
+        } else {
+            Phone::No
+        };
+    }
+    // SSN, dates, dotted quads.
+    if p.shape_is(&[3, 2, 4]) || looks_like_date(p) {
+        return Phone::No;
+    }
+    if sep == b'.' && n == 4 && gs.iter().all(|g| g.len <= 3 && p.group_value(g) <= 255) {
+        return Phone::No;
+    }
+    if g0.paren {
+        // (415) 555-0100, (11) 91234-5678, (0151) 234567
+        let area_ok = matches!(g0.len, 2 | 3) || (matches!(g0.len, 4 | 5) && first == 0);
+        let rest_ok = gs.iter().skip(1).all(|g| g.len >= 3);
+        if !(area_ok && rest_ok && (8..=11).contains(&dl)) {
+            return Phone::No;
+        }
+        if g0.len == 3 && first != 0 && dl == 10 && !nanp(d) {
+            return Phone::No;
+        }
+        return Phone::Strong;
+    }
+    if first == 0 {
+        // Trunk prefix: 020 7946 0958, 0151 23456789, 06 45 24 62 50, 098765 43210
+        return match (g0.len, dl) {
+            (2..=6, 9..=12) => Phone::Strong,
+            (2..=6, 8) => Phone::Weak,
+            _ => Phone::No,
+        };
+    }
+    let spaced_or_dashed = matches!(sep, b' ' | b'-');
+    let rest_all_3 = gs.iter().skip(1).all(|g| g.len == 3);
+    let last_two_pairs = n >= 4 && p.group_len(n - 1) == 2 && p.group_len(n - 2) == 2;
+    if p.shape_is(&[3, 3, 4]) {
+        // NANP, or an Italian mobile (3xx).
+        return if nanp(d) || first == 3 {
+            Phone::Strong
+        } else {
+            Phone::No
+        };
+    }
+    if p.shape_is(&[3, 3, 3]) {
+        // Spanish 6xx/7xx/8xx/9xx; otherwise too close to a number with thousands separators.
+        return if spaced_or_dashed && first >= 6 {
+            Phone::Strong
+        } else {
+            Phone::Weak
+        };
+    }
+    if rest_all_3 {
+        // 12 345 678, 1 234 567 890: thousands separators.
+        return Phone::No;
+    }
+    if p.shape_is(&[5, 5]) {
+        return if first >= 6 {
+            Phone::Strong
+        } else {
+            Phone::Weak
+        };
+    }
+    if p.shape_is(&[3, 4]) {
+        return if spaced_or_dashed && first >= 2 {
+            Phone::Weak
+        } else {
+            Phone::No
+        };
+    }
+    if p.shape_is(&[4, 4]) {
+        let year = (1900..=2099).contains(&p.group_value(g0));
+        return if spaced_or_dashed && !year {
+            Phone::Weak
+        } else {
+            Phone::No
+        };
+    }
+    if last_two_pairs && gs.iter().all(|g| g.len <= 4) {
+        // 91 123 45 67, 612 34 56 78, 12 34 56 78
+        return match dl {
+            9 if first >= 6 => Phone::Strong,
+            8..=11 => Phone::Weak,
+            _ => Phone::No,
+        };
+    }
+    if p.shape_is(&[3, 4, 4]) && first == 1 {
+        // Chinese mobile 1xx xxxx xxxx.
+        return Phone::Strong;
+    }
+    if (10..=11).contains(&dl) {
+        Phone::Weak
+    } else {
+        Phone::No
+    }
+}
+
+/// Shannon entropy in bits per byte.
+pub fn entropy(s: &str) -> f64 {
+    let mut counts = [0usize; 256];
+    for b in s.bytes() {
+        if let Some(c) = counts.get_mut(usize::from(b)) {
+            *c = c.saturating_add(1);
+        }
+    }
+    let len = s.len() as f64;
+    if s.is_empty() {
+        return 0.0;
+    }
+    counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = c as f64 / len;
+            -p * p.log2()
+        })
+        .sum()
+}
+
+/// Base62 alphabet of GitHub token checksums (digits, uppercase, lowercase).
+const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// GitHub `ghp_/gho_/ghs_/ghu_/ghr_` token: 36 base62 chars whose last 6 are the base62 CRC32 of
+/// the first 30.
+///
+/// The checksum is `crc32(random30)` in base62 (alphabet `0-9A-Za-z`), left-padded with `0` to six
+/// characters.
+pub fn github_token(s: &str) -> bool {
+    let b = s.as_bytes();
+    let (Some(prefix), Some(body), Some(check)) = (b.get(..4), b.get(4..34), b.get(34..)) else {
+        return false;
+    };
+    if !matches!(prefix, b"ghp_" | b"gho_" | b"ghs_" | b"ghu_" | b"ghr_")
+        || check.len() != 6
+        || !body.iter().chain(check).all(u8::is_ascii_alphanumeric)
+    {
+        return false;
+    }
+    let mut crc = crc32fast::hash(body);
+    let mut expected = [b'0'; 6];
+    for slot in expected.iter_mut().rev() {
+        let Some(&c) = BASE62.get((crc % 62) as usize) else {
+            return false;
+        };
+        *slot = c;
+        crc /= 62;
+    }
+    crc == 0 && expected.as_slice() == check
+}
