@@ -1456,3 +1456,32 @@ mod dbg_tests {
         );
     }
 }
+
+/// A policy's compiled settings, shared by every stream.
+#[derive(Debug)]
+pub struct Compiled {
+    pub engine: std::rc::Rc<Engine>,
+}
+
+/// Parse a whole pii-redact filter configuration (the same code as `on_configure`).
+pub fn parse_config(
+    bytes: &[u8],
+) -> Result<guard_core::config::FilterConfig<Compiled>> {
+    guard_core::config::FilterConfig::parse::<Settings, _>(
+        bytes,
+        guard_core::config::FailurePolicy::FailClosed,
+        |s: Settings, path: &str| {
+            Ok(Compiled {
+                engine: std::rc::Rc::new(Engine::compile(s, path)?),
+            })
+        },
+    )
+}
+
+impl Engine {
+    /// The engine of the default policy of a whole filter configuration (for the CLI).
+    pub fn from_config_file(bytes: &[u8]) -> Result<std::rc::Rc<Engine>> {
+        let cfg = parse_config(bytes)?;
+        Ok(std::rc::Rc::clone(&cfg.select(None, None).settings.engine))
+    }
+}
