@@ -256,6 +256,12 @@ fn calibrate(raw_low: f32, raw_high: f32) -> (f64, f64) {
 /// repository root, else `../shared/data` from the current directory. The error names every
 /// path tried.
 pub fn data_dir(flag: Option<&str>) -> anyhow::Result<PathBuf> {
+    data_dir_for(flag, "injection")
+}
+
+/// [`data_dir`] for the data set in `<data>/<set>/` (`injection`, `pii`): the first candidate
+/// that holds `<set>/train.jsonl` or `<set>/test.jsonl`.
+pub(crate) fn data_dir_for(flag: Option<&str>, set: &str) -> anyhow::Result<PathBuf> {
     let mut tried: Vec<PathBuf> = Vec::new();
     let candidates: Vec<PathBuf> = if let Some(d) = flag {
         vec![PathBuf::from(d)]
@@ -270,16 +276,14 @@ pub fn data_dir(flag: Option<&str>) -> anyhow::Result<PathBuf> {
         v
     };
     for c in candidates {
-        if c.join("injection").join("train.jsonl").is_file()
-            || c.join("injection").join("test.jsonl").is_file()
-        {
+        if c.join(set).join("train.jsonl").is_file() || c.join(set).join("test.jsonl").is_file() {
             return Ok(c);
         }
         tried.push(c);
     }
     let list: Vec<String> = tried.iter().map(|p| p.display().to_string()).collect();
     bail!(
-        "injection data not found: looked for injection/train.jsonl under {} (pass --data DIR or set GUARD_DATA_DIR)",
+        "{set} data not found: looked for {set}/train.jsonl under {} (pass --data DIR or set GUARD_DATA_DIR)",
         list.join(", ")
     )
 }

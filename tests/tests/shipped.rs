@@ -70,33 +70,35 @@ async fn streamed_chat_through_shipped_config_shows_metrics() -> anyhow::Result<
     Ok(())
 }
 
-/// The prompt-guard policy inlined in `envoy/envoy.yaml` is the one in
-/// `envoy/policies/prompt-guard.json` (which `guardctl` uses without `--config`).
+/// The policies inlined in `envoy/envoy.yaml` are the ones in `envoy/policies/*.json` (which
+/// `guardctl` uses without `--config`).
 #[test]
-fn shipped_prompt_guard_policy_matches_the_policy_file() {
+fn shipped_policies_match_the_policy_files() {
     let root = e2e::repo_root();
     let yaml: serde_yaml::Value =
         serde_yaml::from_str(&std::fs::read_to_string(root.join("envoy/envoy.yaml")).unwrap())
             .unwrap();
     let filters = &yaml["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
         ["typed_config"]["http_filters"];
-    let pg = filters
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .find(|f| f["name"] == "prompt-guard")
-        .expect("prompt-guard in envoy.yaml");
-    let inline: serde_json::Value = serde_json::from_str(
-        pg["typed_config"]["config"]["configuration"]["value"]
-            .as_str()
-            .unwrap(),
-    )
-    .unwrap();
-    let file: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(root.join("envoy/policies/prompt-guard.json")).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(inline, file);
+    for name in ["prompt-guard", "pii-redact"] {
+        let f = filters
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in envoy.yaml"));
+        let inline: serde_json::Value = serde_json::from_str(
+            f["typed_config"]["config"]["configuration"]["value"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+        let file: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(root.join(format!("envoy/policies/{name}.json"))).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(inline, file, "{name}");
+    }
 }
 
 #[tokio::test]

@@ -19,6 +19,7 @@ pub mod driver;
 pub mod fake;
 pub mod host;
 pub mod metrics;
+pub mod scratch;
 #[cfg(target_arch = "wasm32")]
 pub mod wasm;
 

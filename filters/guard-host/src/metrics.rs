@@ -32,6 +32,9 @@ pub const KNOWN_REASONS: &[&str] = &[
     "exfiltration",
     "second_opinion_benign",
     "second_opinion_unavailable",
+    "pii_redacted",
+    "pii_detected",
+    "pii_restored",
 ];
 
 /// Defines metrics on first use and caches their ids. One per VM (root context).

@@ -1464,9 +1464,7 @@ pub struct Compiled {
 }
 
 /// Parse a whole pii-redact filter configuration (the same code as `on_configure`).
-pub fn parse_config(
-    bytes: &[u8],
-) -> Result<guard_core::config::FilterConfig<Compiled>> {
+pub fn parse_config(bytes: &[u8]) -> Result<guard_core::config::FilterConfig<Compiled>> {
     guard_core::config::FilterConfig::parse::<Settings, _>(
         bytes,
         guard_core::config::FailurePolicy::FailClosed,
@@ -1483,5 +1481,24 @@ impl Engine {
     pub fn from_config_file(bytes: &[u8]) -> Result<std::rc::Rc<Engine>> {
         let cfg = parse_config(bytes)?;
         Ok(std::rc::Rc::clone(&cfg.select(None, None).settings.engine))
+    }
+}
+
+#[cfg(test)]
+mod shipped_tests {
+    use super::*;
+
+    /// `guardctl pii` without `--config` uses `Settings::default()`: it must be the policy that
+    /// ships in `envoy/policies/pii-redact.json`.
+    #[test]
+    fn default_settings_are_the_shipped_policy() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../envoy/policies/pii-redact.json"
+        );
+        let bytes = std::fs::read(path).unwrap();
+        let cfg = parse_config(&bytes).unwrap();
+        let shipped = &cfg.select(None, None).settings.engine.settings;
+        assert_eq!(shipped, &Settings::default());
     }
 }

@@ -45,4 +45,4 @@ pub mod redact;
 pub mod stream;
 pub mod validate;
 
-// guard_host::export_guard_filter!(crate::filter::PiiRedact);
+guard_host::export_guard_filter!(crate::filter::PiiRedact);

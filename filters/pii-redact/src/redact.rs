@@ -212,6 +212,10 @@ impl Redactor<'_> {
                 }
                 continue;
             }
+            if self.dir == Direction::Response && !self.engine.settings.responses {
+                // Answers are not scanned: only placeholders are restored.
+                continue;
+            }
             let Some(info) = self.engine.type_info(h.ty) else {
                 continue;
             };

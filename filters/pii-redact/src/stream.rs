@@ -11,8 +11,10 @@
 use crate::engine::{Direction, Engine, Hit, Scratch};
 use crate::redact::{Redactor, Stats, TextKind, Vault};
 use guard_core::holdback::StreamScanner;
+use guard_core::segment::{JsonPath, Segment, Step};
 use guard_core::stream::{Channel, ChannelKey};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 /// Reusable buffers of one rewrite pass.
 #[derive(Debug, Default)]
@@ -21,7 +23,101 @@ pub struct Buffers {
     out: String,
 }
 
-/// Rewrite one complete text; `None` when nothing changed.
+/// Everything one direction of an exchange rewrites with.
+pub struct Pass<'a> {
+    pub engine: &'a Engine,
+    pub scratch: &'a mut Scratch,
+    pub bufs: &'a mut Buffers,
+    pub dir: Direction,
+    pub vault: &'a mut Vault,
+    pub stats: &'a mut Stats,
+}
+
+impl Pass<'_> {
+    fn redactor(&mut self) -> Redactor<'_> {
+        Redactor {
+            engine: self.engine,
+            dir: self.dir,
+            vault: self.vault,
+            stats: self.stats,
+        }
+    }
+
+    /// Rewrite one complete text; `None` when nothing changed.
+    pub fn text(&mut self, text: &str, kind: TextKind) -> Option<String> {
+        self.engine
+            .scan(self.scratch, text, true, &mut self.bufs.hits);
+        if self.bufs.hits.is_empty() {
+            return None;
+        }
+        let hits = std::mem::take(&mut self.bufs.hits);
+        let mut out = std::mem::take(&mut self.bufs.out);
+        out.clear();
+        let changed = self.redactor().apply(text, &hits, kind, &mut out);
+        let result = changed.then(|| out.clone());
+        self.bufs.hits = hits;
+        self.bufs.out = out;
+        result
+    }
+
+    /// Rewrite OpenAI tool-call arguments. A JSON document has its string values (not its
+    /// keys) rewritten and is serialised again; anything else is scanned as raw JSON text.
+    pub fn json_args(&mut self, text: &str) -> Option<String> {
+        let Ok(mut doc) = serde_json::from_str::<Value>(text) else {
+            return self.text(text, TextKind::JsonRaw);
+        };
+        let mut changed = false;
+        let mut stack: Vec<&mut Value> = vec![&mut doc];
+        while let Some(v) = stack.pop() {
+            match v {
+                Value::String(s) => {
+                    if let Some(new) = self.text(s, TextKind::Plain) {
+                        *s = new;
+                        changed = true;
+                    }
+                }
+                Value::Array(a) => stack.extend(a.iter_mut().rev()),
+                Value::Object(m) => stack.extend(m.values_mut().rev()),
+                _ => {}
+            }
+        }
+        if changed {
+            serde_json::to_string(&doc).ok()
+        } else {
+            None
+        }
+    }
+
+    /// Rewrite every text segment of a body (hashing what was scanned into `hasher`); the
+    /// changed ones, by location.
+    pub fn segments(
+        &mut self,
+        segments: &[Segment<'_>],
+        hasher: &mut Sha256,
+    ) -> Vec<(JsonPath, String)> {
+        let mut changes = Vec::new();
+        for seg in segments {
+            hasher.update(seg.text.as_bytes());
+            let new = if is_json_args(seg) {
+                self.json_args(&seg.text)
+            } else {
+                self.text(&seg.text, TextKind::Plain)
+            };
+            if let Some(text) = new {
+                changes.push((seg.path.clone(), text));
+            }
+        }
+        changes
+    }
+}
+
+/// Whether a segment is OpenAI tool-call arguments (JSON text in a string).
+fn is_json_args(seg: &Segment<'_>) -> bool {
+    matches!(seg.path.0.last(), Some(Step::Key(k)) if k == "arguments")
+}
+
+/// Rewrite one complete text with a fresh pass; `None` when nothing changed.
+#[allow(clippy::too_many_arguments)]
 pub fn rewrite(
     engine: &Engine,
     scratch: &mut Scratch,
@@ -32,79 +128,20 @@ pub fn rewrite(
     vault: &mut Vault,
     stats: &mut Stats,
 ) -> Option<String> {
-    engine.scan(scratch, text, true, &mut bufs.hits);
-    if bufs.hits.is_empty() {
-        return None;
-    }
-    bufs.out.clear();
-    let mut r = Redactor {
+    Pass {
         engine,
+        scratch,
+        bufs,
         dir,
         vault,
         stats,
-    };
-    if r.apply(text, &bufs.hits, kind, &mut bufs.out) {
-        Some(bufs.out.clone())
-    } else {
-        None
     }
-}
-
-/// Rewrite OpenAI tool-call arguments. A JSON document has its string values (not its keys)
-/// rewritten and is serialised again; anything else is scanned as raw JSON text.
-pub fn rewrite_json_args(
-    engine: &Engine,
-    scratch: &mut Scratch,
-    bufs: &mut Buffers,
-    dir: Direction,
-    text: &str,
-    vault: &mut Vault,
-    stats: &mut Stats,
-) -> Option<String> {
-    let Ok(mut doc) = serde_json::from_str::<Value>(text) else {
-        return rewrite(
-            engine,
-            scratch,
-            bufs,
-            dir,
-            text,
-            TextKind::JsonRaw,
-            vault,
-            stats,
-        );
-    };
-    let mut changed = false;
-    let mut stack: Vec<&mut Value> = vec![&mut doc];
-    while let Some(v) = stack.pop() {
-        match v {
-            Value::String(s) => {
-                if let Some(new) =
-                    rewrite(engine, scratch, bufs, dir, s, TextKind::Plain, vault, stats)
-                {
-                    *s = new;
-                    changed = true;
-                }
-            }
-            Value::Array(a) => stack.extend(a.iter_mut().rev()),
-            Value::Object(m) => stack.extend(m.values_mut().rev()),
-            _ => {}
-        }
-    }
-    if changed {
-        serde_json::to_string(&doc).ok()
-    } else {
-        None
-    }
+    .text(text, kind)
 }
 
 /// The hold-back scanner of one stream direction.
 pub struct PiiScanner<'a> {
-    pub engine: &'a Engine,
-    pub scratch: &'a mut Scratch,
-    pub bufs: &'a mut Buffers,
-    pub dir: Direction,
-    pub vault: &'a mut Vault,
-    pub stats: &'a mut Stats,
+    pub pass: Pass<'a>,
     /// Largest pending text seen (bytes), for the record and the bound test.
     pub max_pending: usize,
 }
@@ -112,10 +149,9 @@ pub struct PiiScanner<'a> {
 impl StreamScanner for PiiScanner<'_> {
     fn scan(&mut self, key: ChannelKey, pending: &mut String, end: bool) -> usize {
         self.max_pending = self.max_pending.max(pending.len());
-        let fin = self
-            .engine
-            .scan(self.scratch, pending, end, &mut self.bufs.hits);
-        if self.bufs.hits.is_empty() {
+        let p = &mut self.pass;
+        let fin = p.engine.scan(p.scratch, pending, end, &mut p.bufs.hits);
+        if p.bufs.hits.is_empty() {
             return fin;
         }
         let kind = if matches!(key.channel, Channel::ToolArgs { .. }) {
@@ -123,22 +159,22 @@ impl StreamScanner for PiiScanner<'_> {
         } else {
             TextKind::Plain
         };
-        let mut r = Redactor {
-            engine: self.engine,
-            dir: self.dir,
-            vault: self.vault,
-            stats: self.stats,
-        };
-        self.bufs.out.clear();
+        let hits = std::mem::take(&mut p.bufs.hits);
+        let mut out = std::mem::take(&mut p.bufs.out);
+        out.clear();
         let head = pending.get(..fin).unwrap_or_default();
-        if !r.apply(head, &self.bufs.hits, kind, &mut self.bufs.out) {
-            return fin;
+        let changed = p.redactor().apply(head, &hits, kind, &mut out);
+        let new_fin = out.len();
+        if changed {
+            out.push_str(pending.get(fin..).unwrap_or_default());
+            std::mem::swap(pending, &mut out);
         }
-        let new_fin = self.bufs.out.len();
-        self.bufs
-            .out
-            .push_str(pending.get(fin..).unwrap_or_default());
-        std::mem::swap(pending, &mut self.bufs.out);
-        new_fin
+        p.bufs.hits = hits;
+        p.bufs.out = out;
+        if changed {
+            new_fin
+        } else {
+            fin
+        }
     }
 }

@@ -358,14 +358,22 @@ pub enum Phone {
 
 /// Regex (regex-automata syntax) for phone number candidates; validated by [`phone`].
 ///
-/// Shape: an optional `+`, a first group (or a parenthesised area code then a group), then up to
-/// six more digit groups, each after one separator (space, `-`, `.`, `/`) or after a parenthesised
-/// group such as ` (0)` or ` (415) `, then an optional extension (`x123`, ` ext. 123`). A number
-/// that starts with a digit must not follow an ASCII letter, digit or `_`, and every candidate
-/// must not be followed by one (ASCII word boundaries, which DFAs support). Bounded repeats only.
+/// Three shapes, then an optional extension (`x123`, ` ext. 123`):
+/// - `+` and up to seven digit groups, each after one of space, `-`, `.`, `/` or a parenthesised
+///   group (` (0)`, ` (415) `): `+44 (0)20 7946 0958`, `+1-415-555-0100`, `+14155550100`;
+/// - a parenthesised area code, optionally after a NANP `1`, then up to four groups separated by
+///   spaces or dashes: `(415) 555-0100`, `(11) 91234-5678`, `1 (800) 555-0100`;
+/// - digit groups with one separator throughout (up to seven groups of `-`, space or `.`, or two
+///   around `/`), so that a number is not run into the next one (`415-555-0100 42`): `020 7946
+///   0958`, `06.45.24.62.50`, `030/1234567`, `00 44 20 7946 0958`, `4155550100`.
+///
+/// A candidate never starts right after an ASCII letter, digit or `_` (unless it starts with `+`
+/// or `(`) and never ends right before one (ASCII word boundaries, which DFAs support). Bounded
+/// repeats only.
 pub const PHONE_PATTERN: &str = concat!(
-    r"(?:\+[1-9]|(?-u:\b)[0-9]|\([0-9]{1,5}\)[ \-]?[0-9])[0-9]{0,14}",
-    r"(?:(?:[ .\-/]|[ ]?\([0-9]{1,4}\)[ \-]?)[0-9]{1,12}){0,6}",
+    r"(?:\+[1-9][0-9]{0,14}(?:(?:[ .\-/]|[ ]?\([0-9]{1,4}\)[ \-]?)[0-9]{1,12}){0,6}",
+    r"|(?:(?-u:\b)1[ .\-]?)?\([0-9]{1,5}\)[ \-]?[0-9]{1,12}(?:[ \-][0-9]{1,12}){0,3}",
+    r"|(?-u:\b)[0-9]{1,14}(?:(?:-[0-9]{1,12}){1,6}|(?: [0-9]{1,12}){1,6}|(?:\.[0-9]{1,12}){1,6}|/[0-9]{1,12})?)",
     r"(?:[ ]?(?:[xX]|[eE][xX][tT]\.?)[ ]?[0-9]{1,6})?(?-u:\b)",
 );
 
@@ -595,15 +603,24 @@ pub fn country_code(digits: &[u8]) -> Option<(u16, usize)> {
     None
 }
 
-/// North American Numbering Plan: 10 digits, area code and exchange start with 2-9, neither is
-/// an N11 service code.
+/// North American Numbering Plan: 10 digits, area code and exchange start with 2-9.
 fn nanp(d: &[u8]) -> bool {
+    d.len() == 10 && d.first().is_some_and(|&x| x >= 2) && d.get(3).is_some_and(|&x| x >= 2)
+}
+
+/// An unseparated run of 10 or 11 digits that could be dialled somewhere: a trunk `0`, 10 digits
+/// not starting with 1 (NANP, Indian and Italian mobiles...), NANP with its `1`, a Chinese mobile
+/// (`1[3-9]`, 11 digits) or a Brazilian mobile (`DD 9xxxx xxxx`). Unix timestamps in seconds
+/// (`1xxxxxxxxx` until 2033) are not.
+fn plausible_run(d: &[u8]) -> bool {
     let at = |i: usize| d.get(i).copied().unwrap_or(0);
-    d.len() == 10
-        && at(0) >= 2
-        && at(3) >= 2
-        && !(at(1) == 1 && at(2) == 1)
-        && !(at(4) == 1 && at(5) == 1)
+    match (d.len(), at(0)) {
+        (10 | 11, 0) => true,
+        (10, first) => first >= 2,
+        (11, 1) => nanp(d.get(1..).unwrap_or(&[])) || at(1) >= 3,
+        (11, _) => at(2) == 9,
+        _ => false,
+    }
 }
 
 /// Whether a country writes a trunk prefix `0` that is dropped after the country code
@@ -800,20 +817,21 @@ fn national(p: &PhoneParts) -> Phone {
 
 /// [`national`] once the separators are known to be consistent (`sep`: the separator used).
 fn national_shape(p: &PhoneParts, sep: u8) -> Phone {
+    use Phone::{No, Strong, Weak};
     let d = p.digits();
     let gs = p.groups();
     let n = gs.len();
     let dl = d.len();
     let Some(g0) = gs.first() else {
-        return Phone::No;
+        return No;
     };
     let first = p.digit(0);
     let lead1 = n >= 2 && g0.len == 1 && first == 1 && !g0.paren;
     if n == 1 {
-        return if !g0.paren && (10..=11).contains(&dl) {
-            Phone::Weak
+        return if !g0.paren && plausible_run(d) {
+            Weak
         } else {
-            Phone::No
+            No
         };
     }
     if gs
@@ -821,106 +839,97 @@ fn national_shape(p: &PhoneParts, sep: u8) -> Phone {
         .enumerate()
         .any(|(k, g)| g.len == 1 && !(k == 0 && lead1))
     {
-        return Phone::No;
+        return No;
     }
     if lead1 {
-        let rest = d.get(1..).unwrap_or(&[]);
-        let ok = n == 4 && p.group_len(1) == 3 && p.group_len(2) == 3 && p.group_len(3) == 4;
-        return if ok && nanp(rest) {
-            Phone::Strong
-        } else {
-            Phone::No
-        };
+        // 1-800-555-0100, 1 (415) 555-0100
+        let ok = p.shape_is(&[1, 3, 3, 4]) && nanp(d.get(1..).unwrap_or(&[]));
+        return if ok { Strong } else { No };
     }
     // SSN, dates, dotted quads.
     if p.shape_is(&[3, 2, 4]) || looks_like_date(p) {
-        return Phone::No;
+        return No;
     }
     if sep == b'.' && n == 4 && gs.iter().all(|g| g.len <= 3 && p.group_value(g) <= 255) {
-        return Phone::No;
+        return No;
     }
     if g0.paren {
         // (415) 555-0100, (11) 91234-5678, (0151) 234567
         let area_ok = matches!(g0.len, 2 | 3) || (matches!(g0.len, 4 | 5) && first == 0);
         let rest_ok = gs.iter().skip(1).all(|g| g.len >= 3);
-        if !(area_ok && rest_ok && (8..=11).contains(&dl)) {
-            return Phone::No;
-        }
-        if g0.len == 3 && first != 0 && dl == 10 && !nanp(d) {
-            return Phone::No;
-        }
-        return Phone::Strong;
+        let nanp_ok = !(g0.len == 3 && first != 0 && dl == 10) || nanp(d);
+        return if area_ok && rest_ok && nanp_ok && (8..=11).contains(&dl) {
+            Strong
+        } else {
+            No
+        };
     }
     if first == 0 {
-        // Trunk prefix: 020 7946 0958, 0151 23456789, 06 45 24 62 50, 098765 43210
+        // Trunk prefix: 020 7946 0958, 0151 23456789, 06 45 24 62 50, 098765 43210. Groups of
+        // four with a shorter tail (0213 8889 82) are how IBANs and account numbers print.
+        let tail = gs.get(..n - 1).unwrap_or(&[]);
+        let iban_like = n >= 3 && tail.iter().all(|g| g.len == 4) && p.group_len(n - 1) < 4;
         return match (g0.len, dl) {
-            (2..=6, 9..=12) => Phone::Strong,
-            (2..=6, 8) => Phone::Weak,
-            _ => Phone::No,
+            (2..=6, 9..=12) if !iban_like => Strong,
+            (2..=6, 8..=12) => Weak,
+            _ => No,
         };
+    }
+    if g0.len == 4 && (1900..=2099).contains(&p.group_value(g0)) {
+        // INV-2019-13222, ORD-2024-506346, CVE-2015-7378: a year, then a serial.
+        return No;
     }
     let spaced_or_dashed = matches!(sep, b' ' | b'-');
-    let rest_all_3 = gs.iter().skip(1).all(|g| g.len == 3);
-    let last_two_pairs = n >= 4 && p.group_len(n - 1) == 2 && p.group_len(n - 2) == 2;
+    let pairs_tail = n >= 4 && p.group_len(n - 1) == 2 && p.group_len(n - 2) == 2;
     if p.shape_is(&[3, 3, 4]) {
         // NANP, or an Italian mobile (3xx).
-        return if nanp(d) || first == 3 {
-            Phone::Strong
-        } else {
-            Phone::No
-        };
+        return if nanp(d) || first == 3 { Strong } else { No };
     }
     if p.shape_is(&[3, 3, 3]) {
-        // Spanish 6xx/7xx/8xx/9xx; otherwise too close to a number with thousands separators.
+        // Spanish 6xx-9xx; otherwise too close to a number with thousands separators.
         return if spaced_or_dashed && first >= 6 {
-            Phone::Strong
+            Strong
         } else {
-            Phone::Weak
+            Weak
         };
     }
-    if rest_all_3 {
-        // 12 345 678, 1 234 567 890: thousands separators.
-        return Phone::No;
+    if gs.iter().skip(1).all(|g| g.len == 3) {
+        // 12 345 678: thousands separators as often as a phone number.
+        return if dl >= 8 && g0.len <= 3 { Weak } else { No };
+    }
+    if p.shape_is(&[5, 4]) {
+        // ZIP+4 (94941 2505).
+        return No;
     }
     if p.shape_is(&[5, 5]) {
-        return if first >= 6 {
-            Phone::Strong
-        } else {
-            Phone::Weak
-        };
+        // Indian mobile 98765 43210.
+        return if first >= 6 { Strong } else { Weak };
     }
-    if p.shape_is(&[3, 4]) {
+    if p.shape_is(&[3, 4]) || p.shape_is(&[4, 4]) {
+        // US local 555-0100; Singapore / Hong Kong 9123 4567.
         return if spaced_or_dashed && first >= 2 {
-            Phone::Weak
+            Weak
         } else {
-            Phone::No
+            No
         };
     }
-    if p.shape_is(&[4, 4]) {
-        let year = (1900..=2099).contains(&p.group_value(g0));
-        return if spaced_or_dashed && !year {
-            Phone::Weak
-        } else {
-            Phone::No
-        };
-    }
-    if last_two_pairs && gs.iter().all(|g| g.len <= 4) {
-        // 91 123 45 67, 612 34 56 78, 12 34 56 78
+    if pairs_tail && gs.iter().all(|g| g.len <= 4) {
+        // 91 123 45 67, 612 34 56 78; 12 34 56 78 (Denmark, Norway).
         return match dl {
-            9 if first >= 6 => Phone::Strong,
-            8..=11 => Phone::Weak,
-            _ => Phone::No,
+            9 if first >= 6 => Strong,
+            8..=11 => Weak,
+            _ => No,
         };
     }
     if p.shape_is(&[3, 4, 4]) && first == 1 {
-        // Chinese mobile 1xx xxxx xxxx.
-        return Phone::Strong;
+        // Chinese mobile 138 1234 5678.
+        return Strong;
     }
-    if (10..=11).contains(&dl) {
-        Phone::Weak
-    } else {
-        Phone::No
+    if p.shape_is(&[3, 2, 3]) || (9..=11).contains(&dl) {
+        // Norway 412 34 567; other groupings of a national number.
+        return Weak;
     }
+    No
 }
 
 /// Shannon entropy in bits per byte.

@@ -13,9 +13,9 @@ use guard_core::verdict::{Decision, LocalReply};
 use guard_host::driver::{CallOut, CallOutResult, Chunk, Cx, GuardFilter, Outcome, ResponsePlan};
 use guard_host::host::Dir;
 use guard_host::metrics::Metrics;
+use guard_host::scratch::ScratchPool;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use std::cell::RefCell;
 use std::rc::Rc;
 
 pub const NAME: &str = "prompt_guard";
@@ -35,31 +35,14 @@ pub mod metric {
 
 pub struct Shared {
     metrics: Rc<Metrics>,
-    /// Scan scratch (regex caches, normaliser buffers) per compiled engine, shared by every
-    /// stream of the VM: a VM runs one callback at a time, and scans finish inside one.
-    scratch: RefCell<Vec<(usize, Scratch)>>,
+    /// Scan scratch per compiled engine, shared by every stream of the VM.
+    scratch: ScratchPool<Scratch>,
 }
-
-/// Most engines whose scratch a VM keeps (one per policy; more only after reconfigures).
-const MAX_SCRATCH: usize = 16;
 
 impl Shared {
     fn with_scratch<R>(&self, engine: &Rc<Engine>, f: impl FnOnce(&mut Scratch) -> R) -> R {
-        let key = Rc::as_ptr(engine) as usize;
-        let Ok(mut all) = self.scratch.try_borrow_mut() else {
-            // Not reachable (no re-entrancy in a VM); stay correct with a fresh scratch.
-            return f(&mut engine.scratch());
-        };
-        if !all.iter().any(|(k, _)| *k == key) {
-            if all.len() >= MAX_SCRATCH {
-                all.clear();
-            }
-            all.push((key, engine.scratch()));
-        }
-        match all.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, s)) => f(s),
-            None => f(&mut engine.scratch()),
-        }
+        self.scratch
+            .with(Rc::as_ptr(engine) as usize, || engine.scratch(), f)
     }
 }
 
@@ -91,7 +74,7 @@ impl GuardFilter for PromptGuard {
         metrics.define(guard_host::host::MetricKind::Histogram, metric::SCAN_US);
         Shared {
             metrics: Rc::clone(metrics),
-            scratch: RefCell::new(Vec::new()),
+            scratch: ScratchPool::default(),
         }
     }
 
