@@ -657,11 +657,22 @@ impl Engine {
     /// `complete`, else the start of the first place where a match could still form (a char
     /// boundary; every hit ends at or before it).
     pub fn scan(&self, s: &mut Scratch, text: &str, complete: bool, out: &mut Vec<Hit>) -> usize {
+        self.scan_from(s, text, 0, complete, out)
+    }
+
+    /// [`Engine::scan`] of `text[from..]`, with `text[..from]` (text already final, e.g. what a
+    /// stream released) seen only as context: for context words and word boundaries.
+    pub fn scan_from(
+        &self,
+        s: &mut Scratch,
+        text: &str,
+        from: usize,
+        complete: bool,
+        out: &mut Vec<Hit>,
+    ) -> usize {
         out.clear();
         let len = text.len();
-        let mut pos = 0usize;
-        // Streaming: the first position >= `alive_from` where a match could still form.
-        let window_start = len.saturating_sub(self.settings.max_hold_bytes);
+        let mut pos = floor_boundary(text, from);
         let mut alive_checked = 0usize;
         let mut alive_at: Option<usize> = None;
         while pos < len {
@@ -675,7 +686,7 @@ impl Engine {
                     alive_at = None;
                 }
                 if alive_at.is_none() {
-                    let from = pos.max(alive_checked).max(window_start);
+                    let from = pos.max(alive_checked);
                     alive_at = self.first_alive(&mut s.dfa, text, from);
                     alive_checked = alive_at.unwrap_or(len);
                 }
@@ -719,7 +730,7 @@ impl Engine {
                                     placeholder: placeholder.map(|(_, n)| n),
                                     pattern: pid,
                                 });
-                                pos = span.1.max(ee).max(start.saturating_add(1));
+                                pos = ee.max(start.saturating_add(1));
                                 break;
                             }
                         }
@@ -870,16 +881,26 @@ impl Engine {
                     return Judged::Invalid;
                 }
             }
-            Check::Phone => match validate::phone(value) {
-                validate::Phone::No => return Judged::Invalid,
-                validate::Phone::Weak => score = 0.35,
-                validate::Phone::Strong => {}
-            },
-            Check::Card => {
-                if !validate::credit_card(value) {
-                    return Judged::Invalid;
+            Check::Phone => {
+                // The longest prefix that is a phone number (a greedy match may have taken a
+                // number that follows).
+                let found = shrink(value, |v| match validate::phone(v) {
+                    validate::Phone::No => None,
+                    validate::Phone::Weak => Some(0.35),
+                    validate::Phone::Strong => Some(score),
+                });
+                match found {
+                    Some((n, sc)) => {
+                        end = start.saturating_add(n);
+                        score = sc;
+                    }
+                    None => return Judged::Invalid,
                 }
             }
+            Check::Card => match shrink(value, |v| validate::credit_card(v).then_some(score)) {
+                Some((n, _)) => end = start.saturating_add(n),
+                None => return Judged::Invalid,
+            },
             Check::Iban => match iban_end(value) {
                 Some(n) => end = start.saturating_add(n),
                 None => return Judged::Invalid,
@@ -1127,6 +1148,22 @@ fn dotted_neighbour(text: &str, start: usize, end: usize) -> bool {
         .get(end..end.saturating_add(2))
         .is_some_and(|w| w.first() == Some(&b'.') && w.get(1).is_some_and(u8::is_ascii_digit));
     before || after
+}
+
+/// The longest prefix of `value` that `check` accepts: the whole value, else prefixes cut
+/// before a separator (space, `-`, `.`, `/`), longest first. Returns (length, score).
+fn shrink(value: &str, check: impl Fn(&str) -> Option<f32>) -> Option<(usize, f32)> {
+    if let Some(sc) = check(value) {
+        return Some((value.len(), sc));
+    }
+    let b = value.as_bytes();
+    (1..b.len())
+        .rev()
+        .filter(|&i| {
+            matches!(b.get(i), Some(b' ' | b'-' | b'.' | b'/'))
+                && b.get(i - 1).is_some_and(u8::is_ascii_alphanumeric)
+        })
+        .find_map(|i| value.get(..i).and_then(&check).map(|sc| (i, sc)))
 }
 
 /// The longest prefix of an IBAN candidate that validates, cut where a group ends.
@@ -1420,43 +1457,6 @@ mod tests {
         assert_eq!(fin, "key: ".len());
     }
 }
-#[cfg(test)]
-mod dbg_tests {
-    use super::*;
-    #[test]
-    fn dbg() {
-        let e = Engine::default_policy().unwrap();
-        let mut s = e.scratch();
-        let mut out = Vec::new();
-        for t in [
-            "Mail jane.doe@example.com please",
-            "Done, I wrote to <EMAIL_1>.",
-        ] {
-            e.scan(&mut s, t, true, &mut out);
-            eprintln!("{t:?} -> {out:?}");
-        }
-        for (i, p) in e.patterns.iter().enumerate() {
-            let nfa = regex_automata::nfa::thompson::NFA::new(&p.regex).unwrap();
-            eprintln!(
-                "pattern {i} {:?} nfa {} states {}",
-                e.type_name(p.ty),
-                nfa.memory_usage(),
-                nfa.states().len()
-            );
-        }
-        eprintln!(
-            "min cache {:?}",
-            regex_automata::hybrid::dfa::DFA::new_many(
-                &e.patterns
-                    .iter()
-                    .map(|p| p.regex.as_str())
-                    .collect::<Vec<_>>()
-            )
-            .map(|d| d.memory_usage())
-        );
-    }
-}
-
 /// A policy's compiled settings, shared by every stream.
 #[derive(Debug)]
 pub struct Compiled {

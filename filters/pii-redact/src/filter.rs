@@ -5,7 +5,7 @@
 
 use crate::engine::{Action, Compiled, Direction, Engine, Scratch, Settings};
 use crate::redact::{Stats, Vault};
-use crate::stream::{Buffers, Pass, PiiScanner};
+use crate::stream::{Buffers, Pass, PiiScanner, Tails};
 use guard_core::body::{RequestBody, ResponseBody};
 use guard_core::config::{FailurePolicy, FilterConfig};
 use guard_core::error::Result;
@@ -56,6 +56,7 @@ pub struct PiiRedact {
     response: Stats,
     bufs: Buffers,
     rewriter: Option<StreamRewriter>,
+    tails: Tails,
     max_pending: usize,
     stopped: bool,
     response_scan_us: u64,
@@ -91,6 +92,7 @@ impl GuardFilter for PiiRedact {
             response: Stats::default(),
             bufs: Buffers::default(),
             rewriter: None,
+            tails: Tails::default(),
             max_pending: 0,
             stopped: false,
             response_scan_us: 0,
@@ -380,6 +382,7 @@ impl PiiRedact {
         };
         let engine = Rc::clone(&cx.settings().engine);
         let (vault, stats, bufs) = (&mut self.vault, &mut self.response, &mut self.bufs);
+        let tails = &mut self.tails;
         let mut max_pending = self.max_pending;
         let res = cx.shared.with_scratch(&engine, |scratch| {
             let mut scanner = PiiScanner {
@@ -391,6 +394,7 @@ impl PiiRedact {
                     vault,
                     stats,
                 },
+                tails,
                 max_pending,
             };
             let res = {

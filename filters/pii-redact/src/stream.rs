@@ -139,9 +139,40 @@ pub fn rewrite(
     .text(text, kind)
 }
 
+/// Per channel, the last bytes a stream released: context (words like "phone" before a number)
+/// for the text that follows.
+#[derive(Debug, Default)]
+pub struct Tails {
+    tails: Vec<(ChannelKey, String)>,
+}
+
+impl Tails {
+    fn take(&mut self, key: ChannelKey) -> String {
+        match self.tails.iter().position(|(k, _)| *k == key) {
+            Some(i) => self.tails.swap_remove(i).1,
+            None => String::new(),
+        }
+    }
+
+    /// Keep the last `keep` bytes of `text` (on a char boundary) for the channel.
+    fn put(&mut self, key: ChannelKey, mut text: String, keep: usize) {
+        if text.len() > keep {
+            let mut cut = text.len() - keep;
+            while cut < text.len() && !text.is_char_boundary(cut) {
+                cut += 1;
+            }
+            text.drain(..cut);
+        }
+        if self.tails.len() < guard_core::stream::MAX_CHANNELS {
+            self.tails.push((key, text));
+        }
+    }
+}
+
 /// The hold-back scanner of one stream direction.
 pub struct PiiScanner<'a> {
     pub pass: Pass<'a>,
+    pub tails: &'a mut Tails,
     /// Largest pending text seen (bytes), for the record and the bound test.
     pub max_pending: usize,
 }
@@ -150,31 +181,41 @@ impl StreamScanner for PiiScanner<'_> {
     fn scan(&mut self, key: ChannelKey, pending: &mut String, end: bool) -> usize {
         self.max_pending = self.max_pending.max(pending.len());
         let p = &mut self.pass;
-        let fin = p.engine.scan(p.scratch, pending, end, &mut p.bufs.hits);
-        if p.bufs.hits.is_empty() {
-            return fin;
-        }
+        // Scan what was released last (as context only) followed by the pending text.
+        let mut text = self.tails.take(key);
+        let from = text.len();
+        text.push_str(pending);
+        let fin = p
+            .engine
+            .scan_from(p.scratch, &text, from, end, &mut p.bufs.hits)
+            .saturating_sub(from);
         let kind = if matches!(key.channel, Channel::ToolArgs { .. }) {
             TextKind::JsonRaw
         } else {
             TextKind::Plain
         };
-        let hits = std::mem::take(&mut p.bufs.hits);
+        let mut hits = std::mem::take(&mut p.bufs.hits);
+        for h in &mut hits {
+            h.start = h.start.saturating_sub(from);
+            h.end = h.end.saturating_sub(from);
+        }
         let mut out = std::mem::take(&mut p.bufs.out);
         out.clear();
         let head = pending.get(..fin).unwrap_or_default();
-        let changed = p.redactor().apply(head, &hits, kind, &mut out);
-        let new_fin = out.len();
+        let changed = !hits.is_empty() && p.redactor().apply(head, &hits, kind, &mut out);
+        let new_fin = if changed { out.len() } else { fin };
         if changed {
             out.push_str(pending.get(fin..).unwrap_or_default());
             std::mem::swap(pending, &mut out);
         }
         p.bufs.hits = hits;
         p.bufs.out = out;
-        if changed {
-            new_fin
-        } else {
-            fin
+        if !end {
+            text.truncate(from);
+            text.push_str(pending.get(..new_fin).unwrap_or_default());
+            let keep = p.engine.settings.context_window;
+            self.tails.put(key, text, keep);
         }
+        new_fin
     }
 }

@@ -363,6 +363,8 @@ pub enum Phone {
 ///   group (` (0)`, ` (415) `): `+44 (0)20 7946 0958`, `+1-415-555-0100`, `+14155550100`;
 /// - a parenthesised area code, optionally after a NANP `1`, then up to four groups separated by
 ///   spaces or dashes: `(415) 555-0100`, `(11) 91234-5678`, `1 (800) 555-0100`;
+/// - three groups mixing a space and a dash, the last of four digits: `21 3456-7890`,
+///   `080-2345 6789`;
 /// - digit groups with one separator throughout (up to seven groups of `-`, space or `.`, or two
 ///   around `/`), so that a number is not run into the next one (`415-555-0100 42`): `020 7946
 ///   0958`, `06.45.24.62.50`, `030/1234567`, `00 44 20 7946 0958`, `4155550100`.
@@ -373,6 +375,7 @@ pub enum Phone {
 pub const PHONE_PATTERN: &str = concat!(
     r"(?:\+[1-9][0-9]{0,14}(?:(?:[ .\-/]|[ ]?\([0-9]{1,4}\)[ \-]?)[0-9]{1,12}){0,6}",
     r"|(?:(?-u:\b)1[ .\-]?)?\([0-9]{1,5}\)[ \-]?[0-9]{1,12}(?:[ \-][0-9]{1,12}){0,3}",
+    r"|(?-u:\b)[0-9]{2,5}(?: [0-9]{3,5}-|-[0-9]{3,5} )[0-9]{4}",
     r"|(?-u:\b)[0-9]{1,14}(?:(?:-[0-9]{1,12}){1,6}|(?: [0-9]{1,12}){1,6}|(?:\.[0-9]{1,12}){1,6}|/[0-9]{1,12})?)",
     r"(?:[ ]?(?:[xX]|[eE][xX][tT]\.?)[ ]?[0-9]{1,6})?(?-u:\b)",
 );
@@ -589,9 +592,17 @@ const COUNTRY_CODES: &[(u16, u16)] = &[
 ];
 
 /// The country calling code at the start of `digits`: `(code, number of digits)`.
+///
+/// `digits` are digit values (0..=9), not ASCII.
 pub fn country_code(digits: &[u8]) -> Option<(u16, usize)> {
+    if digits.first().is_some_and(|&d| d == 0) {
+        return None;
+    }
     let mut value = 0u16;
     for (i, &d) in digits.iter().take(3).enumerate() {
+        if d > 9 {
+            return None;
+        }
         value = value * 10 + u16::from(d);
         if COUNTRY_CODES
             .iter()
@@ -795,27 +806,22 @@ fn national(p: &PhoneParts) -> Phone {
     {
         return Phone::No;
     }
-    // One separator throughout (the ones around a parenthesised group do not count); spaces
-    // mixed with dashes (`11 91234-5678`) only make a weak candidate.
+    // One separator throughout (the ones around a parenthesised group do not count), except that
+    // spaces may mix with dashes (`11 91234-5678`, `080-2345 6789`).
     let mut sep = 0u8;
-    let mut mixed = false;
     for g in gs.iter().skip(1).filter(|g| !g.after_paren && !g.paren) {
-        if sep == 0 {
-            sep = g.sep;
-        } else if sep != g.sep {
-            if !matches!((sep, g.sep), (b' ', b'-') | (b'-', b' ')) {
-                return Phone::No;
-            }
-            mixed = true;
+        match (sep, g.sep) {
+            (0, s) => sep = s,
+            (a, b) if a == b => {}
+            (b' ' | b'-', b' ' | b'-') => sep = b' ',
+            _ => return Phone::No,
         }
     }
-    match national_shape(p, sep) {
-        Phone::Strong if mixed => Phone::Weak,
-        verdict => verdict,
-    }
+    national_shape(p, sep)
 }
 
-/// [`national`] once the separators are known to be consistent (`sep`: the separator used).
+/// [`national`] once the separators are known to be consistent (`sep`: the separator used, a
+/// space when spaces and dashes mix).
 fn national_shape(p: &PhoneParts, sep: u8) -> Phone {
     use Phone::{No, Strong, Weak};
     let d = p.digits();
@@ -867,8 +873,9 @@ fn national_shape(p: &PhoneParts, sep: u8) -> Phone {
     if first == 0 {
         // Trunk prefix: 020 7946 0958, 0151 23456789, 06 45 24 62 50, 098765 43210. Groups of
         // four with a shorter tail (0213 8889 82) are how IBANs and account numbers print.
-        let tail = gs.get(..n - 1).unwrap_or(&[]);
-        let iban_like = n >= 3 && tail.iter().all(|g| g.len == 4) && p.group_len(n - 1) < 4;
+        let tail = gs.get(..n.saturating_sub(1)).unwrap_or(&[]);
+        let iban_like =
+            n >= 3 && tail.iter().all(|g| g.len == 4) && p.group_len(n.saturating_sub(1)) < 4;
         return match (g0.len, dl) {
             (2..=6, 9..=12) if !iban_like => Strong,
             (2..=6, 8..=12) => Weak,
@@ -880,7 +887,8 @@ fn national_shape(p: &PhoneParts, sep: u8) -> Phone {
         return No;
     }
     let spaced_or_dashed = matches!(sep, b' ' | b'-');
-    let pairs_tail = n >= 4 && p.group_len(n - 1) == 2 && p.group_len(n - 2) == 2;
+    let pairs_tail =
+        n >= 4 && p.group_len(n.saturating_sub(1)) == 2 && p.group_len(n.saturating_sub(2)) == 2;
     if p.shape_is(&[3, 3, 4]) {
         // NANP, or an Italian mobile (3xx).
         return if nanp(d) || first == 3 { Strong } else { No };
@@ -983,4 +991,581 @@ pub fn github_token(s: &str) -> bool {
         crc /= 62;
     }
     crc == 0 && expected.as_slice() == check
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn luhn_table() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("visa test number", "4111111111111111", true),
+            ("with separators", "4111 1111-1111 1111", true),
+            ("one digit off", "4111111111111112", false),
+            ("two digits", "18", true),
+            ("single digit", "0", false),
+            ("empty", "", false),
+            ("no digits", "abc", false),
+            ("all zeros", "0000", true),
+        ];
+        for (name, input, want) in cases {
+            assert_eq!(luhn(input), *want, "{name}: {input:?}");
+        }
+    }
+
+    #[test]
+    fn credit_card_table() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("visa 16", "4111111111111111", true),
+            ("visa 16 spaced", "4111 1111 1111 1111", true),
+            ("visa 16 dashed", "4012-8888-8888-1881", true),
+            ("visa 13", "4222222222222", true),
+            ("visa bad luhn", "4111111111111112", false),
+            ("visa wrong length 15", "411111111111116", false),
+            ("mastercard 5x", "5555555555554444", true),
+            ("mastercard 2221", "2221000000000009", true),
+            ("amex 37", "371449635398431", true),
+            ("amex 34 grouped 4-6-5", "3782 822463 10005", true),
+            ("amex length 16", "3782822463100053", false),
+            ("discover 6011", "6011111111111117", true),
+            ("discover 644", "6445644564456445", true),
+            ("discover 622126", "6221260000000000", true),
+            ("jcb", "3530111333300000", true),
+            ("diners 14", "30569309025904", true),
+            ("diners 38", "38520000023237", true),
+            ("unionpay", "6200000000000005", true),
+            ("maestro 50", "5018000000000009", true),
+            ("maestro 63", "6304000000000000", true),
+            ("unknown issuer 1", "1234567812345670", false),
+            ("unknown issuer 9", "9111111111111119", false),
+            ("mixed separators", "4111 1111-1111 1111", false),
+            ("double space", "4111  1111 1111 1111", false),
+            ("leading separator", " 4111111111111111", false),
+            ("trailing separator", "4111111111111111-", false),
+            ("letters", "4111 1111 1111 111a", false),
+            ("too long", "41111111111111111111", false),
+            ("too short", "41111111111", false),
+            ("empty", "", false),
+        ];
+        for (name, input, want) in cases {
+            assert_eq!(credit_card(input), *want, "{name}: {input:?}");
+        }
+    }
+
+    #[test]
+    fn iban_table() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("DE print", "DE89 3704 0044 0532 0130 00", true),
+            ("DE compact", "DE89370400440532013000", true),
+            ("GB letters in BBAN", "GB82 WEST 1234 5698 7654 32", true),
+            (
+                "FR letter in BBAN",
+                "FR14 2004 1010 0505 0001 3M02 606",
+                true,
+            ),
+            ("NO shortest", "NO93 8601 1117 947", true),
+            ("BE", "BE68539007547034", true),
+            ("NL", "NL91ABNA0417164300", true),
+            ("CH", "CH9300762011623852957", true),
+            ("BR", "BR1800360305000010009795493C1", true),
+            ("SA", "SA0380000000608010167519", true),
+            ("AE", "AE070331234567890123456", true),
+            ("TR", "TR330006100519786457841326", true),
+            ("IL", "IL620108000000099999999", true),
+            ("PK", "PK36SCBL0000001123456702", true),
+            ("QA", "QA58DOHB00001234567890ABCDEFG", true),
+            ("KW", "KW81CBKU0000000000001234560101", true),
+            ("MT", "MT84MALT011000012345MTLCAST001S", true),
+            ("LC longest", "LC55HEMM000100010012001200023015", true),
+            ("RU", "RU0204452560040702810412345678901", true),
+            ("bad check digits", "DE88 3704 0044 0532 0130 00", false),
+            ("digit changed", "DE89 3704 0044 0532 0130 01", false),
+            ("wrong length for DE", "DE89 3704 0044 0532 0130 0", false),
+            ("unknown country", "XX89 3704 0044 0532 0130 00", false),
+            ("US has no IBAN", "US64SVBKUS6S3300958879", false),
+            ("lowercase", "de89 3704 0044 0532 0130 00", false),
+            ("lowercase BBAN", "GB82 west 1234 5698 7654 32", false),
+            ("groups of 3", "DE8 937 040 044 053 201 300 0", false),
+            ("double space", "DE89  3704 0044 0532 0130 00", false),
+            ("trailing space", "DE89 3704 0044 0532 0130 00 ", false),
+            ("mixed grouping", "DE89 37040044 0532 0130 00", false),
+            ("punctuation", "DE89-3704-0044-0532-0130-00", false),
+            ("check digits 00", "DE00370400440532013000", false),
+            ("short", "DE8", false),
+            ("empty", "", false),
+        ];
+        for (name, input, want) in cases {
+            assert_eq!(iban(input), *want, "{name}: {input:?}");
+        }
+    }
+
+    #[test]
+    fn us_ssn_table() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("dashed", "101-18-1419", true),
+            ("spaced", "101 18 1419", true),
+            ("plain", "101181419", true),
+            ("area 899", "899-45-6780", true),
+            ("mixed separators", "101-18 1419", false),
+            ("other separator", "101.18.1419", false),
+            ("area 000", "000-12-3456", false),
+            ("area 666", "666-12-3456", false),
+            ("area 900", "900-12-3456", false),
+            ("area 999", "999-12-3456", false),
+            ("group 00", "123-00-4567", false),
+            ("serial 0000", "123-45-0000", false),
+            ("woolworth", "078-05-1120", false),
+            ("ssa advertising", "219-09-9999", false),
+            ("sequential", "123-45-6789", false),
+            ("one repeated digit", "111-11-1111", false),
+            ("10 digits", "1011814190", false),
+            ("letters", "10a-18-1419", false),
+            ("empty", "", false),
+        ];
+        for (name, input, want) in cases {
+            assert_eq!(us_ssn(input), *want, "{name}: {input:?}");
+        }
+    }
+
+    #[test]
+    fn ip_table() {
+        let v4: &[(&str, &str, bool)] = &[
+            ("private", "192.168.1.10", true),
+            ("zeros", "0.0.0.0", true),
+            ("broadcast", "255.255.255.255", true),
+            ("octet 256", "256.1.1.1", false),
+            ("leading zero", "01.2.3.4", false),
+            ("leading zero last", "1.2.3.04", false),
+            ("three octets", "1.2.3", false),
+            ("five octets", "1.2.3.4.5", false),
+            ("empty octet", "1..3.4", false),
+            ("trailing dot", "1.2.3.4.", false),
+            ("long octet", "1.2.3.0004", false),
+            ("letters", "1.2.3.a", false),
+            ("empty", "", false),
+        ];
+        for (name, input, want) in v4 {
+            assert_eq!(ipv4(input), *want, "ipv4 {name}: {input:?}");
+        }
+        let v6: &[(&str, &str, bool)] = &[
+            ("full", "2001:0db8:85a3:0000:0000:8a2e:0370:7334", true),
+            ("compressed", "2001:db8::8a2e:370:7334", true),
+            (
+                "compressed hex only",
+                "2d77:890f::b54f:d0f2:20dc:e5f9",
+                true,
+            ),
+            ("loopback", "::1", true),
+            ("link-local", "fe80::1ff:fe23:4567:890a", true),
+            ("link-local zone", "fe80::1ff:fe23:4567:890a%eth0", true),
+            ("link-local numeric zone", "fe80::1%25", true),
+            ("ipv4-mapped", "::ffff:192.0.2.128", true),
+            ("multicast link zone", "ff02::1%en0", true),
+            ("zone on global", "2001:db8::1%eth0", false),
+            ("empty zone", "fe80::1%", false),
+            ("bad zone", "fe80::1%eth 0", false),
+            ("unspecified", "::", false),
+            ("word-like", "dead::beef", false),
+            ("rust path-like", "a::b", false),
+            ("two compressions", "1::2::3", false),
+            ("nine groups", "1:2:3:4:5:6:7:8:9", false),
+            ("group too long", "12345::1", false),
+            ("not hex", "2001:db8::g", false),
+            ("empty", "", false),
+        ];
+        for (name, input, want) in v6 {
+            assert_eq!(ipv6(input), *want, "ipv6 {name}: {input:?}");
+        }
+    }
+
+    #[test]
+    fn country_codes() {
+        type Case<'a> = (&'a str, &'a [u8], Option<(u16, usize)>);
+        let cases: &[Case] = &[
+            ("nanp", &[1, 4, 1, 5], Some((1, 1))),
+            ("russia", &[7, 4, 9, 5], Some((7, 1))),
+            ("uk", &[4, 4, 2, 0], Some((44, 2))),
+            ("germany", &[4, 9, 3, 0], Some((49, 2))),
+            ("ireland", &[3, 5, 3, 8], Some((353, 3))),
+            ("uae", &[9, 7, 1, 5], Some((971, 3))),
+            ("hong kong", &[8, 5, 2, 2], Some((852, 3))),
+            ("spare 28x", &[2, 8, 1, 2], None),
+            ("spare 999", &[9, 9, 9, 1], None),
+            ("zero", &[0, 4, 4], None),
+            ("not digits", &[4, 40], None),
+            ("empty", &[], None),
+        ];
+        for (name, input, want) in cases {
+            assert_eq!(country_code(input), *want, "{name}");
+        }
+    }
+
+    #[test]
+    fn phone_table() {
+        use Phone::{No, Strong, Weak};
+        let cases: &[(&str, &str, Phone)] = &[
+            // International.
+            ("e164 us", "+14155550100", Strong),
+            ("us spaced", "+1 415 555 0100", Strong),
+            ("us parens", "+1 (415) 555-0100", Strong),
+            ("us dashed ext", "+1-415-555-0100x769", Strong),
+            ("us dotted", "+1.415.555.0100", Strong),
+            ("us exchange 1xx", "+1-903-140-4508", No),
+            ("us area 0xx", "+1 015 555 0100", No),
+            ("us 9 digits", "+1 415 555 010", No),
+            ("uk london", "+44 20 7946 0958", Strong),
+            ("uk trunk", "+44 (0)20 7946 0958", Strong),
+            ("uk trunk no space", "+44(0)20 7946 0958", Strong),
+            ("uk trunk unbracketed", "+44 020 7946 0958", Strong),
+            ("uk mobile merged", "+447700 900 123", Strong),
+            ("uk e164", "+447700900123", Strong),
+            ("uk too long", "+44 20 7946 09581", No),
+            ("00 prefix", "0044 20 7946 0958", Strong),
+            ("00 prefix split", "00 44 20 7946 0958", Strong),
+            ("00 nanp bad exchange", "001-490-155-3846", No),
+            ("de", "+49 30 12345678", Strong),
+            ("de mobile", "+49 151 23456789", Strong),
+            ("de trunk", "+49 (0)30 1234567", Strong),
+            ("fr", "+33 1 23 45 67 89", Strong),
+            ("fr trunk", "+33 (0)6 12 34 56 78", Strong),
+            ("fr 8 digits", "+33 1 23 45 67 8", No),
+            ("es", "+34 612 345 678", Strong),
+            ("it keeps 0", "+39 06 1234 5678", Strong),
+            ("it no trunk parens", "+39 (0)6 1234 5678", No),
+            ("it mobile", "+39 333 123 4567", Strong),
+            ("in", "+91 98765 43210", Strong),
+            ("in dashed", "+91-98765-43210", Strong),
+            ("br", "+55 11 91234-5678", Strong),
+            ("br parens", "+55 (11) 3456-7890", Strong),
+            ("jp", "+81 3-1234-5678", Strong),
+            ("jp mobile", "+81 90-1234-5678", Strong),
+            ("cn mobile", "+86 138 0013 8000", Strong),
+            ("cn beijing", "+86 10 1234 5678", Strong),
+            ("cn mobile short", "+86 138 0013 800", No),
+            ("kr", "+82 10-1234-5678", Strong),
+            ("ru", "+7 (495) 123-45-67", Strong),
+            ("au", "+61 2 9876 5432", Strong),
+            ("ch trunk", "+41 (0)44 668 18 00", Strong),
+            ("se trunk", "+46 (0)8 928 571 38", Strong),
+            ("nl", "+31 6 12345678", Strong),
+            ("nigeria generic", "+234 803 123 4567", Strong),
+            ("uae", "+971 50 123 4567", Strong),
+            ("hk", "+852 2123 4567", Strong),
+            ("unknown cc", "+28 1234 5678", No),
+            ("cc split", "+4 4 20 7946 0958", No),
+            ("timezone", "+02", No),
+            ("too short", "+44 20 79", No),
+            ("too long", "+49 30 1234567890123", No),
+            ("paren not after cc", "+44 20 (7946) 0958", No),
+            ("many single digits", "+33 1 2 3 4 5 67 89", No),
+            // National, strong.
+            ("us parens", "(415) 555-0100", Strong),
+            ("us parens no space", "(978)645-9740x11144", Strong),
+            ("us dashed", "415-555-0100", Strong),
+            ("us dotted", "415.555.0100", Strong),
+            ("us spaced", "415 555 0100", Strong),
+            ("us leading 1", "1-800-555-0100", Strong),
+            ("us leading 1 parens", "1 (800) 555-0100", Strong),
+            ("us ext", "415-555-0100 ext. 123", Strong),
+            ("us ext x", "415-555-0100 x12", Strong),
+            ("us ext word", "415-555-0100 ext 1234", Strong),
+            ("uk london", "020 7946 0958", Strong),
+            ("uk mobile", "07700 900123", Strong),
+            ("uk geographic", "01632 960983", Strong),
+            ("uk 4-3-4", "0161 496 0000", Strong),
+            ("de berlin", "030 12345678", Strong),
+            ("de mobile", "0151 23456789", Strong),
+            ("de slash", "030/1234567", Strong),
+            ("de parens", "(030) 12345678", Strong),
+            ("fr spaced", "01 23 45 67 89", Strong),
+            ("fr dotted", "06.45.24.62.50", Strong),
+            ("es mobile", "612 345 678", Strong),
+            ("es landline", "91 123 45 67", Strong),
+            ("it landline", "06 1234 5678", Strong),
+            ("it mobile", "333 123 4567", Strong),
+            ("in mobile", "98765 43210", Strong),
+            ("in trunk", "098765 43210", Strong),
+            ("br mobile", "(11) 91234-5678", Strong),
+            ("br landline", "(11) 3456-7890", Strong),
+            ("au parens", "(02) 9876 5432", Strong),
+            ("jp", "03-1234-5678", Strong),
+            ("jp mobile", "090-1234-5678", Strong),
+            ("kr mobile", "010-1234-5678", Strong),
+            ("cn mobile", "138 0013 8000", Strong),
+            ("nl", "06-24312407", Strong),
+            ("be", "0490 39 07 81", Strong),
+            // National, weak (needs a context word).
+            ("unseparated 10", "4155550100", Weak),
+            ("unseparated 11 trunk", "02079460958", Weak),
+            ("unseparated 11 nanp", "14155550100", Weak),
+            ("unseparated cn mobile", "13800138000", Weak),
+            ("local 7", "555-0100", Weak),
+            ("sg 4-4", "9123 4567", Weak),
+            ("dk pairs", "12 34 56 78", Weak),
+            ("no 3-2-3", "412 34 567", Weak),
+            ("mixed space dash", "11 91234-5678", Weak),
+            ("mixed trunk", "080-2345 6789", Strong),
+            ("mixed nanp", "415 555-0100", Strong),
+            ("thousands-like 3-3-3", "123 456 789", Weak),
+            ("2-3-3", "72 128 827", Weak),
+            ("mx 2-4-4", "55 1234 5678", Weak),
+            // Not phone numbers.
+            ("date iso", "2024-01-15", No),
+            ("date dotted", "15.01.2024", No),
+            ("date iso dotted", "2024.01.15", No),
+            ("date us", "01/15/2024", No),
+            ("datetime", "2024-01-15 10", No),
+            ("year range", "2019-2023", No),
+            ("cve", "2021-44228", No),
+            ("order with year", "2019-381745", No),
+            ("version", "10.0.19045.3729", No),
+            ("version 3", "1.2.3", No),
+            ("ipv4", "192.168.100.200", No),
+            ("ipv4 small", "10.20.30.40", No),
+            ("card 16", "4111 1111 1111 1111", No),
+            ("card 16 plain", "4111111111111111", No),
+            ("amex", "3782 822463 10005", No),
+            ("ssn", "101-18-1419", No),
+            ("ssn spaced", "101 18 1419", No),
+            ("isbn 13", "978-3-16-148410-0", No),
+            ("isbn 10", "0-306-40615-2", No),
+            ("ean", "4006381333931", No),
+            ("zip+4", "94105-1234", No),
+            ("zip+4 spaced", "94941 2505", No),
+            ("unix time", "1705312200", No),
+            ("unix time ms", "1705312200000", No),
+            ("thousands", "12 345", No),
+            ("thousands 1-3-3", "1 234 567", No),
+            ("decimal-like", "100.4541", No),
+            ("6 digits", "33 93 31", No),
+            ("9 unseparated", "101181419", No),
+            ("12 unseparated", "123456789012", No),
+            ("16 digits", "4111111111111111", No),
+            ("one digit repeated", "000-000-0000", No),
+            ("nanp bad exchange", "415-155-0100", No),
+            ("nanp bad area", "115-555-0100", No),
+            ("tracking", "9400 1000 0000 0000 0000 00", No),
+            ("amazon order", "112-1234567-1234567", No),
+            ("dotted mixed", "415.555-0100", No),
+            ("slash mixed", "030/123 4567", No),
+            ("lone paren", "(0)20 7946 0958", No),
+            ("paren year", "(2019) 123-145", No),
+            ("paren later", "415 (555) 0100", No),
+            ("unclosed paren", "(415 555-0100", No),
+            ("empty parens", "() 555-0100", No),
+            ("iban tail", "0213 8889 82", Weak),
+            ("ext alone", "x123", No),
+            ("ext too long", "415-555-0100 x1234567", No),
+            ("ext letters", "415-555-0100 xa1", No),
+            ("ext after separator", "415-555-0100-x12", No),
+            ("letters", "415-555-01OO", No),
+            ("leading separator", "-415-555-0100", No),
+            ("trailing separator", "415-555-0100-", No),
+            ("double separator", "415--555-0100", No),
+            ("plus only", "+", No),
+            ("empty", "", No),
+        ];
+        for (name, input, want) in cases {
+            assert_eq!(phone(input), *want, "{name}: {input:?}");
+        }
+    }
+
+    /// The pattern and the validator together on running text: `(text, the candidate the pattern
+    /// finds first, its verdict)`.
+    #[test]
+    fn phone_pattern_in_text() {
+        use Phone::{No, Strong, Weak};
+        let re = regex_automata::meta::Regex::new(PHONE_PATTERN).unwrap();
+        let cases: &[(&str, &str, &str, Phone)] = &[
+            ("sentence end", "Call 415.555.0100.", "415.555.0100", Strong),
+            (
+                "next number",
+                "Tel 415-555-0100 42 times",
+                "415-555-0100",
+                Strong,
+            ),
+            (
+                "ext",
+                "(978)645-9740x11144 mobile",
+                "(978)645-9740x11144",
+                Strong,
+            ),
+            (
+                "ext words",
+                "415-555-0100 ext. 12, thanks",
+                "415-555-0100 ext. 12",
+                Strong,
+            ),
+            (
+                "intl trunk",
+                "fax: +41 (0)71 526 99 04",
+                "+41 (0)71 526 99 04",
+                Strong,
+            ),
+            (
+                "intl parens",
+                "ring +1 (415) 555-0100 now",
+                "+1 (415) 555-0100",
+                Strong,
+            ),
+            (
+                "cjk",
+                "电话 +55 11 96260-2094，请",
+                "+55 11 96260-2094",
+                Strong,
+            ),
+            ("cjk national", "电话13800138000。", "13800138000", Weak),
+            ("leading 1", "1-800-555-0100!", "1-800-555-0100", Strong),
+            (
+                "leading 1 parens",
+                "dial 1 (800) 555-0100",
+                "1 (800) 555-0100",
+                Strong,
+            ),
+            ("br", "ligue (11) 91234-5678", "(11) 91234-5678", Strong),
+            ("fr", "au 01 23 45 67 89.", "01 23 45 67 89", Strong),
+            ("br mixed", "ou 21 3456-7890.", "21 3456-7890", Weak),
+            (
+                "in mixed",
+                "landline 080-2345 6789",
+                "080-2345 6789",
+                Strong,
+            ),
+            (
+                "spaced run",
+                "ref 9400 1234 5678 9012 3456 78",
+                "9400 1234 5678 9012 3456 78",
+                No,
+            ),
+            (
+                "json",
+                r#"{"phone":"020 7946 0958"}"#,
+                "020 7946 0958",
+                Strong,
+            ),
+            ("in a word", "abc4155550100", "", No),
+            ("before a word", "4155550100abc", "", No),
+            ("hex", "0x4155550100", "", No),
+            (
+                "uuid",
+                "9d3bba49-fc72-4512-8205-0e27eb46d0c2",
+                "4512-8205",
+                Weak,
+            ),
+            ("timestamp", "at 2024-01-15 10:30:00", "2024-01-15", No),
+            ("iso datetime", "2025-04-27T14:27:08+02:00", "2025-04", No),
+            ("version", "Chrome/120.0.6099.109", "120.0.6099.109", No),
+            ("isbn", "ISBN 978-0-664-68655-0", "978-0-664-68655-0", No),
+            (
+                "card",
+                "card 4111 1111 1111 1111",
+                "4111 1111 1111 1111",
+                No,
+            ),
+            ("order", "ORD-2019-381745", "2019-381745", No),
+        ];
+        for (name, text, want, verdict) in cases {
+            let got = re.find(text).map_or("", |m| &text[m.range()]);
+            assert_eq!(got, *want, "{name}: {text:?}");
+            assert_eq!(phone(got), *verdict, "{name}: {got:?}");
+        }
+    }
+
+    #[test]
+    fn entropy_table() {
+        let ascii: String = (0u8..128).map(char::from).collect();
+        let cases: &[(&str, &str, f64)] = &[
+            ("empty", "", 0.0),
+            ("one symbol", "aaaa", 0.0),
+            ("two symbols", "abab", 1.0),
+            ("four symbols", "abcd", 2.0),
+            ("skewed", "aaab", 0.811_278_124_459_132_8),
+            ("128 symbols", &ascii, 7.0),
+        ];
+        for (name, input, want) in cases {
+            assert!((entropy(input) - want).abs() < 1e-9, "{name}: {input:?}");
+        }
+    }
+
+    #[test]
+    fn github_token_table() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("ghp", "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", true),
+            ("gho", "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", true),
+            ("ghs", "ghs_0123456789ABCDEFGHIJKLMNOPQRST4PMbyp", true),
+            ("ghu", "ghu_ZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZ3EAd4B", true),
+            ("ghr", "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", true),
+            (
+                "bad checksum",
+                "ghp_abcdefghijklmnopqrstuvwxyzABCD4dNndV",
+                false,
+            ),
+            (
+                "body changed",
+                "ghp_abcdefghijklmnopqrstuvwxyzABCE4dNndU",
+                false,
+            ),
+            (
+                "placeholder",
+                "ghp_XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX",
+                false,
+            ),
+            (
+                "unknown prefix",
+                "ghx_abcdefghijklmnopqrstuvwxyzABCD4dNndU",
+                false,
+            ),
+            (
+                "fine-grained is not this",
+                "github_pat_abcdefghijklmnopqrstuv",
+                false,
+            ),
+            (
+                "too long",
+                "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x",
+                false,
+            ),
+            (
+                "too short",
+                "ghp_abcdefghijklmnopqrstuvwxyzABCD4dNnd",
+                false,
+            ),
+            (
+                "non base62",
+                "ghp_abcdefghijklmnopqrstuvwxyzABC-4dNndU",
+                false,
+            ),
+            ("non ascii", "ghp_abcdefghijklmnopqrstuvwxyzABé4dNnd", false),
+            ("empty", "", false),
+        ];
+        for (name, input, want) in cases {
+            assert_eq!(github_token(input), *want, "{name}: {input:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics(s in "\\PC{0,64}") {
+            let _ = (luhn(&s), credit_card(&s), iban(&s), us_ssn(&s), ipv4(&s), ipv6(&s));
+            let _ = (phone(&s), entropy(&s), github_token(&s));
+        }
+
+        #[test]
+        fn phone_never_panics(s in "[0-9 ()+.\\-/xXeEtT]{0,48}") {
+            let _ = phone(&s);
+        }
+
+        #[test]
+        fn entropy_in_range(s in "\\PC{0,64}") {
+            let e = entropy(&s);
+            proptest::prop_assert!((0.0..=8.0).contains(&e));
+        }
+    }
 }
