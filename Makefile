@@ -4,7 +4,7 @@ FILTERS := llm-telemetry pii-redact prompt-guard
 WASM_DIR := target/wasm32-wasip1/release
 CARGO ?= cargo
 
-.PHONY: setup wasm build run test lint train eval clean
+.PHONY: setup wasm build run test lint train eval eval-pii clean
 
 setup:
 	@./scripts/setup.sh
@@ -29,6 +29,11 @@ train:
 # Precision / recall / FPR of prompt-guard's default policy on the test split, and throughput.
 eval:
 	$(CARGO) run --release -q -p guardctl -- eval-injection
+
+# Precision / recall per type (strict and overlap), look-alike FPR and scan throughput of
+# pii-redact's default policy on the test split of ../shared/data/pii.
+eval-pii:
+	$(CARGO) run --release -q -p guardctl -- eval-pii
 
 lint: setup
 	$(CARGO) fmt --all -- --check

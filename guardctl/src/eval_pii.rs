@@ -225,9 +225,11 @@ fn load_records(path: &Path) -> anyhow::Result<Vec<Record>> {
                     .and_then(Value::as_u64)
                     .and_then(|x| usize::try_from(x).ok())
             };
-            let (Some(start), Some(end), Some(ty)) =
-                (idx("start"), idx("end"), s.get("type").and_then(Value::as_str))
-            else {
+            let (Some(start), Some(end), Some(ty)) = (
+                idx("start"),
+                idx("end"),
+                s.get("type").and_then(Value::as_str),
+            ) else {
                 bail!("{}: spans/{i} needs start, end and type", at());
             };
             if start >= end || end > n_chars {
@@ -431,7 +433,11 @@ struct ErrorList {
 impl ErrorList {
     fn add(&mut self, text: &str, start: usize, end: usize, ty: &str, note: String, seq: usize) {
         self.total += 1;
-        let span: String = text.chars().skip(start).take(end - start.min(end)).collect();
+        let span: String = text
+            .chars()
+            .skip(start)
+            .take(end - start.min(end))
+            .collect();
         let key = (ty.to_string(), shape(&span));
         let e = self.groups.entry(key).or_insert_with(|| {
             let left: Vec<char> = text.chars().take(start).collect();
@@ -538,8 +544,10 @@ impl Eval {
             ..Eval::default()
         };
         for mode in [Mode::Strict, Mode::Overlap] {
-            e.by_mode
-                .insert(mode, TYPES.iter().map(|&t| (t, Counts::default())).collect());
+            e.by_mode.insert(
+                mode,
+                TYPES.iter().map(|&t| (t, Counts::default())).collect(),
+            );
             e.ignored_pred.insert(mode, 0);
         }
         let mut seq = 0usize;
@@ -925,7 +933,9 @@ fn throughput(engine: &Engine, records: &[Record]) -> anyhow::Result<Speed> {
         }
         let dt = t.elapsed();
         if *expected.get_or_insert(found) != found {
-            bail!("the engine found a different number of hits in another round over the same texts");
+            bail!(
+                "the engine found a different number of hits in another round over the same texts"
+            );
         }
         total += dt;
         rounds.push(bytes as f64 / 1e6 / dt.as_secs_f64().max(1e-9));
@@ -1019,7 +1029,10 @@ mod tests {
         let b = text.find("jane").unwrap();
         let start = text[..b].chars().count();
         let end = start + "jane.doe@example.com".chars().count();
-        assert_ne!(start, b, "the test needs multi-byte chars before the address");
+        assert_ne!(
+            start, b,
+            "the test needs multi-byte chars before the address"
+        );
         assert_eq!(spans, vec![span(start, end, "EMAIL")]);
     }
 
@@ -1032,11 +1045,11 @@ mod tests {
             span(60, 70, "IBAN"),
         ];
         let pred = vec![
-            span(0, 10, "EMAIL"),       // exact
-            span(22, 28, "PHONE"),      // on an ignored span
-            span(41, 50, "PHONE"),      // boundary
+            span(0, 10, "EMAIL"),        // exact
+            span(22, 28, "PHONE"),       // on an ignored span
+            span(41, 50, "PHONE"),       // boundary
             span(60, 70, "CREDIT_CARD"), // wrong type
-            span(80, 85, "MY_ID"),      // not evaluated
+            span(80, 85, "MY_ID"),       // not evaluated
         ];
         let (fates, matched) = match_record(&gold, &pred, Mode::Strict);
         use PredFate::*;
@@ -1095,10 +1108,34 @@ mod tests {
         assert_eq!((m.gold, m.pred, m.tp), (1, 3, 1));
         assert_eq!(m.recall(), 1.0);
         assert!((m.f1() - 0.5).abs() < 1e-12);
-        assert_eq!((e.missed.total, e.spurious.total, e.boundary.total), (0, 2, 1));
-        assert!(meets(&Counts { gold: 100, pred: 100, tp: 99 }, "IBAN"));
-        assert!(!meets(&Counts { gold: 100, pred: 100, tp: 98 }, "IBAN"));
-        assert!(meets(&Counts { gold: 100, pred: 100, tp: 95 }, "EMAIL"));
+        assert_eq!(
+            (e.missed.total, e.spurious.total, e.boundary.total),
+            (0, 2, 1)
+        );
+        assert!(meets(
+            &Counts {
+                gold: 100,
+                pred: 100,
+                tp: 99
+            },
+            "IBAN"
+        ));
+        assert!(!meets(
+            &Counts {
+                gold: 100,
+                pred: 100,
+                tp: 98
+            },
+            "IBAN"
+        ));
+        assert!(meets(
+            &Counts {
+                gold: 100,
+                pred: 100,
+                tp: 95
+            },
+            "EMAIL"
+        ));
         assert!(!meets(&Counts::default(), "EMAIL"));
     }
 

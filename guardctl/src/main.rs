@@ -4,12 +4,20 @@
 //! guardctl lint FILE                      validate a filter configuration (exit 2 when invalid)
 //! guardctl injection [--config FILE] [--source user|tool|document]
 //!                                         {"text": ...} per line → {"verdict","score","rules"}
+//! guardctl pii [--config FILE]           {"text": ...} per line → {"spans": [{"start","end","type"}], "redacted"}
 //! guardctl segments [--api SHAPE]         read request bodies (one JSON per line), print their text segments
 //! guardctl train-injection [--data DIR] [--out FILE]     train the prompt-guard model (train split)
 //! guardctl eval-injection [--data DIR] [--split test|train] [--config FILE] [--json]
+//! guardctl eval-pii [--data DIR] [--split test|train] [--config FILE] [--errors] [--json]
 //! ```
 //!
-//! Without `--config`, the policy is the default shipped in `envoy/policies/`.
+//! Without `--config`, the policy is the default shipped in `envoy/policies/`. `--config` takes a
+//! whole filter configuration and uses its `default` policy.
+//!
+//! `guardctl pii` reports every detection whatever its action, with `start`/`end` in Unicode
+//! scalar values (chars), end exclusive; `redacted` is the text with the policy's request
+//! actions carried out (placeholders numbered per line), or the text itself when the policy
+//! changes nothing (no hit, `allow`, `dry_run`, or `requests: false`).
 
 use guard_core::api::ApiShape;
 use guard_core::body::RequestBody;
@@ -21,10 +29,11 @@ use std::io::{BufRead, Write};
 use std::process::ExitCode;
 
 mod eval;
+mod eval_pii;
 mod synthetic;
 mod train;
 
-const USAGE: &str = "usage: guardctl <lint FILE | injection [--config FILE] [--source user|tool|document] | segments [--api SHAPE] | train-injection [--data DIR] [--out FILE] | eval-injection [--data DIR] [--split test|train] [--config FILE] [--json]>";
+const USAGE: &str = "usage: guardctl <lint FILE | injection [--config FILE] [--source user|tool|document] | pii [--config FILE] | segments [--api SHAPE] | train-injection [--data DIR] [--out FILE] | eval-injection [--data DIR] [--split test|train] [--config FILE] [--json] | eval-pii [--data DIR] [--split test|train] [--config FILE] [--errors] [--json]>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -48,6 +57,8 @@ fn run(args: &[String]) -> anyhow::Result<()> {
         Some("injection") => injection(args.get(1..).unwrap_or_default()),
         Some("train-injection") => train::run(args.get(1..).unwrap_or_default()),
         Some("eval-injection") => eval::run(args.get(1..).unwrap_or_default()),
+        Some("pii") => pii(args.get(1..).unwrap_or_default()),
+        Some("eval-pii") => eval_pii::run(args.get(1..).unwrap_or_default()),
         Some("segments") => {
             let api = match args.get(1..) {
                 Some([flag, v]) if flag == "--api" => Some(
@@ -165,6 +176,67 @@ fn injection(args: &[String]) -> anyhow::Result<()> {
                         "verdict": scan.verdict.as_str(),
                         "score": (f64::from(scan.score) * 10000.0).round() / 10000.0,
                         "rules": scan.rules,
+                    })
+                }
+            },
+        };
+        writeln!(out, "{result}")?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// `guardctl pii`: JSON Lines of `{"text": ...}` → every detection (char offsets) and the text
+/// as the policy rewrites it in a request.
+fn pii(args: &[String]) -> anyhow::Result<()> {
+    use pii_redact::engine::Direction;
+    use pii_redact::redact::{Stats, TextKind, Vault};
+    use pii_redact::stream::{rewrite, Buffers};
+    let config = match args {
+        [] => None,
+        [flag, file] if flag == "--config" => Some(file.as_str()),
+        [flag] if flag == "--config" => anyhow::bail!("--config needs a file\n{USAGE}"),
+        _ => anyhow::bail!("unknown arguments {args:?}\n{USAGE}"),
+    };
+    let engine = eval_pii::load_engine(config)?;
+    let mut scratch = engine.scratch();
+    let mut hits = Vec::new();
+    let mut bufs = Buffers::default();
+    let stdin = std::io::stdin();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for line in stdin.lock().lines() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let result = match serde_json::from_str::<Value>(&line) {
+            Err(e) => json!({"error": format!("not json: {e}")}),
+            Ok(v) => match v.get("text").and_then(Value::as_str) {
+                None => json!({"error": "missing string field \"text\""}),
+                Some(text) => {
+                    let spans = eval_pii::detect(&engine, &mut scratch, text, &mut hits);
+                    // Each line is its own request: its own placeholder numbers.
+                    let mut vault = Vault::new(engine.settings.max_pseudonyms);
+                    let redacted = if engine.settings.requests {
+                        rewrite(
+                            &engine,
+                            &mut scratch,
+                            &mut bufs,
+                            Direction::Request,
+                            text,
+                            TextKind::Plain,
+                            &mut vault,
+                            &mut Stats::default(),
+                        )
+                    } else {
+                        None
+                    };
+                    json!({
+                        "spans": spans
+                            .iter()
+                            .map(|s| json!({"start": s.start, "end": s.end, "type": s.ty}))
+                            .collect::<Vec<_>>(),
+                        "redacted": redacted.as_deref().unwrap_or(text),
                     })
                 }
             },

@@ -101,3 +101,81 @@ fn segments_json_lines() {
     assert!(lines[1]["error"].is_string());
     assert_eq!(lines[2]["api"], "anthropic_messages");
 }
+
+#[test]
+fn pii_json_lines() {
+    let text = "😀 mail me at jane.doe@example.com";
+    let address = "jane.doe@example.com";
+    let byte_start = text.find(address).unwrap();
+    let start = text[..byte_start].chars().count();
+    let end = start + address.chars().count();
+    assert_ne!(
+        start, byte_start,
+        "the emoji must make bytes and chars differ"
+    );
+    let input = format!(
+        "{}\n\n   \nnot json\n{}\n{}\n",
+        serde_json::json!({ "text": text, "id": 7 }),
+        r#"{"txt":"no text field"}"#,
+        serde_json::json!({ "text": "nothing personal here" }),
+    );
+    let (code, out, err) = guardctl(&["pii"], &input);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines.len(),
+        4,
+        "one output line per non-blank input line: {out}"
+    );
+    assert_eq!(
+        lines[0]["spans"],
+        serde_json::json!([{"start": start, "end": end, "type": "EMAIL"}]),
+        "{out}"
+    );
+    let redacted = lines[0]["redacted"].as_str().unwrap();
+    assert!(redacted.starts_with("😀 mail me at "), "{redacted}");
+    assert!(!redacted.contains(address), "{redacted}");
+    assert!(lines[1]["error"].as_str().unwrap().contains("not json"));
+    assert!(lines[2]["error"].as_str().unwrap().contains("text"));
+    assert_eq!(lines[3]["spans"], serde_json::json!([]));
+    assert_eq!(lines[3]["redacted"], "nothing personal here");
+}
+
+#[test]
+fn pii_config_and_usage() {
+    let dir = std::env::temp_dir().join(format!("guardctl-pii-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // Every detection is reported whatever its action; `allow` leaves the text alone.
+    let allow = dir.join("allow.json");
+    std::fs::write(
+        &allow,
+        r#"{"policies":{"default":{"entities":{"EMAIL":{"action":"allow"}}}}}"#,
+    )
+    .unwrap();
+    let text = "write to jane.doe@example.com";
+    let (code, out, err) = guardctl(
+        &["pii", "--config", allow.to_str().unwrap()],
+        &format!("{}\n", serde_json::json!({ "text": text })),
+    );
+    assert_eq!(code, 0, "{err}");
+    let line: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(line["spans"][0]["type"], "EMAIL", "{out}");
+    assert_eq!(line["spans"][0]["start"], 9, "{out}");
+    assert_eq!(line["redacted"], text, "{out}");
+
+    let bad = dir.join("bad.json");
+    std::fs::write(&bad, r#"{"policies":{"default":{"min_scor":0.5}}}"#).unwrap();
+    let (code, _, err) = guardctl(&["pii", "--config", bad.to_str().unwrap()], "");
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("min_scor"), "{err}");
+    let (code, _, err) = guardctl(&["pii", "--config", "/nonexistent.json"], "");
+    assert_eq!(code, 2);
+    assert!(err.contains("cannot read"), "{err}");
+    let (code, _, err) = guardctl(&["pii", "--fast"], "");
+    assert_eq!(code, 2);
+    assert!(err.contains("usage"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -8,7 +8,7 @@
 //! For a stream (`complete = false`) it also returns how much of the text is final: text from the
 //! first position where some pattern could still match once more text arrives is held back.
 
-use crate::patterns::{self, Check, PatternDef, Ty};
+use crate::patterns::{self, Anchor, Check, PatternDef, Ty};
 use crate::validate;
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use guard_core::error::{Error, Result};
@@ -276,6 +276,8 @@ pub struct Scratch {
     cache: Cache,
     caps: Captures,
     dfa: DfaCache,
+    custom: Option<Cache>,
+    cands: Vec<usize>,
 }
 
 /// A compiled pii-redact policy.
@@ -294,6 +296,26 @@ pub struct Engine {
     /// Per context word (automaton pattern id): the type it supports (or a custom pattern).
     context_owner: Vec<ContextOwner>,
     hash_key: Option<Vec<u8>>,
+    /// Where matches can start: every literal anchor of every pattern.
+    anchors: AhoCorasick,
+    anchor_kind: Vec<AnchorKind>,
+    /// Operator regexes (unanchored), whose matches are candidates.
+    custom: Option<Regex>,
+    /// Type names: a text without one holds no placeholder.
+    names: AhoCorasick,
+}
+
+/// What an anchor literal says about where the candidate starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AnchorKind {
+    /// At the literal.
+    Start,
+    /// At the literal, or at the bracket just before it (`<`, `[`, `{{`, `&lt;`).
+    Placeholder,
+    /// `@`: at the start of the local part before it.
+    Email,
+    /// `://`: at the start of the scheme before it.
+    Url,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -301,6 +323,9 @@ enum ContextOwner {
     Type(Ty),
     Pattern(usize),
 }
+
+/// Lazy DFA cache of the pattern set (per VM, in the shared scratch).
+const HYBRID_CACHE: usize = 8 << 20;
 
 /// Most patterns of one policy (built-in ones included).
 pub const MAX_PATTERNS: usize = 2048;
@@ -415,12 +440,14 @@ impl Engine {
                 group: false,
                 check,
                 score,
+                anchor: Anchor::Custom,
             });
         }
         let mut terms = 0usize;
         for (i, d) in settings.dictionaries.iter().enumerate() {
             let ty = add_type(&mut types, &d.name, format!("dictionaries/{i}/name"))?;
             let mut alt = String::new();
+            let mut literals = Vec::new();
             for (j, t) in d.terms.iter().enumerate() {
                 let t = t.trim();
                 if t.is_empty() {
@@ -430,6 +457,7 @@ impl Engine {
                     ));
                 }
                 terms = terms.saturating_add(1);
+                literals.push(t.to_string());
                 if !alt.is_empty() {
                     alt.push('|');
                 }
@@ -455,6 +483,7 @@ impl Engine {
                 group: false,
                 check: Check::Term,
                 score: 0.9,
+                anchor: Anchor::Literals(literals),
             });
         }
         // Per-type settings, after every type exists.
@@ -528,6 +557,7 @@ impl Engine {
             group: false,
             check: Check::Placeholder,
             score: 1.0,
+            anchor: Anchor::Placeholder,
         });
         if all.len() > MAX_PATTERNS {
             return Err(err(
@@ -537,7 +567,11 @@ impl Engine {
         }
         let sources: Vec<&str> = all.iter().map(|p| p.regex.as_str()).collect();
         let regex = Regex::builder()
-            .configure(Regex::config().nfa_size_limit(Some(64 << 20)))
+            .configure(
+                Regex::config()
+                    .nfa_size_limit(Some(64 << 20))
+                    .hybrid_cache_capacity(HYBRID_CACHE),
+            )
             .build_many(&sources)
             .map_err(|e| err("custom", format!("patterns do not compile: {e}")))?;
         let nfa_config =
@@ -601,7 +635,53 @@ impl Engine {
                     .map_err(|e| err("custom", format!("context words: {e}")))?,
             )
         };
+        // Anchors: every literal where a match can start.
+        let mut lits: Vec<String> = vec!["@".into(), "://".into()];
+        let mut kinds = vec![AnchorKind::Email, AnchorKind::Url];
+        let mut custom_sources: Vec<&str> = Vec::new();
+        for p in &all {
+            match &p.anchor {
+                Anchor::Literals(l) => {
+                    for x in l {
+                        lits.push(x.clone());
+                        kinds.push(AnchorKind::Start);
+                    }
+                }
+                Anchor::Placeholder => {
+                    for n in &names {
+                        lits.push(n.clone());
+                        kinds.push(AnchorKind::Placeholder);
+                    }
+                }
+                Anchor::Custom => custom_sources.push(p.regex.as_str()),
+                Anchor::Numeric | Anchor::Email | Anchor::Url => {}
+            }
+        }
+        let anchors = AhoCorasickBuilder::new()
+            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::Standard)
+            .build(&lits)
+            .map_err(|e| err("dictionaries", format!("anchors: {e}")))?;
+        let custom = if custom_sources.is_empty() {
+            None
+        } else {
+            Some(
+                Regex::builder()
+                    .configure(Regex::config().nfa_size_limit(Some(64 << 20)))
+                    .build_many(&custom_sources)
+                    .map_err(|e| err("custom", format!("patterns do not compile: {e}")))?,
+            )
+        };
+        let names_ac = AhoCorasickBuilder::new()
+            .ascii_case_insensitive(true)
+            .build(&names)
+            .map_err(|e| err("custom", format!("type names: {e}")))?;
         Ok(Engine {
+            names: names_ac,
+            anchors,
+            anchor_kind: kinds,
+            custom,
             settings,
             types,
             patterns: all,
@@ -625,6 +705,8 @@ impl Engine {
             cache: self.regex.create_cache(),
             caps: self.regex.create_captures(),
             dfa: self.dfa.create_cache(),
+            custom: self.custom.as_ref().map(Regex::create_cache),
+            cands: Vec::new(),
         }
     }
 
@@ -673,12 +755,25 @@ impl Engine {
         out.clear();
         let len = text.len();
         let mut pos = floor_boundary(text, from);
+        let mut cands = std::mem::take(&mut s.cands);
+        self.candidates(s, text, pos, &mut cands);
         let mut alive_checked = 0usize;
         let mut alive_at: Option<usize> = None;
-        while pos < len {
-            let m = self
-                .regex
-                .search_with(&mut s.cache, &Input::new(text).span(pos..len));
+        let mut ci = 0usize;
+        let result = loop {
+            // The next candidate at or after `pos` where some pattern matches.
+            let mut found = None;
+            while let Some(&c) = cands.get(ci) {
+                ci += 1;
+                if c < pos {
+                    continue;
+                }
+                let input = Input::new(text).span(c..len).anchored(Anchored::Yes);
+                if let Some(m) = self.regex.search_with(&mut s.cache, &input) {
+                    found = Some(m);
+                    break;
+                }
+            }
             let hold = if complete {
                 None
             } else {
@@ -692,16 +787,17 @@ impl Engine {
                 }
                 alive_at
             };
-            let m = match (m, hold) {
-                (None, None) => return len,
-                (None, Some(a)) => return a,
-                (Some(m), Some(a)) if a <= m.start() => return a,
+            let m = match (found, hold) {
+                (None, None) => break len,
+                (None, Some(a)) => break a,
+                (Some(m), Some(a)) if a <= m.start() => break a,
                 (Some(m), _) => m,
             };
             let start = m.start();
             let mut pid = m.pattern().as_usize();
             let mut span = (start, m.end());
             let mut tried = 0usize;
+            let mut incomplete = false;
             loop {
                 match self.judge(s, text, pid, span, complete) {
                     Judged::Valid {
@@ -735,7 +831,10 @@ impl Engine {
                             }
                         }
                     }
-                    Judged::Incomplete => return start,
+                    Judged::Incomplete => {
+                        incomplete = true;
+                        break;
+                    }
                     Judged::Invalid => {}
                 }
                 // Try the next pattern that can start here.
@@ -778,8 +877,133 @@ impl Engine {
                     }
                 }
             }
+            if incomplete {
+                break start;
+            }
+        };
+        s.cands = cands;
+        result
+    }
+
+    /// Every position at or after `from` where a pattern may start, sorted, without
+    /// duplicates: anchor literals (one aho-corasick pass), word starts of numbers, IBANs and
+    /// IPv6 addresses (one byte loop), operator regex matches.
+    fn candidates(&self, s: &mut Scratch, text: &str, from: usize, out: &mut Vec<usize>) {
+        out.clear();
+        let b = text.as_bytes();
+        let Some(hay) = text.get(from..) else {
+            return;
+        };
+        for m in self.anchors.find_overlapping_iter(hay) {
+            let at = from.saturating_add(m.start());
+            let kind = self
+                .anchor_kind
+                .get(m.pattern().as_usize())
+                .copied()
+                .unwrap_or(AnchorKind::Start);
+            match kind {
+                AnchorKind::Start => out.push(at),
+                AnchorKind::Placeholder => {
+                    out.push(at);
+                    let head = text.get(..at).unwrap_or_default();
+                    for p in ["&lt;", "{{", "<", "[", "{"] {
+                        if head.ends_with(p) {
+                            out.push(at - p.len());
+                        }
+                    }
+                }
+                AnchorKind::Email => {
+                    // Back over the local part (at most 64 characters), then past leading dots.
+                    let mut i = at;
+                    let mut n = 0;
+                    while n < 64 {
+                        let Some(c) = text.get(..i).and_then(|h| h.chars().next_back()) else {
+                            break;
+                        };
+                        let ok = c.is_ascii_alphanumeric()
+                            || matches!(c, '.' | '_' | '%' | '+' | '-')
+                            || ('\u{C0}'..='\u{24F}').contains(&c);
+                        if !ok {
+                            break;
+                        }
+                        i -= c.len_utf8();
+                        n += 1;
+                    }
+                    while b.get(i) == Some(&b'.') && i < at {
+                        i += 1;
+                    }
+                    if i < at {
+                        out.push(i.max(from));
+                    }
+                }
+                AnchorKind::Url => {
+                    let mut i = at;
+                    let mut n = 0;
+                    while n < 21 && i > from {
+                        match b.get(i - 1) {
+                            Some(c)
+                                if c.is_ascii_alphanumeric() || matches!(c, b'+' | b'.' | b'-') =>
+                            {
+                                i -= 1;
+                                n += 1;
+                            }
+                            _ => break,
+                        }
+                    }
+                    while i < at && !b.get(i).is_some_and(u8::is_ascii_alphabetic) {
+                        i += 1;
+                    }
+                    if i < at {
+                        out.push(i);
+                    }
+                }
+            }
         }
-        len
+        // Word starts: numbers (`4111 ...`, `+44 ...`, `(415) ...`), IBANs (`DE89...`), IPv6
+        // (`fe80::...`, `::1`).
+        let mut prev_word = from > 0 && b.get(from - 1).is_some_and(|c| is_word_byte(*c));
+        let mut i = from;
+        while i < b.len() {
+            let c = b.get(i).copied().unwrap_or(0);
+            let word = is_word_byte(c);
+            if c == b'+' || c == b'(' {
+                out.push(i);
+            } else if !prev_word {
+                let cand = match c {
+                    b'0'..=b'9' => true,
+                    b'A'..=b'Z' => {
+                        b.get(i + 1).is_some_and(u8::is_ascii_uppercase)
+                            && b.get(i + 2).is_some_and(u8::is_ascii_digit)
+                            && b.get(i + 3).is_some_and(u8::is_ascii_digit)
+                            || hex_then_colon(b, i)
+                    }
+                    b'a'..=b'f' => hex_then_colon(b, i),
+                    b':' => b.get(i + 1) == Some(&b':'),
+                    _ => false,
+                };
+                if cand {
+                    out.push(i);
+                }
+            }
+            prev_word = word;
+            i += 1;
+        }
+        if let (Some(re), Some(cache)) = (&self.custom, s.custom.as_mut()) {
+            let mut at = from;
+            while at <= text.len() {
+                let Some(m) = re.search_with(cache, &Input::new(text).span(at..text.len())) else {
+                    break;
+                };
+                out.push(m.start());
+                at = if m.end() > m.start() {
+                    m.end()
+                } else {
+                    next_char(text, m.start())
+                };
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
     }
 
     /// The first char boundary `p >= from` from which an anchored match could still extend past
@@ -1037,18 +1261,44 @@ impl Engine {
             if ms >= start && me <= end {
                 continue;
             }
-            // ASCII words must stand alone ("tel" is not in "hotel").
+            // ASCII words must stand alone ("tel" is not in "hotel"); our own tokens
+            // (`[PHONE]`, `<PHONE_1>`, `[PHONE:..]`) are not context.
             let word = window.get(m.start()..m.end()).unwrap_or_default();
-            if word.is_ascii() {
-                let b = window.get(..m.start()).and_then(|t| t.chars().next_back());
-                let a = window.get(m.end()..).and_then(|t| t.chars().next());
-                if b.is_some_and(char::is_alphabetic) || a.is_some_and(char::is_alphabetic) {
-                    continue;
-                }
+            let b = window.get(..m.start()).and_then(|t| t.chars().next_back());
+            let a = window.get(m.end()..).and_then(|t| t.chars().next());
+            if b.is_some_and(|c| c == '[' || c == '<')
+                || a.is_some_and(|c| matches!(c, ']' | '_' | ':' | '>'))
+            {
+                continue;
+            }
+            if word.is_ascii()
+                && (b.is_some_and(char::is_alphabetic) || a.is_some_and(char::is_alphabetic))
+            {
+                continue;
             }
             return true;
         }
         false
+    }
+
+    /// Placeholder-looking tokens already in a request text: their numbers must never be
+    /// issued (call on every segment before rewriting any).
+    pub fn reserve_placeholders(
+        &self,
+        s: &mut Scratch,
+        text: &str,
+        vault: &mut crate::redact::Vault,
+    ) {
+        if !self.names.is_match(text) {
+            return;
+        }
+        let mut hits = Vec::new();
+        self.scan(s, text, true, &mut hits);
+        for h in &hits {
+            if let Some(n) = h.placeholder {
+                vault.reserve(h.ty, n);
+            }
+        }
     }
 
     /// `<TYPE_n>` → (type, n).
@@ -1070,7 +1320,7 @@ impl Engine {
 fn first_bytes(
     sources: &[&str],
     n: usize,
-) -> std::result::Result<Vec<[bool; 256]>, regex_automata::hybrid::BuildError> {
+) -> std::result::Result<Vec<[bool; 256]>, Box<regex_automata::hybrid::BuildError>> {
     let dfa = DFA::builder()
         .configure(
             DFA::config()
@@ -1080,7 +1330,8 @@ fn first_bytes(
                 .cache_capacity(16 << 20),
         )
         .thompson(regex_automata::nfa::thompson::Config::new().nfa_size_limit(Some(64 << 20)))
-        .build_many(sources)?;
+        .build_many(sources)
+        .map_err(Box::new)?;
     let mut cache = dfa.create_cache();
     let mut all = Vec::with_capacity(n);
     for pid in 0..n {
@@ -1106,6 +1357,23 @@ const FILE_EXTENSIONS: &[&str] = &[
     "jsx", "py", "rs", "go", "md", "txt", "pdf", "json", "yaml", "yml", "html", "htm", "xml",
     "csv", "zip", "gz", "tar", "wasm", "exe", "dll", "so", "lock", "toml",
 ];
+
+fn is_word_byte(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_'
+}
+
+/// A hex word of 1-4 digits followed by `:` (an IPv6 address may start here).
+fn hex_then_colon(b: &[u8], i: usize) -> bool {
+    let mut j = i;
+    while j < i + 5 {
+        match b.get(j) {
+            Some(c) if c.is_ascii_hexdigit() => j += 1,
+            Some(b':') => return j > i,
+            _ => return false,
+        }
+    }
+    false
+}
 
 fn next_char(text: &str, at: usize) -> usize {
     let mut n = at.saturating_add(1);
@@ -1276,6 +1544,7 @@ fn placeholder_like(v: &str) -> bool {
         || l.contains("****")
         || l.contains("...")
         || l.starts_with('<')
+        || l.starts_with('[')
         || l.starts_with("${")
         || l.starts_with("{{")
         || l.starts_with('%')

@@ -77,17 +77,81 @@ pub struct PatternDef {
     pub check: Check,
     /// Score when the check passes, before context.
     pub score: f32,
+    /// Where a match can start (the scan tries patterns only there).
+    pub anchor: Anchor,
 }
 
-fn def(ty: Ty, regex: &str, group: bool, check: Check, score: f32) -> PatternDef {
+/// Where matches of a pattern can start. The scan finds these places in one pass (one
+/// aho-corasick automaton for every literal, one byte loop for the rest) and runs the patterns
+/// anchored there: one unanchored DFA for all patterns would be many times slower.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Anchor {
+    /// At one of these literals (ASCII case-insensitive).
+    Literals(Vec<String>),
+    /// At a word start that is a digit, `+` or `(`; hex words followed by `:` (IPv6); two
+    /// capitals and two digits (IBAN).
+    Numeric,
+    /// Before an `@`: the start of the local part.
+    Email,
+    /// Before `://`: the start of the scheme.
+    Url,
+    /// Operator regex: wherever it matches (an unanchored pass of the operator patterns).
+    Custom,
+    /// A type name, or the bracket before it.
+    Placeholder,
+}
+
+fn lits(l: &[&str]) -> Anchor {
+    Anchor::Literals(l.iter().map(|s| (*s).to_string()).collect())
+}
+
+fn def(ty: Ty, regex: &str, group: bool, check: Check, score: f32, anchor: Anchor) -> PatternDef {
     PatternDef {
         ty,
         regex: regex.to_string(),
         group,
         check,
         score,
+        anchor,
     }
 }
+
+/// Literals the key-word pattern can start with.
+const KEY_WORD_STARTS: &[&str] = &[
+    "api",
+    "x-api",
+    "access",
+    "auth",
+    "refresh",
+    "secret",
+    "client",
+    "app",
+    "signing",
+    "token",
+    "private",
+    "credential",
+];
+
+/// Literals the password pattern can start with.
+const PASSWORD_WORD_STARTS: &[&str] = &[
+    "password",
+    "passwd",
+    "pwd",
+    "passphrase",
+    "passcode",
+    "mot de passe",
+    "contraseña",
+    "passwort",
+    "kennwort",
+    "senha",
+    "wachtwoord",
+    "пароль",
+    "Пароль",
+    "ПАРОЛЬ",
+    "密码",
+    "パスワード",
+    "비밀번호",
+];
 
 /// Score added when a context word of the type is near the match.
 pub const CONTEXT_BOOST: f32 = 0.35;
@@ -106,6 +170,7 @@ pub fn builtin_patterns() -> Vec<PatternDef> {
             false,
             Check::Pem,
             1.0,
+            lits(&["-----BEGIN "]),
         ),
         def(
             API_KEY,
@@ -113,6 +178,7 @@ pub fn builtin_patterns() -> Vec<PatternDef> {
             false,
             Check::None,
             0.95,
+            lits(&["sk-ant-"]),
         ),
         def(
             API_KEY,
@@ -120,6 +186,7 @@ pub fn builtin_patterns() -> Vec<PatternDef> {
             false,
             Check::Secret,
             0.9,
+            lits(&["sk-"]),
         ),
         def(
             API_KEY,
@@ -127,6 +194,7 @@ pub fn builtin_patterns() -> Vec<PatternDef> {
             false,
             Check::GithubToken,
             0.97,
+            lits(&["ghp_", "gho_", "ghs_", "ghu_", "ghr_"]),
         ),
         def(
             API_KEY,
@@ -134,6 +202,7 @@ pub fn builtin_patterns() -> Vec<PatternDef> {
             false,
             Check::None,
             0.97,
+            lits(&["github_pat_"]),
         ),
         def(
             API_KEY,
@@ -141,6 +210,7 @@ pub fn builtin_patterns() -> Vec<PatternDef> {
             false,
             Check::Secret,
             0.95,
+            lits(&["glpat-"]),
         ),
         def(
             API_KEY,
@@ -148,6 +218,7 @@ pub fn builtin_patterns() -> Vec<PatternDef> {
             false,
             Check::Secret,
             0.95,
+            lits(&["xox"]),
         ),
         def(
             API_KEY,
@@ -155,14 +226,23 @@ pub fn builtin_patterns() -> Vec<PatternDef> {
             false,
             Check::Secret,
             0.95,
+            lits(&["sk_live_", "sk_test_", "rk_live_", "rk_test_"]),
         ),
-        def(API_KEY, r"AIza[0-9A-Za-z_\-]{35}", false, Check::None, 0.95),
+        def(
+            API_KEY,
+            r"AIza[0-9A-Za-z_\-]{35}",
+            false,
+            Check::None,
+            0.95,
+            lits(&["AIza"]),
+        ),
         def(
             API_KEY,
             r"(?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])[A-Z0-9]{16}",
             false,
             Check::None,
             0.95,
+            lits(&["AKIA", "ASIA", "ABIA", "ACCA", "A3T"]),
         ),
         def(
             API_KEY,
@@ -170,22 +250,39 @@ pub fn builtin_patterns() -> Vec<PatternDef> {
             false,
             Check::None,
             0.95,
+            lits(&["SG."]),
         ),
-        def(API_KEY, r"npm_[A-Za-z0-9]{36}", false, Check::None, 0.95),
+        def(
+            API_KEY,
+            r"npm_[A-Za-z0-9]{36}",
+            false,
+            Check::None,
+            0.95,
+            lits(&["npm_"]),
+        ),
         def(
             API_KEY,
             r"hf_[A-Za-z0-9]{30,40}",
             false,
             Check::Secret,
             0.95,
+            lits(&["hf_"]),
         ),
-        def(API_KEY, r"key-[0-9a-f]{32}", false, Check::None, 0.9),
+        def(
+            API_KEY,
+            r"key-[0-9a-f]{32}",
+            false,
+            Check::None,
+            0.9,
+            lits(&["key-"]),
+        ),
         def(
             API_KEY,
             r"eyJ[A-Za-z0-9_\-]{4,}\.eyJ[A-Za-z0-9_\-]{2,}\.[A-Za-z0-9_\-]*",
             false,
             Check::Jwt,
             0.9,
+            lits(&["eyJ"]),
         ),
         def(
             API_KEY,
@@ -193,6 +290,7 @@ pub fn builtin_patterns() -> Vec<PatternDef> {
             true,
             Check::None,
             0.95,
+            lits(&["AccountKey=", "SharedAccessKey="]),
         ),
         def(
             API_KEY,
@@ -200,6 +298,7 @@ pub fn builtin_patterns() -> Vec<PatternDef> {
             true,
             Check::None,
             0.95,
+            lits(&["aws", "secret"]),
         ),
         // Values after a key word.
         def(
@@ -208,6 +307,7 @@ pub fn builtin_patterns() -> Vec<PatternDef> {
             true,
             Check::Secret,
             0.85,
+            lits(&["bearer"]),
         ),
         def(
             API_KEY,
@@ -217,6 +317,7 @@ pub fn builtin_patterns() -> Vec<PatternDef> {
             true,
             Check::Secret,
             0.8,
+            lits(KEY_WORD_STARTS),
         ),
         def(
             PASSWORD,
@@ -224,6 +325,7 @@ pub fn builtin_patterns() -> Vec<PatternDef> {
             true,
             Check::Password,
             0.85,
+            lits(PASSWORD_WORD_STARTS),
         ),
         def(
             PASSWORD,
@@ -231,6 +333,7 @@ pub fn builtin_patterns() -> Vec<PatternDef> {
             true,
             Check::Password,
             0.9,
+            Anchor::Url,
         ),
         def(
             PASSWORD,
@@ -238,6 +341,7 @@ pub fn builtin_patterns() -> Vec<PatternDef> {
             true,
             Check::Password,
             0.85,
+            lits(&["redis-cli", "mysql", "sshpass"]),
         ),
         // Checksummed numbers.
         def(
@@ -246,6 +350,7 @@ pub fn builtin_patterns() -> Vec<PatternDef> {
             false,
             Check::Iban,
             0.95,
+            Anchor::Numeric,
         ),
         def(
             CREDIT_CARD,
@@ -253,6 +358,7 @@ pub fn builtin_patterns() -> Vec<PatternDef> {
             false,
             Check::Card,
             0.95,
+            Anchor::Numeric,
         ),
         def(
             US_SSN,
@@ -260,6 +366,7 @@ pub fn builtin_patterns() -> Vec<PatternDef> {
             false,
             Check::Ssn,
             0.7,
+            Anchor::Numeric,
         ),
         def(
             IP_ADDRESS,
@@ -267,6 +374,7 @@ pub fn builtin_patterns() -> Vec<PatternDef> {
             false,
             Check::Ipv4,
             0.85,
+            Anchor::Numeric,
         ),
         def(
             IP_ADDRESS,
@@ -274,6 +382,7 @@ pub fn builtin_patterns() -> Vec<PatternDef> {
             false,
             Check::Ipv6,
             0.85,
+            Anchor::Numeric,
         ),
         def(
             EMAIL,
@@ -281,8 +390,16 @@ pub fn builtin_patterns() -> Vec<PatternDef> {
             false,
             Check::Email,
             0.9,
+            Anchor::Email,
         ),
-        def(PHONE, validate::PHONE_PATTERN, false, Check::Phone, 0.75),
+        def(
+            PHONE,
+            validate::PHONE_PATTERN,
+            false,
+            Check::Phone,
+            0.75,
+            Anchor::Numeric,
+        ),
     ]
 }
 
@@ -368,7 +485,10 @@ pub fn placeholder_regex(names: &[String]) -> String {
         }
         alt.push_str(&regex_syntax_escape(n));
     }
-    format!(r"(?:<|&lt;|\[|\{{\{{?)?(?i:{alt})[_ ]([0-9]{{1,5}})(?:>|&gt;|\]|\}}\}}?)?")
+    // Without a bracket, a word boundary: "voicemail 1" holds no placeholder.
+    format!(
+        r"(?:<|&lt;|\[|\{{\{{?|(?-u:\b))(?i:{alt})[_ ]([0-9]{{1,5}})(?:>|&gt;|\]|\}}\}}?|(?-u:\b))"
+    )
 }
 
 /// Escape regex meta characters.

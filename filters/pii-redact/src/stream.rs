@@ -95,6 +95,12 @@ impl Pass<'_> {
         segments: &[Segment<'_>],
         hasher: &mut Sha256,
     ) -> Vec<(JsonPath, String)> {
+        if self.dir == Direction::Request {
+            for seg in segments {
+                self.engine
+                    .reserve_placeholders(self.scratch, &seg.text, self.vault);
+            }
+        }
         let mut changes = Vec::new();
         for seg in segments {
             hasher.update(seg.text.as_bytes());

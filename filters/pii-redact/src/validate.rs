@@ -358,7 +358,7 @@ pub enum Phone {
 
 /// Regex (regex-automata syntax) for phone number candidates; validated by [`phone`].
 ///
-/// Three shapes, then an optional extension (`x123`, ` ext. 123`):
+/// Four shapes, then an optional extension (`x123`, ` ext. 123`):
 /// - `+` and up to seven digit groups, each after one of space, `-`, `.`, `/` or a parenthesised
 ///   group (` (0)`, ` (415) `): `+44 (0)20 7946 0958`, `+1-415-555-0100`, `+14155550100`;
 /// - a parenthesised area code, optionally after a NANP `1`, then up to four groups separated by
@@ -678,12 +678,15 @@ fn nsn_ok(cc: u16, cc_len: usize, nsn: &[u8]) -> bool {
 /// `+CC` (or `00CC`) numbers: a known country code and the national number length of that
 /// country (NANP rules for `+1`); a trunk `(0)` is accepted where countries drop it. Strong.
 ///
-/// National numbers: 7 to 12 digits, consistent separators, no 1-digit groups (except a NANP
-/// leading `1-`). Dates, dotted quads, SSN-shaped `3-2-4`, thousands-grouped numbers and
-/// numbers of one repeated digit are `No`. Strong: a parenthesised area code, a trunk `0` with
-/// 9-12 digits, NANP `3-3-4`, `1-3-3-4`, and the common mobile groupings (`5-5`, `3-3-3`,
-/// `2-3-2-2`...). Weak (the caller needs a context word): an unseparated run of 10-11 digits,
-/// 7-digit `3-4` locals, 8-digit `4-4` / `2-2-2-2`, and other 10-11 digit groupings.
+/// National numbers: 7 to 12 digits, one separator (spaces may mix with dashes), no 1-digit
+/// groups (except a NANP leading `1`). `No`: dates, dotted quads, SSN-shaped `3-2-4`, ZIP+4,
+/// a year then a serial (`2019-381745`), NANP `3-3-4` with an area code or exchange starting with
+/// 0/1, numbers of one repeated digit. Strong: a parenthesised area code, a trunk `0` with 9-12
+/// digits, NANP `3-3-4` and `1-3-3-4`, and common mobile groupings (`5-5` and `3-3-3` from 6,
+/// `3-4-4` from 1, `2-3-2-2`). Weak (the caller needs a context word): an unseparated run of 10-11
+/// digits (not a `1xxxxxxxxx` Unix time), `3-4` locals, `4-4` and `2-2-2-2`, spaced thousands
+/// (`12 345 678`), trunk numbers printed like an IBAN tail (`0213 8889 82`), and other groupings of
+/// 9-11 digits.
 pub fn phone(s: &str) -> Phone {
     let Some(p) = parse_phone(s) else {
         return Phone::No;

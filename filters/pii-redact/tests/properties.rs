@@ -152,11 +152,6 @@ fn run_stream(
 
 /// The text content of a chat stream (panics on invalid SSE / JSON: that is the property).
 fn stream_text(bytes: &[u8]) -> String {
-    let got = e2e_free_assemble(bytes);
-    got
-}
-
-fn e2e_free_assemble(bytes: &[u8]) -> String {
     let s = std::str::from_utf8(bytes).expect("stream is UTF-8");
     let mut text = String::new();
     let mut done = false;
