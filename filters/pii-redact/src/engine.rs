@@ -971,13 +971,12 @@ impl Engine {
             } else if !prev_word {
                 let cand = match c {
                     b'0'..=b'9' => true,
-                    b'A'..=b'Z' => {
-                        b.get(i + 1).is_some_and(u8::is_ascii_uppercase)
+                    b'A'..=b'Z' | b'a'..=b'z' => {
+                        b.get(i + 1).is_some_and(u8::is_ascii_alphabetic)
                             && b.get(i + 2).is_some_and(u8::is_ascii_digit)
                             && b.get(i + 3).is_some_and(u8::is_ascii_digit)
                             || hex_then_colon(b, i)
                     }
-                    b'a'..=b'f' => hex_then_colon(b, i),
                     b':' => b.get(i + 1) == Some(&b':'),
                     _ => false,
                 };
@@ -1105,6 +1104,11 @@ impl Engine {
                     return Judged::Invalid;
                 }
             }
+            Check::Phone | Check::Card | Check::Ssn
+                if !value.starts_with(['+', '(']) && inside_longer_number(text, start) =>
+            {
+                return Judged::Invalid;
+            }
             Check::Phone => {
                 // The longest prefix that is a phone number (a greedy match may have taken a
                 // number that follows).
@@ -1125,7 +1129,7 @@ impl Engine {
                 Some((n, _)) => end = start.saturating_add(n),
                 None => return Judged::Invalid,
             },
-            Check::Iban => match iban_end(value) {
+            Check::Iban => match iban_end(&value.to_ascii_uppercase()) {
                 Some(n) => end = start.saturating_add(n),
                 None => return Judged::Invalid,
             },
@@ -1189,6 +1193,17 @@ impl Engine {
                 }
                 PemEnd::Missing => return Judged::Incomplete,
             },
+            Check::CliPassword => {
+                // Only on the command line of a database client (same line, before the option).
+                let line_start = text
+                    .get(..span.0)
+                    .and_then(|h| h.rfind('\n'))
+                    .map_or(0, |i| i + 1);
+                let head = text.get(line_start..span.0).unwrap_or_default();
+                if !CLI_CLIENTS.iter().any(|c| head.contains(c)) || !password_ok(value) {
+                    return Judged::Invalid;
+                }
+            }
             Check::Password => {
                 let v = trim_sentence_end(value);
                 end = start.saturating_add(v.len());
@@ -1266,9 +1281,7 @@ impl Engine {
             let word = window.get(m.start()..m.end()).unwrap_or_default();
             let b = window.get(..m.start()).and_then(|t| t.chars().next_back());
             let a = window.get(m.end()..).and_then(|t| t.chars().next());
-            if b.is_some_and(|c| c == '[' || c == '<')
-                || a.is_some_and(|c| matches!(c, ']' | '_' | ':' | '>'))
-            {
+            if b.is_some_and(|c| c == '[' || c == '<') {
                 continue;
             }
             if word.is_ascii()
@@ -1352,6 +1365,18 @@ fn first_bytes(
     Ok(all)
 }
 
+/// Command-line clients whose `-a` / `-p` / `--password` option takes a password.
+const CLI_CLIENTS: &[&str] = &[
+    "redis-cli",
+    "mysql",
+    "mysqladmin",
+    "mysqldump",
+    "mariadb",
+    "sshpass",
+    "mongosh",
+    "mongo ",
+];
+
 const FILE_EXTENSIONS: &[&str] = &[
     "png", "jpg", "jpeg", "gif", "svg", "webp", "ico", "bmp", "js", "mjs", "css", "ts", "tsx",
     "jsx", "py", "rs", "go", "md", "txt", "pdf", "json", "yaml", "yml", "html", "htm", "xml",
@@ -1397,6 +1422,16 @@ fn ceil_boundary(text: &str, mut i: usize) -> usize {
         i += 1;
     }
     i
+}
+
+/// The candidate continues a longer dashed or slashed digit sequence (`597-3255757-...` order
+/// ids): a digit and `-` or `/` right before it. (Spaces are not counted: a phone number and a
+/// card number written one after the other are two entities.)
+fn inside_longer_number(text: &str, start: usize) -> bool {
+    let b = text.as_bytes();
+    let sep = start.checked_sub(1).and_then(|i| b.get(i));
+    let digit = start.checked_sub(2).and_then(|i| b.get(i));
+    matches!(sep, Some(b'-' | b'/')) && digit.is_some_and(u8::is_ascii_digit)
 }
 
 /// A prefixed secret must not be glued to a longer token.

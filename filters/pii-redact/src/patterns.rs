@@ -55,6 +55,8 @@ pub enum Check {
     Pem,
     /// A password value after a key word or in a URL: not a placeholder, not a plain word.
     Password,
+    /// A password option (`-a`, `-p`, `--password`) on a database client's command line.
+    CliPassword,
     /// A secret value after a key word: long enough, random enough.
     Secret,
     /// Operator checksum on the digits of the match.
@@ -337,16 +339,16 @@ pub fn builtin_patterns() -> Vec<PatternDef> {
         ),
         def(
             PASSWORD,
-            r"(?:redis-cli|mysql|mysqladmin|mysqldump|sshpass)[^\n]{0,80}?\s(?:-a|-p|--password[= ]|--pass[= ])\s?([^\s\x22'\\]{4,64})",
+            r"(?:-a|-p|--password[= ]|--pass[= ])[ ]?([^\s\x22'\\]{4,64})",
             true,
-            Check::Password,
+            Check::CliPassword,
             0.85,
-            lits(&["redis-cli", "mysql", "sshpass"]),
+            lits(&["-a", "-p", "--pass"]),
         ),
         // Checksummed numbers.
         def(
             IBAN,
-            r"(?-u:\b)[A-Z]{2}[0-9]{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,4})?",
+            r"(?-u:\b)[A-Za-z]{2}[0-9]{2}(?:[ ]?[A-Za-z0-9]{4}){2,7}(?:[ ]?[A-Za-z0-9]{1,4})?",
             false,
             Check::Iban,
             0.95,

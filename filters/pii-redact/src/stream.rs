@@ -217,8 +217,9 @@ impl StreamScanner for PiiScanner<'_> {
         p.bufs.hits = hits;
         p.bufs.out = out;
         if !end {
-            text.truncate(from);
-            text.push_str(pending.get(..new_fin).unwrap_or_default());
+            // The context for what follows is the original text (as a whole answer's scan
+            // sees it), not the rewritten one.
+            text.truncate(from.saturating_add(fin));
             let keep = p.engine.settings.context_window;
             self.tails.put(key, text, keep);
         }

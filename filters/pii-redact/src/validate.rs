@@ -88,7 +88,9 @@ fn card_issuer_ok(d: &[u8]) -> bool {
             || (644..=649).contains(&p3)
             || p2 == 65
             || (622_126..=622_925).contains(&p6));
-    let jcb = (16..=19).contains(&n) && (3528..=3589).contains(&p4);
+    // JCB: 3528-3589, and the legacy 15-digit 1800 / 2131 ranges.
+    let jcb = ((16..=19).contains(&n) && (3528..=3589).contains(&p4))
+        || (n == 15 && matches!(p4, 1800 | 2131));
     let diners =
         (14..=19).contains(&n) && ((300..=305).contains(&p3) || matches!(p2, 36 | 38 | 39));
     let unionpay = (16..=19).contains(&n) && p2 == 62;
