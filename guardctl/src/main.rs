@@ -75,45 +75,51 @@ fn run(args: &[String]) -> anyhow::Result<()> {
 }
 
 /// Validate a filter configuration with the same code as the filter's `on_configure`. The
-/// filter is recognised by its settings: prompt-guard's, else llm-telemetry's.
+/// filter is recognised by its settings: prompt-guard's, pii-redact's, else llm-telemetry's.
 fn lint(file: &str) -> anyhow::Result<()> {
     let bytes = std::fs::read(file).map_err(|e| anyhow::anyhow!("cannot read {file}: {e}"))?;
-    let as_prompt_guard = prompt_guard::engine::parse_config(&bytes).map(|c| {
-        (
-            "prompt_guard",
-            c.name.clone(),
-            c.version.clone(),
-            names(c.policy_names()),
-        )
-    });
-    let result = as_prompt_guard.or_else(|pg_err| {
-        FilterConfig::parse::<<Telemetry as GuardFilter>::Settings, _>(
-            &bytes,
-            FailurePolicy::FailOpen,
-            Telemetry::compile,
-        )
-        .map(|c| {
-            (
-                "llm_telemetry",
-                c.name.clone(),
-                c.version.clone(),
-                names(c.policy_names()),
-            )
-        })
-        .map_err(|tel_err| (pg_err, tel_err))
-    });
-    match result {
-        Ok((filter, name, version, policies)) => {
-            println!(
-                "{}",
-                json!({"ok": true, "filter": filter, "name": name, "version": version, "policies": policies})
-            );
-            Ok(())
-        }
-        Err((pg, tel)) => anyhow::bail!(
-            "{file}: not a valid prompt-guard config ({pg}) nor llm-telemetry config ({tel})"
-        ),
+    type Summary = (String, String, Vec<String>);
+    fn summary<C>(c: &FilterConfig<C>) -> Summary {
+        (c.name.clone(), c.version.clone(), names(c.policy_names()))
     }
+    let parsers: [(&str, &dyn Fn(&[u8]) -> Result<Summary, String>); 3] = [
+        ("prompt_guard", &|b| {
+            prompt_guard::engine::parse_config(b)
+                .map(|c| summary(&c))
+                .map_err(|e| e.to_string())
+        }),
+        ("pii_redact", &|b| {
+            pii_redact::engine::parse_config(b)
+                .map(|c| summary(&c))
+                .map_err(|e| e.to_string())
+        }),
+        ("llm_telemetry", &|b| {
+            FilterConfig::parse::<<Telemetry as GuardFilter>::Settings, _>(
+                b,
+                FailurePolicy::FailOpen,
+                Telemetry::compile,
+            )
+            .map(|c| summary(&c))
+            .map_err(|e| e.to_string())
+        }),
+    ];
+    let mut errors = Vec::new();
+    for (filter, parse) in parsers {
+        match parse(&bytes) {
+            Ok((name, version, policies)) => {
+                println!(
+                    "{}",
+                    json!({"ok": true, "filter": filter, "name": name, "version": version, "policies": policies})
+                );
+                return Ok(());
+            }
+            Err(e) => errors.push(format!("{filter}: {e}")),
+        }
+    }
+    anyhow::bail!(
+        "{file}: not a valid config of any filter ({})",
+        errors.join("; ")
+    )
 }
 
 fn names<'a>(it: impl Iterator<Item = &'a str>) -> Vec<String> {

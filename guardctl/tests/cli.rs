@@ -55,6 +55,24 @@ fn lint_good_and_bad_configs() {
             "/policies/default/models/0",
         ),
         ("not json", "{", 2, "not valid json"),
+        (
+            "pii good",
+            r#"{"policies":{"default":{"entities":{"EMAIL":{"action":"mask"}},"dictionaries":[{"name":"PROJECT","terms":["Falcon"]}]}}}"#,
+            0,
+            "\"filter\":\"pii_redact\"",
+        ),
+        (
+            "pii unknown type",
+            r#"{"policies":{"default":{"entities":{"NAME":{"action":"redact"}}}}}"#,
+            2,
+            "/policies/default/entities/NAME: unknown entity type",
+        ),
+        (
+            "pii bad regex",
+            r#"{"policies":{"default":{"custom":[{"name":"EMP","pattern":"EMP-("}]}}}"#,
+            2,
+            "/policies/default/custom/0/pattern: bad regex",
+        ),
     ];
     for (name, json, code, want) in cases {
         let f = dir.join(format!("{}.json", name.replace(' ', "_")));

@@ -1745,6 +1745,49 @@ mod tests {
     }
 
     #[test]
+    fn operator_entities_and_dictionaries() {
+        let s: Settings = serde_json::from_value(serde_json::json!({
+            "custom": [
+                {"name": "EMPLOYEE_ID", "pattern": "EMP-[0-9]{6}", "context": ["employee"], "context_required": true},
+                {"name": "ACCOUNT", "pattern": "ACC[0-9]{8}", "checksum": "mod97"}
+            ],
+            "dictionaries": [{"name": "PROJECT", "terms": ["Project Falcon", "Bluebird"]}]
+        }))
+        .unwrap();
+        let e = Engine::compile(s, "").unwrap();
+        let cases: Vec<(&str, Vec<(&str, &str)>)> = vec![
+            (
+                "employee EMP-123456 is on leave",
+                vec![("EMPLOYEE_ID", "EMP-123456")],
+            ),
+            ("ticket EMP-123456 is closed", vec![]),
+            (
+                "the project falcon launch and BLUEBIRD",
+                vec![("PROJECT", "project falcon"), ("PROJECT", "BLUEBIRD")],
+            ),
+            ("bluebirds are not the code name", vec![]),
+        ];
+        for (text, want) in cases {
+            let got = found(&e, text);
+            let want: Vec<(String, String)> = want
+                .into_iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect();
+            assert_eq!(got, want, "{text}");
+        }
+        let s: Settings = serde_json::from_value(serde_json::json!({
+            "custom": [{"name": "ACCOUNT", "pattern": "[0-9]{11}", "checksum": "luhn"}]
+        }))
+        .unwrap();
+        let e = Engine::compile(s, "").unwrap();
+        assert_eq!(
+            found(&e, "ref 79927398713 ok"),
+            vec![("ACCOUNT".to_string(), "79927398713".to_string())]
+        );
+        assert!(found(&e, "ref 79927398710 ok").is_empty());
+    }
+
+    #[test]
     fn streaming_holds_only_what_can_still_match() {
         let e = Engine::default_policy().unwrap();
         let mut s = e.scratch();
