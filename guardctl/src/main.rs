@@ -79,10 +79,11 @@ fn run(args: &[String]) -> anyhow::Result<()> {
 fn lint(file: &str) -> anyhow::Result<()> {
     let bytes = std::fs::read(file).map_err(|e| anyhow::anyhow!("cannot read {file}: {e}"))?;
     type Summary = (String, String, Vec<String>);
+    type Parser<'a> = &'a dyn Fn(&[u8]) -> Result<Summary, String>;
     fn summary<C>(c: &FilterConfig<C>) -> Summary {
         (c.name.clone(), c.version.clone(), names(c.policy_names()))
     }
-    let parsers: [(&str, &dyn Fn(&[u8]) -> Result<Summary, String>); 3] = [
+    let parsers: [(&str, Parser<'_>); 3] = [
         ("prompt_guard", &|b| {
             prompt_guard::engine::parse_config(b)
                 .map(|c| summary(&c))
