@@ -4,7 +4,7 @@ FILTERS := llm-telemetry pii-redact prompt-guard
 WASM_DIR := target/wasm32-wasip1/release
 CARGO ?= cargo
 
-.PHONY: setup wasm build run test lint train eval eval-pii clean
+.PHONY: setup wasm build run test lint train eval eval-pii schema-suite clean
 
 setup:
 	@./scripts/setup.sh
@@ -34,6 +34,11 @@ eval:
 # pii-redact's default policy on the test split of ../shared/data/pii.
 eval-pii:
 	$(CARGO) run --release -q -p guardctl -- eval-pii
+
+# schema-guard's pass rates on the JSON-Schema-Test-Suite (draft 2020-12 and draft-07, format
+# asserted) in ../shared/data/json-schema-test-suite, and its validation throughput.
+schema-suite:
+	$(CARGO) run --release -q -p guardctl -- schema-suite
 
 lint: setup
 	$(CARGO) fmt --all -- --check

@@ -5,10 +5,12 @@
 //! guardctl injection [--config FILE] [--source user|tool|document]
 //!                                         {"text": ...} per line → {"verdict","score","rules"}
 //! guardctl pii [--config FILE]           {"text": ...} per line → {"spans": [{"start","end","type"}], "redacted"}
+//! guardctl schema --schema FILE          one JSON instance per line → {"valid", "errors": [{"path","message"}]}
 //! guardctl segments [--api SHAPE]         read request bodies (one JSON per line), print their text segments
 //! guardctl train-injection [--data DIR] [--out FILE]     train the prompt-guard model (train split)
 //! guardctl eval-injection [--data DIR] [--split test|train] [--config FILE] [--json]
 //! guardctl eval-pii [--data DIR] [--split test|train] [--config FILE] [--errors] [--json]
+//! guardctl schema-suite [--data DIR] [--failures]   JSON-Schema-Test-Suite pass rates, throughput
 //! ```
 //!
 //! Without `--config`, the policy is the default shipped in `envoy/policies/`. `--config` takes a
@@ -30,10 +32,11 @@ use std::process::ExitCode;
 
 mod eval;
 mod eval_pii;
+mod schema;
 mod synthetic;
 mod train;
 
-const USAGE: &str = "usage: guardctl <lint FILE | injection [--config FILE] [--source user|tool|document] | pii [--config FILE] | segments [--api SHAPE] | train-injection [--data DIR] [--out FILE] | eval-injection [--data DIR] [--split test|train] [--config FILE] [--json] | eval-pii [--data DIR] [--split test|train] [--config FILE] [--errors] [--json]>";
+const USAGE: &str = "usage: guardctl <lint FILE | injection [--config FILE] [--source user|tool|document] | pii [--config FILE] | schema --schema FILE | segments [--api SHAPE] | train-injection [--data DIR] [--out FILE] | eval-injection [--data DIR] [--split test|train] [--config FILE] [--json] | eval-pii [--data DIR] [--split test|train] [--config FILE] [--errors] [--json] | schema-suite [--data DIR] [--failures]>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -59,6 +62,8 @@ fn run(args: &[String]) -> anyhow::Result<()> {
         Some("eval-injection") => eval::run(args.get(1..).unwrap_or_default()),
         Some("pii") => pii(args.get(1..).unwrap_or_default()),
         Some("eval-pii") => eval_pii::run(args.get(1..).unwrap_or_default()),
+        Some("schema") => schema::run(args.get(1..).unwrap_or_default(), USAGE),
+        Some("schema-suite") => schema::suite(args.get(1..).unwrap_or_default(), USAGE),
         Some("segments") => {
             let api = match args.get(1..) {
                 Some([flag, v]) if flag == "--api" => Some(

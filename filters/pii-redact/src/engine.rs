@@ -1105,7 +1105,8 @@ impl Engine {
                 }
             }
             Check::Phone | Check::Card | Check::Ssn
-                if !value.starts_with(['+', '(']) && inside_longer_number(text, start) =>
+                if !value.starts_with(['+', '('])
+                    && (inside_longer_number(text, start) || in_long_digit_run(text, start)) =>
             {
                 return Judged::Invalid;
             }
@@ -1125,7 +1126,9 @@ impl Engine {
                     None => return Judged::Invalid,
                 }
             }
-            Check::Card => match shrink(value, |v| validate::credit_card(v).then_some(score)) {
+            Check::Card => match shrink(value, |v| {
+                (validate::credit_card(v) && card_groups_ok(v)).then_some(score)
+            }) {
                 Some((n, _)) => end = start.saturating_add(n),
                 None => return Judged::Invalid,
             },
@@ -1434,6 +1437,51 @@ fn inside_longer_number(text: &str, start: usize) -> bool {
     matches!(sep, Some(b'-' | b'/')) && digit.is_some_and(u8::is_ascii_digit)
 }
 
+/// The candidate sits in a run of space-separated digit groups with more than 19 digits in all
+/// (tracking numbers `9400 4514 1849 8086 3169 38`): no phone or card inside it.
+fn in_long_digit_run(text: &str, start: usize) -> bool {
+    let b = text.as_bytes();
+    let is_part = |i: usize| {
+        b.get(i).is_some_and(u8::is_ascii_digit)
+            || (b.get(i) == Some(&b' ')
+                && i > 0
+                && b.get(i - 1).is_some_and(u8::is_ascii_digit)
+                && b.get(i + 1).is_some_and(u8::is_ascii_digit))
+    };
+    let mut lo = start;
+    while lo > 0 && is_part(lo - 1) {
+        lo -= 1;
+    }
+    if lo > 0 && b.get(lo - 1) == Some(&b'+') {
+        return false;
+    }
+    let mut hi = start;
+    while hi < b.len() && is_part(hi) {
+        hi += 1;
+    }
+    let digits = b
+        .get(lo..hi)
+        .map_or(0, |r| r.iter().filter(|c| c.is_ascii_digit()).count());
+    digits > 19
+}
+
+/// Separated card numbers are grouped as printed: 4-4-4-4(-1..3), 4-6-5 or 4-6-4.
+fn card_groups_ok(v: &str) -> bool {
+    let groups: Vec<usize> = v
+        .split([' ', '-'])
+        .filter(|g| !g.is_empty())
+        .map(str::len)
+        .collect();
+    match groups.as_slice() {
+        [_] | [4, 6, 4] | [4, 6, 5] => true,
+        [4, rest @ ..] => match rest.split_last() {
+            Some((last, mid)) => mid.iter().all(|&g| g == 4) && (1..=4).contains(last),
+            None => false,
+        },
+        _ => false,
+    }
+}
+
 /// A prefixed secret must not be glued to a longer token.
 fn secret_bounds(before: Option<char>, after: Option<char>) -> bool {
     !before.is_some_and(|c| c.is_ascii_alphanumeric())
@@ -1460,12 +1508,10 @@ fn shrink(value: &str, check: impl Fn(&str) -> Option<f32>) -> Option<(usize, f3
         return Some((value.len(), sc));
     }
     let b = value.as_bytes();
+    // Only at a space: a dashed or dotted number (`073-2148537-7822635`) is one token.
     (1..b.len())
         .rev()
-        .filter(|&i| {
-            matches!(b.get(i), Some(b' ' | b'-' | b'.' | b'/'))
-                && b.get(i - 1).is_some_and(u8::is_ascii_alphanumeric)
-        })
+        .filter(|&i| b.get(i) == Some(&b' ') && b.get(i - 1).is_some_and(u8::is_ascii_alphanumeric))
         .find_map(|i| value.get(..i).and_then(&check).map(|sc| (i, sc)))
 }
 
