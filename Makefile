@@ -1,6 +1,6 @@
 # The two commands a newcomer needs: `make run` and `make test`. Each installs what is missing.
 SHELL := /bin/bash
-FILTERS := llm-telemetry pii-redact prompt-guard
+FILTERS := llm-telemetry schema-guard pii-redact prompt-guard
 WASM_DIR := target/wasm32-wasip1/release
 CARGO ?= cargo
 

@@ -231,14 +231,14 @@ pub(crate) fn suite(args: &[String], usage: &str) -> anyhow::Result<()> {
             } else {
                 required.add(t);
             }
-            println!("  {name:<40} {}", t.show());
+            println!("  {name:<44} {}", t.show());
         }
         for f in json_files(&tests.join("optional").join("format"))? {
             let t = run_file(&f, dialect, &remotes, &mut failures)?;
             let name = f.file_name().map(|n| n.to_string_lossy().into_owned());
             optional_format.add(t);
             println!(
-                "  optional/format/{:<24} {}",
+                "  optional/format/{:<28} {}",
                 name.unwrap_or_default(),
                 t.show()
             );

@@ -197,3 +197,66 @@ fn pii_config_and_usage() {
     assert!(err.contains("usage"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn schema_json_lines() {
+    let dir = std::env::temp_dir().join(format!("guardctl-schema-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("person.json");
+    std::fs::write(
+        &f,
+        r#"{"type":"object","properties":{"age":{"type":"integer","minimum":0},"email":{"format":"email"}},"required":["age"]}"#,
+    )
+    .unwrap();
+    let input = "{\"age\": 3}\n\n{\"age\": \"three\"}\n{\"age\": 1, \"email\": \"not-an-email\"}\nnot json\n{}\n";
+    let (code, out, err) = guardctl(&["schema", "--schema", f.to_str().unwrap()], input);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 5, "blank line skipped: {out}");
+    assert_eq!(lines[0], serde_json::json!({"valid": true, "errors": []}));
+    assert_eq!(lines[1]["valid"], false);
+    assert_eq!(lines[1]["errors"][0]["path"], "/age");
+    assert!(lines[1]["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("integer"));
+    assert_eq!(lines[2]["valid"], false, "format is asserted: {}", lines[2]);
+    assert_eq!(lines[2]["errors"][0]["path"], "/email");
+    assert!(lines[3]["error"].as_str().unwrap().starts_with("not json"));
+    assert_eq!(lines[4]["valid"], false);
+    assert_eq!(lines[4]["errors"][0]["path"], "");
+}
+
+#[test]
+fn schema_bad_schema_and_usage() {
+    let dir = std::env::temp_dir().join(format!("guardctl-schema-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cases = [
+        ("bad type", r#"{"type":"strin"}"#, "invalid schema"),
+        ("bad pattern", r#"{"pattern":"(a"}"#, "invalid schema"),
+        (
+            "remote ref",
+            r#"{"$ref":"https://example.com/s.json"}"#,
+            "invalid schema",
+        ),
+        ("not json", "{", "not valid json"),
+    ];
+    for (name, schema, want) in cases {
+        let f = dir.join(format!("{}.json", name.replace(' ', "_")));
+        std::fs::write(&f, schema).unwrap();
+        // No stdin: guardctl exits before reading it.
+        let (code, out, err) = guardctl(&["schema", "--schema", f.to_str().unwrap()], "");
+        assert_eq!(code, 2, "{name}: {out}");
+        assert!(err.contains(want), "{name}: {err}");
+    }
+    let missing = dir.join("missing.json");
+    let (code, _, err) = guardctl(&["schema", "--schema", missing.to_str().unwrap()], "");
+    assert_eq!(code, 2);
+    assert!(err.contains("cannot read"), "{err}");
+    let (code, _, err) = guardctl(&["schema"], "");
+    assert_eq!(code, 2);
+    assert!(err.contains("--schema"), "{err}");
+}

@@ -80,7 +80,7 @@ fn shipped_policies_match_the_policy_files() {
             .unwrap();
     let filters = &yaml["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
         ["typed_config"]["http_filters"];
-    for name in ["prompt-guard", "pii-redact"] {
+    for name in ["prompt-guard", "pii-redact", "schema-guard"] {
         let f = filters
             .as_sequence()
             .unwrap()

@@ -32,6 +32,8 @@ pub const KNOWN_REASONS: &[&str] = &[
     "exfiltration",
     "second_opinion_benign",
     "second_opinion_unavailable",
+    "schema_violation",
+    "invalid_schema",
     "pii_redacted",
     "pii_detected",
     "pii_restored",

@@ -1,9 +1,14 @@
 //! schema-guard: JSON Schema enforcement of LLM output, tool calls and request bodies.
 //!
-//! This first slice is the native engine ([`engine`]): draft 2020-12 and draft-07 (others by
-//! `$schema`), `format` asserted, `pattern` in linear time, remote `$ref` resolved only from
-//! preloaded documents, and limits on schema size and depth and on instance size. The
-//! proxy-wasm filter comes later.
+//! - [`engine`]: draft 2020-12 and draft-07 (others by `$schema`) on the `jsonschema` crate,
+//!   `format` asserted, `pattern` in linear time, remote `$ref` resolved only from preloaded
+//!   documents, limits on schema size and depth and on instance size, a cache of compiled
+//!   request-declared schemas.
+//! - [`check`]: what an answer must look like from its request (structured output, declared
+//!   tools and their argument schemas, the operator's response schema), the checks, and the
+//!   `drop_tool_call` rewrite.
+//! - [`filter`]: the proxy-wasm filter (requests, answers, streams in `buffer` or
+//!   `passthrough` mode).
 //!
 //! ```
 //! use schema_guard::engine::{CompiledSchema, Limits, Remotes};
@@ -22,4 +27,8 @@
 //! # Ok::<(), guard_core::error::Error>(())
 //! ```
 
+pub mod check;
 pub mod engine;
+pub mod filter;
+
+guard_host::export_guard_filter!(crate::filter::SchemaGuard);

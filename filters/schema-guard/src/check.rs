@@ -1,0 +1,377 @@
+//! What an answer must look like, from its request, and the checks: structured output, tool
+//! calls (declared tool, arguments valid against its schema), operator schemas; and the
+//! `drop_tool_call` rewrite of a non-streamed answer.
+
+use crate::engine::{CompiledSchema, Violation};
+use guard_core::api::ApiShape;
+use guard_core::body::{ResponseBody, ToolArgs};
+use guard_core::segment::{Source, Step};
+use guard_core::stream::Assembled;
+use serde_json::{json, Value};
+use std::rc::Rc;
+
+/// What kind of check failed (also the reason detail in records and metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    /// The answer's content is not JSON valid against the request's declared schema.
+    Output,
+    /// A tool call's arguments are not valid against the tool's schema.
+    ToolArguments,
+    /// A tool call names a tool the request did not declare.
+    UndeclaredTool,
+    /// The answer fails the operator's response schema.
+    Response,
+    /// The request fails the operator's request schema.
+    Request,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Output => "output",
+            Kind::ToolArguments => "tool_arguments",
+            Kind::UndeclaredTool => "undeclared_tool",
+            Kind::Response => "response",
+            Kind::Request => "request",
+        }
+    }
+}
+
+/// One failed check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finding {
+    pub kind: Kind,
+    pub choice: usize,
+    /// The tool call's ordinal (tool-call kinds).
+    pub call: Option<usize>,
+    pub tool: Option<String>,
+    /// Where the call sits in the answer (non-streamed), for `drop_tool_call`.
+    pub location: Option<Vec<Step>>,
+    pub violations: Vec<Violation>,
+}
+
+impl Finding {
+    /// `"/age: 5 is less than the minimum of 18"`-style summary of the first violations.
+    pub fn summary(&self, max: usize) -> String {
+        let mut parts: Vec<String> = self
+            .violations
+            .iter()
+            .take(max)
+            .map(|v| {
+                let path = if v.path.is_empty() { "/" } else { &v.path };
+                format!("{path}: {}", v.message)
+            })
+            .collect();
+        if self.violations.len() > max {
+            parts.push(format!("and {} more", self.violations.len() - max));
+        }
+        let what = match (self.kind, &self.tool) {
+            (Kind::UndeclaredTool, Some(t)) => format!("tool call {t:?}"),
+            (Kind::ToolArguments, Some(t)) => format!("arguments of tool call {t:?}"),
+            (Kind::Output, _) => "structured output".to_string(),
+            (Kind::Response, _) => "answer".to_string(),
+            (Kind::Request, _) => "request".to_string(),
+            (_, None) => "tool call".to_string(),
+        };
+        format!("{what}: {}", parts.join("; "))
+    }
+}
+
+/// A declared tool and its compiled argument schema (`None`: free-form or provider tool).
+#[derive(Debug, Clone)]
+pub struct DeclaredTool {
+    pub name: String,
+    pub schema: Option<Rc<CompiledSchema>>,
+}
+
+/// What the answer to one request must look like.
+#[derive(Debug, Clone, Default)]
+pub struct Expect {
+    pub tools: Vec<DeclaredTool>,
+    /// The structured-output schema the request declared.
+    pub output: Option<Rc<CompiledSchema>>,
+    /// The operator's response schema (validated against the whole answer body).
+    pub response: Option<Rc<CompiledSchema>>,
+    /// Check tool calls (names and arguments).
+    pub check_tools: bool,
+}
+
+fn violation(path: &str, message: impl Into<String>) -> Violation {
+    Violation {
+        path: path.to_string(),
+        message: message.into(),
+    }
+}
+
+impl Expect {
+    /// Check one tool call given its name and arguments (JSON text or value).
+    pub fn tool_call(
+        &self,
+        choice: usize,
+        call: usize,
+        name: &str,
+        args: Result<Value, String>,
+    ) -> Option<Finding> {
+        if !self.check_tools {
+            return None;
+        }
+        let finding = |kind, violations| {
+            Some(Finding {
+                kind,
+                choice,
+                call: Some(call),
+                tool: Some(name.to_string()),
+                location: None,
+                violations,
+            })
+        };
+        let Some(tool) = self.tools.iter().find(|t| t.name == name) else {
+            return finding(
+                Kind::UndeclaredTool,
+                vec![violation(
+                    "",
+                    format!("tool {name:?} was not declared in the request"),
+                )],
+            );
+        };
+        let Some(schema) = &tool.schema else {
+            return None;
+        };
+        let args = match args {
+            Ok(v) => v,
+            Err(e) => {
+                return finding(
+                    Kind::ToolArguments,
+                    vec![violation("", format!("arguments are not valid JSON: {e}"))],
+                )
+            }
+        };
+        let v = schema.validate(&args);
+        if v.is_empty() {
+            None
+        } else {
+            finding(Kind::ToolArguments, v)
+        }
+    }
+
+    /// Check a choice's text content against the structured-output schema.
+    pub fn output(&self, choice: usize, text: &str) -> Option<Finding> {
+        let schema = self.output.as_ref()?;
+        let violations = match serde_json::from_str::<Value>(text) {
+            Ok(v) => schema.validate(&v),
+            Err(e) => vec![violation("", format!("the answer is not valid JSON: {e}"))],
+        };
+        (!violations.is_empty()).then_some(Finding {
+            kind: Kind::Output,
+            choice,
+            call: None,
+            tool: None,
+            location: None,
+            violations,
+        })
+    }
+
+    /// Check a non-streamed answer.
+    pub fn answer(&self, resp: &ResponseBody) -> Vec<Finding> {
+        let mut out = Vec::new();
+        if let Some(schema) = &self.response {
+            let v = schema.validate(resp.json());
+            if !v.is_empty() {
+                out.push(Finding {
+                    kind: Kind::Response,
+                    choice: 0,
+                    call: None,
+                    tool: None,
+                    location: None,
+                    violations: v,
+                });
+            }
+        }
+        let calls = resp.tool_calls();
+        for (n, c) in calls.iter().enumerate() {
+            let args = match c.arguments {
+                ToolArgs::Text(t) => serde_json::from_str::<Value>(t).map_err(|e| e.to_string()),
+                ToolArgs::Json(v) => Ok(v.clone()),
+            };
+            if let Some(mut f) = self.tool_call(c.choice.unwrap_or(0), n, c.name, args) {
+                f.location = Some(c.path.0.clone());
+                out.push(f);
+            }
+        }
+        if self.output.is_some() {
+            // The text of each choice (content parts joined); a choice that only calls tools
+            // has no structured output to check.
+            let mut texts: Vec<(usize, String)> = Vec::new();
+            for seg in resp.segments() {
+                if seg.source != Source::Assistant {
+                    continue;
+                }
+                let choice = seg.choice.unwrap_or(0);
+                match texts.iter_mut().find(|(c, _)| *c == choice) {
+                    Some((_, t)) => t.push_str(&seg.text),
+                    None => texts.push((choice, seg.text.to_string())),
+                }
+            }
+            let with_calls: Vec<usize> = calls.iter().map(|c| c.choice.unwrap_or(0)).collect();
+            for (choice, text) in texts {
+                if text.trim().is_empty() && with_calls.contains(&choice) {
+                    continue;
+                }
+                if let Some(f) = self.output(choice, &text) {
+                    out.push(f);
+                }
+            }
+        }
+        out
+    }
+
+    /// Check an assembled stream (what is complete so far; `done` when the stream ended).
+    pub fn assembled(&self, a: &Assembled, done: bool) -> Vec<Finding> {
+        let mut out = Vec::new();
+        for (ci, choice) in a.choices.iter().enumerate() {
+            for (n, call) in choice.tool_calls.iter().enumerate() {
+                let name = call.name.clone().unwrap_or_default();
+                let args = if call.arguments.trim().is_empty() {
+                    Ok(json!({}))
+                } else {
+                    serde_json::from_str::<Value>(&call.arguments).map_err(|e| e.to_string())
+                };
+                if let Some(f) = self.tool_call(ci, n, &name, args) {
+                    out.push(f);
+                }
+            }
+            if done || choice.finish_reason.is_some() {
+                let skip = choice.content.trim().is_empty() && !choice.tool_calls.is_empty();
+                if !skip {
+                    if let Some(f) = self.output(ci, &choice.content) {
+                        out.push(f);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The deterministic assistant text that replaces dropped tool calls.
+pub fn dropped_message(findings: &[&Finding]) -> String {
+    let mut parts = Vec::new();
+    for f in findings {
+        let name = f.tool.as_deref().unwrap_or("unknown");
+        let why = match f.kind {
+            Kind::UndeclaredTool => "the tool was not declared".to_string(),
+            _ => match f.violations.first() {
+                Some(v) => format!(
+                    "its arguments did not match the declared schema ({}: {})",
+                    if v.path.is_empty() { "/" } else { &v.path },
+                    v.message
+                ),
+                None => "its arguments did not match the declared schema".to_string(),
+            },
+        };
+        parts.push(format!("The tool call `{name}` was removed: {why}."));
+    }
+    parts.join(" ")
+}
+
+/// Remove the tool calls of `findings` (with locations) from a non-streamed answer and add the
+/// deterministic message. Returns false when a call could not be located.
+pub fn drop_tool_calls(shape: ApiShape, resp: &mut ResponseBody, findings: &[&Finding]) -> bool {
+    // (array location, index) of each call, last first so indexes stay valid.
+    let mut targets: Vec<(Vec<Step>, usize, usize)> = Vec::new();
+    for f in findings {
+        let Some(loc) = &f.location else {
+            return false;
+        };
+        let Some(pos) = loc.iter().rposition(
+            |s| matches!(s, Step::Key(k) if k == "tool_calls" || k == "content" || k == "output"),
+        ) else {
+            return false;
+        };
+        let Some(Step::Index(i)) = loc.get(pos + 1) else {
+            return false;
+        };
+        targets.push((loc.get(..=pos).unwrap_or_default().to_vec(), *i, f.choice));
+    }
+    targets.sort_by_key(|t| std::cmp::Reverse(t.1));
+    let message = dropped_message(findings);
+    let json = resp.json_mut();
+    let mut choices: Vec<usize> = Vec::new();
+    for (arr, idx, choice) in &targets {
+        let Some(Value::Array(a)) = get_mut(json, arr) else {
+            return false;
+        };
+        if *idx < a.len() {
+            a.remove(*idx);
+        }
+        if !choices.contains(choice) {
+            choices.push(*choice);
+        }
+    }
+    match shape {
+        ApiShape::OpenAiChat => {
+            for c in choices {
+                let Some(choice) = json.get_mut("choices").and_then(|v| v.get_mut(c)) else {
+                    continue;
+                };
+                let empty = choice
+                    .get("message")
+                    .and_then(|m| m.get("tool_calls"))
+                    .and_then(Value::as_array)
+                    .is_some_and(Vec::is_empty);
+                if let Some(m) = choice.get_mut("message").and_then(Value::as_object_mut) {
+                    if empty {
+                        m.remove("tool_calls");
+                    }
+                    let text = match m.get("content").and_then(Value::as_str) {
+                        Some(t) if !t.is_empty() => format!("{t}\n\n{message}"),
+                        _ => message.clone(),
+                    };
+                    m.insert("content".into(), Value::String(text));
+                }
+                if empty {
+                    if let Some(o) = choice.as_object_mut() {
+                        o.insert("finish_reason".into(), json!("stop"));
+                    }
+                }
+            }
+        }
+        ApiShape::AnthropicMessages => {
+            let any_left = json
+                .get("content")
+                .and_then(Value::as_array)
+                .is_some_and(|a| {
+                    a.iter()
+                        .any(|b| b.get("type").and_then(Value::as_str) == Some("tool_use"))
+                });
+            if let Some(a) = json.get_mut("content").and_then(Value::as_array_mut) {
+                a.push(json!({"type": "text", "text": message}));
+            }
+            if !any_left {
+                if let Some(o) = json.as_object_mut() {
+                    o.insert("stop_reason".into(), json!("end_turn"));
+                }
+            }
+        }
+        ApiShape::OpenAiResponses => {
+            if let Some(a) = json.get_mut("output").and_then(Value::as_array_mut) {
+                a.push(json!({
+                    "type": "message", "role": "assistant", "status": "completed",
+                    "content": [{"type": "output_text", "text": message, "annotations": []}]
+                }));
+            }
+        }
+    }
+    true
+}
+
+fn get_mut<'a>(root: &'a mut Value, path: &[Step]) -> Option<&'a mut Value> {
+    let mut cur = root;
+    for s in path {
+        cur = match s {
+            Step::Key(k) => cur.get_mut(k.as_str())?,
+            Step::Index(i) => cur.get_mut(*i)?,
+        };
+    }
+    Some(cur)
+}

@@ -1,0 +1,844 @@
+//! The schema-guard filter: requests against the operator's request schema; answers against
+//! what the request declared (structured output, tools) and the operator's response schema;
+//! streamed answers assembled across events and judged when each call or message completes.
+
+use crate::check::{drop_tool_calls, Expect, Finding, Kind};
+use crate::engine::{CompiledSchema, Limits, Remotes, SchemaCache};
+use guard_core::body::{RequestBody, ResponseBody};
+use guard_core::config::{FailurePolicy, FilterConfig};
+use guard_core::error::{Error, Result};
+use guard_core::sse::SseParser;
+use guard_core::stream::{Channel, Delta, StreamAssembler, StreamDecoder};
+use guard_core::verdict::{Decision, LocalReply};
+use guard_host::driver::{Chunk, Cx, GuardFilter, Outcome, ResponsePlan};
+use guard_host::host::Dir;
+use guard_host::metrics::Metrics;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::cell::RefCell;
+use std::rc::Rc;
+
+pub const NAME: &str = "schema_guard";
+
+/// Metric names (Envoy adds `wasmcustom.`).
+pub mod metric {
+    /// Failed checks by kind (`output`, `tool_arguments`, `undeclared_tool`, `response`,
+    /// `request`) and the action taken (`dry_run_<action>` in dry run).
+    pub fn violations(kind: &str, action: &str) -> String {
+        format!("guard.schema_guard.category.{kind}.action.{action}.violations")
+    }
+    /// Checks run (tool calls, outputs, bodies).
+    pub const CHECKS: &str = "guard.schema_guard.checks";
+}
+
+/// What to do when a check fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFailure {
+    /// 502 (answers) / 400 (requests) in the provider's error shape, or an error event that ends
+    /// a stream.
+    Block,
+    /// Pass, with the verdict in the flag header (non-streamed answers, requests) and the record.
+    Flag,
+    /// Remove the offending tool call and add a deterministic assistant message (non-streamed
+    /// answers; a stream is blocked instead).
+    DropToolCall,
+}
+
+impl OnFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnFailure::Block => "block",
+            OnFailure::Flag => "flag",
+            OnFailure::DropToolCall => "drop_tool_call",
+        }
+    }
+}
+
+fn block() -> OnFailure {
+    OnFailure::Block
+}
+
+/// Per-kind failure actions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Actions {
+    #[serde(default = "block")]
+    pub output: OnFailure,
+    #[serde(default = "block")]
+    pub tool_arguments: OnFailure,
+    #[serde(default = "block")]
+    pub undeclared_tool: OnFailure,
+    #[serde(default = "block")]
+    pub response: OnFailure,
+    #[serde(default = "block")]
+    pub request: OnFailure,
+}
+
+impl Default for Actions {
+    fn default() -> Self {
+        Actions {
+            output: OnFailure::Block,
+            tool_arguments: OnFailure::Block,
+            undeclared_tool: OnFailure::Block,
+            response: OnFailure::Block,
+            request: OnFailure::Block,
+        }
+    }
+}
+
+impl Actions {
+    pub fn for_kind(&self, kind: Kind) -> OnFailure {
+        match kind {
+            Kind::Output => self.output,
+            Kind::ToolArguments => self.tool_arguments,
+            Kind::UndeclaredTool => self.undeclared_tool,
+            Kind::Response => self.response,
+            Kind::Request => self.request,
+        }
+    }
+}
+
+/// How streamed answers are judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamMode {
+    /// Hold the whole stream (bounded by `max_buffer_bytes`) until it is judged.
+    #[default]
+    Buffer,
+    /// Forward at once; a failure ends the stream with an error event.
+    Passthrough,
+}
+
+/// Limits in the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitSettings {
+    pub max_schema_bytes: usize,
+    pub max_schema_depth: usize,
+    pub max_instance_bytes: usize,
+    pub max_errors: usize,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        let l = Limits::default();
+        LimitSettings {
+            max_schema_bytes: l.max_schema_bytes,
+            max_schema_depth: l.max_schema_depth,
+            max_instance_bytes: l.max_instance_bytes,
+            max_errors: l.max_errors,
+        }
+    }
+}
+
+/// What to do with a schema the request declares that cannot be compiled (invalid, too big).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnInvalidSchema {
+    /// 400, reason `invalid_schema`.
+    #[default]
+    Block,
+    /// Leave that schema unchecked (recorded).
+    Skip,
+}
+
+/// schema-guard settings of one policy (see docs/schema-guard.md).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Check answers against the structured-output schema the request declared.
+    #[serde(default = "yes")]
+    pub structured_output: bool,
+    /// Check tool calls in answers (declared tool, arguments against its schema).
+    #[serde(default = "yes")]
+    pub tool_calls: bool,
+    /// Operator schema for request bodies (whole JSON body).
+    #[serde(default)]
+    pub request_schema: Option<Value>,
+    /// Operator schema for answer bodies (whole JSON body, non-streamed answers).
+    #[serde(default)]
+    pub response_schema: Option<Value>,
+    #[serde(default)]
+    pub on_failure: Actions,
+    #[serde(default)]
+    pub on_invalid_schema: OnInvalidSchema,
+    #[serde(default)]
+    pub stream_mode: StreamMode,
+    /// Most bytes a `buffer`-mode stream holds.
+    #[serde(default = "default_max_buffer")]
+    pub max_buffer_bytes: usize,
+    #[serde(default)]
+    pub limits: LimitSettings,
+    #[serde(default = "default_flag_header")]
+    pub flag_header: String,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_max_buffer() -> usize {
+    1 << 20
+}
+fn default_flag_header() -> String {
+    "x-guard-schema".to_string()
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            structured_output: true,
+            tool_calls: true,
+            request_schema: None,
+            response_schema: None,
+            on_failure: Actions::default(),
+            on_invalid_schema: OnInvalidSchema::Block,
+            stream_mode: StreamMode::Buffer,
+            max_buffer_bytes: default_max_buffer(),
+            limits: LimitSettings::default(),
+            flag_header: default_flag_header(),
+            dry_run: false,
+        }
+    }
+}
+
+/// A policy's compiled form.
+#[derive(Debug)]
+pub struct Compiled {
+    pub settings: Settings,
+    pub limits: Limits,
+    pub request: Option<Rc<CompiledSchema>>,
+    pub response: Option<Rc<CompiledSchema>>,
+    /// Request-declared schemas, compiled once per VM and policy.
+    pub cache: RefCell<SchemaCache>,
+}
+
+impl Compiled {
+    pub fn compile(settings: Settings, path: &str) -> Result<Compiled> {
+        let err = |field: &str, msg: String| Error::config(format!("{path}/{field}: {msg}"));
+        let l = settings.limits;
+        if l.max_errors == 0 || l.max_schema_depth == 0 || l.max_schema_bytes == 0 {
+            return Err(err("limits", "limits must be greater than 0".to_string()));
+        }
+        for (k, a) in [
+            ("output", settings.on_failure.output),
+            ("response", settings.on_failure.response),
+            ("request", settings.on_failure.request),
+        ] {
+            if a == OnFailure::DropToolCall {
+                return Err(err(
+                    &format!("on_failure/{k}"),
+                    "drop_tool_call applies to tool calls only (tool_arguments, undeclared_tool)"
+                        .to_string(),
+                ));
+            }
+        }
+        if settings.flag_header.is_empty()
+            || !settings
+                .flag_header
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err(err(
+                "flag_header",
+                format!("{:?} is not a lower-case header name", settings.flag_header),
+            ));
+        }
+        let limits = Limits {
+            max_schema_bytes: l.max_schema_bytes,
+            max_schema_depth: l.max_schema_depth,
+            max_instance_bytes: l.max_instance_bytes,
+            max_errors: l.max_errors,
+        };
+        let compile = |field: &str, v: &Option<Value>| -> Result<Option<Rc<CompiledSchema>>> {
+            match v {
+                None => Ok(None),
+                Some(s) => CompiledSchema::compile(s, limits, &Remotes::default())
+                    .map(|c| Some(Rc::new(c)))
+                    .map_err(|e| err(field, e.message().to_string())),
+            }
+        };
+        let request = compile("request_schema", &settings.request_schema)?;
+        let response = compile("response_schema", &settings.response_schema)?;
+        Ok(Compiled {
+            cache: RefCell::new(SchemaCache::new(
+                SchemaCache::DEFAULT_CAPACITY,
+                limits,
+                Remotes::default(),
+            )),
+            settings,
+            limits,
+            request,
+            response,
+        })
+    }
+}
+
+/// Parse a whole schema-guard filter configuration (the same code as `on_configure`).
+pub fn parse_config(bytes: &[u8]) -> Result<FilterConfig<Compiled>> {
+    FilterConfig::parse::<Settings, _>(bytes, FailurePolicy::FailClosed, Compiled::compile)
+}
+
+pub struct Shared {
+    metrics: Rc<Metrics>,
+}
+
+/// A streamed answer being judged.
+struct StreamState {
+    parser: SseParser,
+    decoder: StreamDecoder,
+    assembler: StreamAssembler,
+    deltas: Vec<Delta>,
+    /// `buffer` mode: everything so far.
+    held: Vec<u8>,
+    /// Tool calls (choice, ordinal) and choices already judged.
+    judged_calls: Vec<(usize, usize)>,
+    judged_choices: Vec<usize>,
+    /// Tool-call argument channels that ended: (choice, tool-call index).
+    ended: Vec<(usize, usize)>,
+    done: bool,
+}
+
+/// Per-stream state.
+pub struct SchemaGuard {
+    expect: Option<Expect>,
+    stream: Option<StreamState>,
+    stopped: bool,
+    checks: u64,
+}
+
+const MAX_SHOWN: usize = 3;
+/// Most tool-call channels a stream tracks (the assembler bounds the calls themselves).
+const MAX_TRACKED: usize = 1024;
+
+impl GuardFilter for SchemaGuard {
+    type Settings = Settings;
+    type Compiled = Compiled;
+    type Shared = Shared;
+    const NAME: &'static str = NAME;
+    const DEFAULT_FAILURE: FailurePolicy = FailurePolicy::FailClosed;
+
+    fn compile(settings: Settings, path: &str) -> Result<Compiled> {
+        Compiled::compile(settings, path)
+    }
+
+    fn init_shared(metrics: &Rc<Metrics>, _config: &FilterConfig<Compiled>) -> Shared {
+        Shared {
+            metrics: Rc::clone(metrics),
+        }
+    }
+
+    fn new_stream() -> Self {
+        SchemaGuard {
+            expect: None,
+            stream: None,
+            stopped: false,
+            checks: 0,
+        }
+    }
+
+    fn on_request_body(&mut self, cx: &mut Cx<'_, Self>, body: &[u8]) -> Result<Outcome> {
+        let Some(api) = cx.api() else {
+            return Ok(Outcome::Continue);
+        };
+        let req = RequestBody::parse(api, body)?;
+        let policy = Rc::clone(&cx.info.policy);
+        let c = &policy.settings;
+        let s = &c.settings;
+        // The operator's request schema.
+        if let Some(schema) = &c.request {
+            self.checks += 1;
+            let v = schema.validate(req.json());
+            if !v.is_empty() {
+                let f = Finding {
+                    kind: Kind::Request,
+                    choice: 0,
+                    call: None,
+                    tool: None,
+                    location: None,
+                    violations: v,
+                };
+                if let Some(out) = self.judge(cx, &[f], None) {
+                    return Ok(out);
+                }
+            }
+        }
+        // What the answer must look like.
+        let mut expect = Expect {
+            check_tools: s.tool_calls,
+            response: c.response.clone(),
+            ..Expect::default()
+        };
+        let mut unusable: Vec<String> = Vec::new();
+        {
+            let mut cache = c.cache.borrow_mut();
+            for t in req.tools() {
+                let schema = match t.schema {
+                    Some(sch) if s.tool_calls => match cache.get_or_compile(sch) {
+                        Ok(compiled) => Some(compiled),
+                        Err(e) => {
+                            unusable.push(format!("tool {:?}: {}", t.name, e.message()));
+                            None
+                        }
+                    },
+                    _ => None,
+                };
+                expect.tools.push(crate::check::DeclaredTool {
+                    name: t.name.to_string(),
+                    schema,
+                });
+            }
+            if s.structured_output {
+                if let Some(sch) = req.response_schema() {
+                    match cache.get_or_compile(sch) {
+                        Ok(compiled) => expect.output = Some(compiled),
+                        Err(e) => unusable.push(format!("response format: {}", e.message())),
+                    }
+                }
+            }
+        }
+        if !unusable.is_empty() {
+            cx.info
+                .record
+                .extra
+                .insert("unusable_schemas".into(), json!(unusable));
+            if s.on_invalid_schema == OnInvalidSchema::Block && !s.dry_run {
+                return Ok(Outcome::Reply(LocalReply::new(
+                    400,
+                    "invalid_schema",
+                    &format!(
+                        "a schema in this request cannot be used: {}",
+                        unusable.join("; ")
+                    ),
+                )));
+            }
+        }
+        self.expect = Some(expect);
+        Ok(Outcome::Continue)
+    }
+
+    fn response_plan(&mut self, cx: &mut Cx<'_, Self>, streaming: bool) -> ResponsePlan {
+        let Some(expect) = &self.expect else {
+            return ResponsePlan::Skip;
+        };
+        let Some(api) = cx.api() else {
+            return ResponsePlan::Skip;
+        };
+        let ok = cx
+            .info
+            .response_status
+            .is_some_and(|s| (200..300).contains(&s));
+        if !ok || (!expect.check_tools && expect.output.is_none() && expect.response.is_none()) {
+            return ResponsePlan::Skip;
+        }
+        if streaming {
+            let p = &cx.info.policy;
+            let max_event = usize::try_from(p.common.max_sse_event_bytes).unwrap_or(usize::MAX);
+            self.stream = Some(StreamState {
+                parser: SseParser::new(max_event),
+                decoder: StreamDecoder::new(api),
+                assembler: StreamAssembler::new(p.settings.settings.max_buffer_bytes),
+                deltas: Vec::new(),
+                held: Vec::new(),
+                judged_calls: Vec::new(),
+                judged_choices: Vec::new(),
+                ended: Vec::new(),
+                done: false,
+            });
+            return ResponsePlan::Stream;
+        }
+        let json = cx
+            .host
+            .header(Dir::Response, "content-type")
+            .is_some_and(|ct| {
+                String::from_utf8_lossy(&ct)
+                    .to_ascii_lowercase()
+                    .contains("json")
+            });
+        if json {
+            ResponsePlan::Buffer { hold_headers: true }
+        } else {
+            ResponsePlan::Skip
+        }
+    }
+
+    fn on_response_body(&mut self, cx: &mut Cx<'_, Self>, body: &[u8]) -> Result<Outcome> {
+        let (Some(api), Some(expect)) = (cx.api(), self.expect.as_ref()) else {
+            return Ok(Outcome::Continue);
+        };
+        let mut resp = ResponseBody::parse(api, body)?;
+        if resp.is_error() {
+            return Ok(Outcome::Continue);
+        }
+        self.checks += resp.tool_calls().len() as u64 + u64::from(expect.output.is_some());
+        let findings = expect.answer(&resp);
+        if findings.is_empty() {
+            return Ok(Outcome::Continue);
+        }
+        Ok(self
+            .judge(cx, &findings, Some((api, &mut resp)))
+            .unwrap_or(Outcome::Continue))
+    }
+
+    fn on_stream_chunk(
+        &mut self,
+        cx: &mut Cx<'_, Self>,
+        chunk: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<Chunk> {
+        if self.stopped {
+            return Ok(Chunk::Rewritten);
+        }
+        let mode = cx.info.policy.settings.settings.stream_mode;
+        let max = cx.info.policy.settings.settings.max_buffer_bytes;
+        let Some(st) = self.stream.as_mut() else {
+            return Ok(Chunk::Pass);
+        };
+        feed(st, chunk)?;
+        if mode == StreamMode::Buffer {
+            if st.held.len().saturating_add(chunk.len()) > max {
+                return Err(Error::too_large(format!(
+                    "streamed answer over the schema buffer limit of {max} bytes"
+                )));
+            }
+            st.held.extend_from_slice(chunk);
+            return Ok(Chunk::Rewritten);
+        }
+        out.extend_from_slice(chunk);
+        let findings = self.complete_findings(false);
+        if !findings.is_empty() {
+            self.stream_failure(cx, &findings, out);
+        }
+        Ok(Chunk::Rewritten)
+    }
+
+    fn on_stream_end(&mut self, cx: &mut Cx<'_, Self>, out: &mut Vec<u8>) -> Result<()> {
+        if self.stopped {
+            return Ok(());
+        }
+        let mode = cx.info.policy.settings.settings.stream_mode;
+        let Some(st) = self.stream.as_mut() else {
+            return Ok(());
+        };
+        let mut events = Vec::new();
+        st.parser.flush_unterminated(&mut |e| events.push(e))?;
+        for ev in &events {
+            st.deltas.clear();
+            if st.decoder.decode(ev, &mut st.deltas).is_ok() {
+                for d in &st.deltas {
+                    st.assembler.apply(d)?;
+                }
+            }
+        }
+        st.done = true;
+        let findings = self.complete_findings(true);
+        let held = self
+            .stream
+            .as_mut()
+            .map(|s| std::mem::take(&mut s.held))
+            .unwrap_or_default();
+        if mode == StreamMode::Buffer {
+            if findings.is_empty() {
+                out.extend_from_slice(&held);
+                return Ok(());
+            }
+            let blocked = self.stream_failure(cx, &findings, out);
+            if !blocked {
+                out.extend_from_slice(&held);
+            }
+            return Ok(());
+        }
+        if !findings.is_empty() {
+            self.stream_failure(cx, &findings, out);
+        }
+        Ok(())
+    }
+
+    fn take_unemitted(&mut self, out: &mut Vec<u8>) {
+        if let Some(st) = self.stream.as_mut() {
+            out.extend_from_slice(&std::mem::take(&mut st.held));
+        }
+    }
+
+    fn on_done(&mut self, cx: &mut Cx<'_, Self>) {
+        if self.checks > 0 {
+            cx.shared.metrics.counter(metric::CHECKS, self.checks);
+            cx.info
+                .record
+                .extra
+                .insert("checks".into(), json!(self.checks));
+        }
+    }
+}
+
+/// Parse a chunk's events into the assembler.
+fn feed(st: &mut StreamState, chunk: &[u8]) -> Result<()> {
+    let mut events = Vec::new();
+    st.parser.push(chunk, &mut |e| events.push(e))?;
+    for ev in &events {
+        st.deltas.clear();
+        st.decoder.decode(ev, &mut st.deltas)?;
+        for d in &st.deltas {
+            st.assembler.apply(d)?;
+            match d {
+                Delta::Done => st.done = true,
+                Delta::ChannelEnd { key } => {
+                    if let Channel::ToolArgs { index } = key.channel {
+                        if st.ended.len() < MAX_TRACKED && !st.ended.contains(&(key.choice, index))
+                        {
+                            st.ended.push((key.choice, index));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+impl SchemaGuard {
+    /// Findings on what is complete and not judged yet: tool calls whose arguments channel
+    /// ended (or whose choice finished), choices that finished.
+    fn complete_findings(&mut self, end: bool) -> Vec<Finding> {
+        let (Some(expect), Some(st)) = (self.expect.as_ref(), self.stream.as_mut()) else {
+            return Vec::new();
+        };
+        let done = end || st.done;
+        let a = st.assembler.result();
+        let mut out = Vec::new();
+        for (ci, choice) in a.choices.iter().enumerate() {
+            let finished = done || choice.finish_reason.is_some();
+            for (n, call) in choice.tool_calls.iter().enumerate() {
+                let later_started = n + 1 < choice.tool_calls.len();
+                let ended = st.ended.contains(&(ci, call.index));
+                if !(finished || later_started || ended) || st.judged_calls.contains(&(ci, n)) {
+                    continue;
+                }
+                st.judged_calls.push((ci, n));
+                self.checks += 1;
+                let name = call.name.clone().unwrap_or_default();
+                let args = if call.arguments.trim().is_empty() {
+                    Ok(json!({}))
+                } else {
+                    serde_json::from_str::<Value>(&call.arguments).map_err(|e| e.to_string())
+                };
+                if let Some(f) = expect.tool_call(ci, n, &name, args) {
+                    out.push(f);
+                }
+            }
+            if finished && !st.judged_choices.contains(&ci) {
+                st.judged_choices.push(ci);
+                let skip = choice.content.trim().is_empty() && !choice.tool_calls.is_empty();
+                if expect.output.is_some() && !skip {
+                    self.checks += 1;
+                    if let Some(f) = expect.output(ci, &choice.content) {
+                        out.push(f);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Record a streamed failure; end the stream with an error event unless every finding is
+    /// only flagged. Returns whether the stream was blocked.
+    fn stream_failure(
+        &mut self,
+        cx: &mut Cx<'_, Self>,
+        findings: &[Finding],
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let s = &cx.info.policy.settings.settings;
+        let dry = s.dry_run;
+        let flag_only = findings
+            .iter()
+            .all(|f| s.on_failure.for_kind(f.kind) == OnFailure::Flag);
+        // A stream cannot drop a call it already sent: drop_tool_call blocks.
+        let action = if flag_only {
+            OnFailure::Flag
+        } else {
+            OnFailure::Block
+        };
+        self.record(cx, findings, action);
+        if dry || action == OnFailure::Flag {
+            return false;
+        }
+        let reply = LocalReply::new(502, "schema_violation", &summary(findings));
+        out.extend_from_slice(&reply.stream_event(cx.api(), &cx.info.request_id));
+        self.stopped = true;
+        true
+    }
+
+    /// Carry out findings on a request (`resp` None) or a non-streamed answer.
+    fn judge(
+        &mut self,
+        cx: &mut Cx<'_, Self>,
+        findings: &[Finding],
+        resp: Option<(guard_core::api::ApiShape, &mut ResponseBody)>,
+    ) -> Option<Outcome> {
+        let s = cx.info.policy.settings.settings.clone();
+        let actions: Vec<OnFailure> = findings
+            .iter()
+            .map(|f| s.on_failure.for_kind(f.kind))
+            .collect();
+        let worst = if actions.contains(&OnFailure::Block) {
+            OnFailure::Block
+        } else if actions.contains(&OnFailure::DropToolCall) {
+            OnFailure::DropToolCall
+        } else {
+            OnFailure::Flag
+        };
+        self.record(cx, findings, worst);
+        if s.dry_run {
+            return None;
+        }
+        let is_request = resp.is_none();
+        match worst {
+            OnFailure::Block => {
+                let status = if is_request { 400 } else { 502 };
+                Some(Outcome::Reply(LocalReply::new(
+                    status,
+                    "schema_violation",
+                    &summary(findings),
+                )))
+            }
+            OnFailure::DropToolCall => {
+                let (api, resp) = resp?;
+                let drops: Vec<&Finding> = findings
+                    .iter()
+                    .zip(&actions)
+                    .filter(|(_, a)| **a == OnFailure::DropToolCall)
+                    .map(|(f, _)| f)
+                    .collect();
+                if !drop_tool_calls(api, resp, &drops) {
+                    return Some(Outcome::Reply(LocalReply::new(
+                        502,
+                        "schema_violation",
+                        &summary(findings),
+                    )));
+                }
+                self.flag_header(cx, findings, !is_request);
+                Some(Outcome::Replace(resp.to_bytes()))
+            }
+            OnFailure::Flag => {
+                self.flag_header(cx, findings, !is_request);
+                None
+            }
+        }
+    }
+
+    fn flag_header(&self, cx: &mut Cx<'_, Self>, findings: &[Finding], response: bool) {
+        let header = cx.info.policy.settings.settings.flag_header.clone();
+        let kinds: Vec<&str> = findings.iter().map(|f| f.kind.as_str()).collect();
+        let value = format!("schema_violation;kind={}", kinds.join(","));
+        let dir = if response {
+            Dir::Response
+        } else {
+            Dir::Request
+        };
+        cx.host.set_header(dir, &header, Some(value.as_bytes()));
+    }
+
+    /// Record and count findings (paths and kinds only: messages may quote answer values).
+    fn record(&self, cx: &mut Cx<'_, Self>, findings: &[Finding], action: OnFailure) {
+        let dry = cx.info.policy.settings.settings.dry_run;
+        let action_label = if dry {
+            format!("dry_run_{}", action.as_str())
+        } else {
+            action.as_str().to_string()
+        };
+        for f in findings {
+            cx.shared
+                .metrics
+                .counter(&metric::violations(f.kind.as_str(), &action_label), 1);
+        }
+        let rec = &mut cx.info.record;
+        let list: Vec<Value> = findings
+            .iter()
+            .take(8)
+            .map(|f| {
+                json!({
+                    "kind": f.kind.as_str(),
+                    "choice": f.choice,
+                    "tool": f.tool,
+                    "paths": f.violations.iter().map(|v| v.path.clone()).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        rec.extra.insert("violations".into(), json!(list));
+        if dry {
+            rec.extra.insert("would".into(), json!(action.as_str()));
+            rec.extra.insert("dry_run".into(), json!(true));
+            rec.decide(Decision::Allow, "schema_violation");
+            return;
+        }
+        let decision = match action {
+            OnFailure::Block => Decision::Block,
+            OnFailure::DropToolCall => Decision::Modify,
+            OnFailure::Flag => Decision::Flag,
+        };
+        rec.decide(decision, "schema_violation");
+    }
+}
+
+fn summary(findings: &[Finding]) -> String {
+    let parts: Vec<String> = findings
+        .iter()
+        .take(MAX_SHOWN)
+        .map(|f| f.summary(MAX_SHOWN))
+        .collect();
+    let what = if findings.iter().any(|f| f.kind == Kind::Request) {
+        "the request does not match the schema of this route"
+    } else {
+        "the answer does not match its schema"
+    };
+    format!("{what}: {}", parts.join(" | "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shipped policy file parses to the defaults (`guardctl` and the docs rely on them).
+    #[test]
+    fn shipped_policy_is_the_default() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../envoy/policies/schema-guard.json"
+        );
+        let cfg = parse_config(&std::fs::read(path).unwrap()).unwrap();
+        assert_eq!(
+            cfg.select(None, None).settings.settings,
+            Settings::default()
+        );
+    }
+
+    #[test]
+    fn bad_configs_name_the_field() {
+        let cases = [
+            (
+                r#"{"policies":{"default":{"on_failure":{"output":"drop_tool_call"}}}}"#,
+                "/policies/default/on_failure/output",
+            ),
+            (
+                r#"{"policies":{"default":{"request_schema":{"type":"nope"}}}}"#,
+                "/policies/default/request_schema",
+            ),
+            (
+                r#"{"policies":{"default":{"stream_mode":"later"}}}"#,
+                "/policies/default/stream_mode",
+            ),
+            (
+                r#"{"policies":{"default":{"flag_header":"X Bad"}}}"#,
+                "/policies/default/flag_header",
+            ),
+        ];
+        for (cfg, want) in cases {
+            let e = parse_config(cfg.as_bytes()).unwrap_err();
+            assert!(e.message().starts_with(want), "{cfg}: {}", e.message());
+        }
+    }
+}
