@@ -33,7 +33,8 @@ if ! have_envoy; then
 fi
 
 # 2b. The official OpenAI and Anthropic Python SDKs (pinned in scripts/requirements-e2e.txt)
-#     for the end-to-end tests' client (tests/sdk/sdk_client.py).
+#     for the end-to-end tests' client (tests/sdk/sdk_client.py), and PyYAML for
+#     scripts/vm-start-times.py.
 E2E_REQUIREMENTS="scripts/requirements-e2e.txt"
 have_sdks() {
   local openai_v anthropic_v
@@ -41,7 +42,7 @@ have_sdks() {
   anthropic_v="$(sed -n 's/^anthropic==//p' "$E2E_REQUIREMENTS")"
   .venv/bin/python - "$openai_v" "$anthropic_v" >/dev/null 2>&1 <<'PY'
 import sys
-import openai, anthropic
+import openai, anthropic, yaml
 sys.exit(0 if (openai.__version__, anthropic.__version__) == (sys.argv[1], sys.argv[2]) else 1)
 PY
 }

@@ -375,3 +375,131 @@ fn get_mut<'a>(root: &'a mut Value, path: &[Step]) -> Option<&'a mut Value> {
     }
     Some(cur)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{Limits, Remotes};
+
+    fn schema(v: Value) -> Rc<CompiledSchema> {
+        Rc::new(CompiledSchema::compile(&v, Limits::default(), &Remotes::default()).unwrap())
+    }
+
+    fn expect() -> Expect {
+        Expect {
+            tools: vec![DeclaredTool {
+                name: "get_weather".into(),
+                schema: Some(schema(json!({
+                    "type": "object",
+                    "properties": {"city": {"type": "string"}, "unit": {"enum": ["celsius", "fahrenheit"]}},
+                    "required": ["city"],
+                    "additionalProperties": false
+                }))),
+            }],
+            output: Some(schema(
+                json!({"type": "object", "required": ["age"], "properties": {"age": {"type": "integer", "minimum": 0}}}),
+            )),
+            response: None,
+            check_tools: true,
+        }
+    }
+
+    #[test]
+    fn tool_calls_by_name_and_arguments() {
+        let e = expect();
+        let cases: Vec<(&str, Result<Value, String>, Option<(Kind, &str)>)> = vec![
+            ("get_weather", Ok(json!({"city": "Paris"})), None),
+            (
+                "get_weather",
+                Ok(json!({"city": "Paris", "unit": "kelvin"})),
+                Some((Kind::ToolArguments, "/unit")),
+            ),
+            (
+                "get_weather",
+                Ok(json!({})),
+                Some((Kind::ToolArguments, "")),
+            ),
+            (
+                "get_weather",
+                Err("eof".into()),
+                Some((Kind::ToolArguments, "")),
+            ),
+            (
+                "delete_all",
+                Ok(json!({})),
+                Some((Kind::UndeclaredTool, "")),
+            ),
+        ];
+        for (name, args, want) in cases {
+            let got = e.tool_call(0, 0, name, args.clone());
+            match (got, want) {
+                (None, None) => {}
+                (Some(f), Some((kind, path))) => {
+                    assert_eq!(f.kind, kind, "{name} {args:?}");
+                    assert_eq!(
+                        f.violations.first().map(|v| v.path.as_str()),
+                        Some(path),
+                        "{name} {args:?}"
+                    );
+                }
+                (got, want) => panic!("{name} {args:?}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn structured_output() {
+        let e = expect();
+        assert!(e.output(0, r#"{"age": 3}"#).is_none());
+        let f = e.output(0, r#"{"age": -1}"#).unwrap();
+        assert_eq!(f.violations[0].path, "/age");
+        let f = e.output(0, "Sure! {\"age\": 3}").unwrap();
+        assert!(f.violations[0].message.contains("not valid JSON"));
+    }
+
+    #[test]
+    fn drop_tool_call_openai_and_anthropic() {
+        let e = expect();
+        let chat = json!({"id": "c", "object": "chat.completion", "choices": [{"index": 0, "finish_reason": "tool_calls",
+            "message": {"role": "assistant", "content": null, "tool_calls": [
+                {"id": "t1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\",\"unit\":\"kelvin\"}"}}]}}]});
+        let mut resp = ResponseBody::from_value(ApiShape::OpenAiChat, chat).unwrap();
+        let e2 = Expect {
+            output: None,
+            ..e.clone()
+        };
+        let findings = e2.answer(&resp);
+        assert_eq!(findings.len(), 1);
+        let refs: Vec<&Finding> = findings.iter().collect();
+        assert!(drop_tool_calls(ApiShape::OpenAiChat, &mut resp, &refs));
+        let j = resp.json();
+        assert!(j["choices"][0]["message"].get("tool_calls").is_none());
+        assert_eq!(j["choices"][0]["finish_reason"], "stop");
+        assert!(j["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .starts_with("The tool call `get_weather` was removed"));
+
+        let msg = json!({"id": "m", "type": "message", "role": "assistant", "stop_reason": "tool_use", "content": [
+            {"type": "text", "text": "Checking."},
+            {"type": "tool_use", "id": "t1", "name": "rm_rf", "input": {}}]});
+        let mut resp = ResponseBody::from_value(ApiShape::AnthropicMessages, msg).unwrap();
+        let findings = e2.answer(&resp);
+        assert_eq!(findings[0].kind, Kind::UndeclaredTool);
+        let refs: Vec<&Finding> = findings.iter().collect();
+        assert!(drop_tool_calls(
+            ApiShape::AnthropicMessages,
+            &mut resp,
+            &refs
+        ));
+        let j = resp.json();
+        assert_eq!(j["stop_reason"], "end_turn");
+        let types: Vec<&str> = j["content"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(types, ["text", "text"]);
+    }
+}
