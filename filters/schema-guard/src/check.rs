@@ -405,6 +405,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::type_complexity)]
     fn tool_calls_by_name_and_arguments() {
         let e = expect();
         let cases: Vec<(&str, Result<Value, String>, Option<(Kind, &str)>)> = vec![

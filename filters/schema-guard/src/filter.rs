@@ -404,7 +404,12 @@ impl GuardFilter for SchemaGuard {
                 .record
                 .extra
                 .insert("unusable_schemas".into(), json!(unusable));
-            if s.on_invalid_schema == OnInvalidSchema::Block && !s.dry_run {
+            if s.on_invalid_schema == OnInvalidSchema::Block && s.dry_run {
+                let rec = &mut cx.info.record;
+                rec.extra.insert("would".into(), json!("block"));
+                rec.extra.insert("dry_run".into(), json!(true));
+                rec.decide(Decision::Allow, "invalid_schema");
+            } else if s.on_invalid_schema == OnInvalidSchema::Block {
                 return Ok(Outcome::Reply(LocalReply::new(
                     400,
                     "invalid_schema",
@@ -496,7 +501,8 @@ impl GuardFilter for SchemaGuard {
         let Some(st) = self.stream.as_mut() else {
             return Ok(Chunk::Pass);
         };
-        feed(st, chunk)?;
+        let mut events = Vec::new();
+        st.parser.push(chunk, &mut |e| events.push(e))?;
         if mode == StreamMode::Buffer {
             if st.held.len().saturating_add(chunk.len()) > max {
                 return Err(Error::too_large(format!(
@@ -504,12 +510,16 @@ impl GuardFilter for SchemaGuard {
                 )));
             }
             st.held.extend_from_slice(chunk);
+            for ev in &events {
+                apply_event(st, ev)?;
+            }
             return Ok(Chunk::Rewritten);
         }
-        out.extend_from_slice(chunk);
-        let findings = self.complete_findings(false);
-        if !findings.is_empty() {
-            self.stream_failure(cx, &findings, out);
+        self.passthrough(cx, &events, out)?;
+        if !self.stopped {
+            if let Some(st) = self.stream.as_mut() {
+                st.parser.take_skipped_raw(out);
+            }
         }
         Ok(Chunk::Rewritten)
     }
@@ -524,13 +534,24 @@ impl GuardFilter for SchemaGuard {
         };
         let mut events = Vec::new();
         st.parser.flush_unterminated(&mut |e| events.push(e))?;
-        for ev in &events {
-            st.deltas.clear();
-            if st.decoder.decode(ev, &mut st.deltas).is_ok() {
-                for d in &st.deltas {
-                    st.assembler.apply(d)?;
-                }
+        if mode == StreamMode::Passthrough {
+            self.passthrough(cx, &events, out)?;
+            if self.stopped {
+                return Ok(());
             }
+            if let Some(st) = self.stream.as_mut() {
+                st.done = true;
+                out.extend_from_slice(&st.parser.take_pending_raw());
+            }
+            let findings = self.complete_findings(true);
+            if !findings.is_empty() {
+                self.stream_failure(cx, &findings, out);
+            }
+            return Ok(());
+        }
+        for ev in &events {
+            // A truncated last event: judged on what arrived.
+            let _ = apply_event(st, ev);
         }
         st.done = true;
         let findings = self.complete_findings(true);
@@ -539,26 +560,26 @@ impl GuardFilter for SchemaGuard {
             .as_mut()
             .map(|s| std::mem::take(&mut s.held))
             .unwrap_or_default();
-        if mode == StreamMode::Buffer {
-            if findings.is_empty() {
-                out.extend_from_slice(&held);
-                return Ok(());
-            }
-            let blocked = self.stream_failure(cx, &findings, out);
-            if !blocked {
-                out.extend_from_slice(&held);
-            }
+        if findings.is_empty() {
+            out.extend_from_slice(&held);
             return Ok(());
         }
-        if !findings.is_empty() {
-            self.stream_failure(cx, &findings, out);
+        let blocked = self.stream_failure(cx, &findings, out);
+        if !blocked {
+            out.extend_from_slice(&held);
         }
         Ok(())
     }
 
     fn take_unemitted(&mut self, out: &mut Vec<u8>) {
         if let Some(st) = self.stream.as_mut() {
-            out.extend_from_slice(&std::mem::take(&mut st.held));
+            // Buffer mode: everything held; passthrough: the partial event in the parser.
+            let held = std::mem::take(&mut st.held);
+            if held.is_empty() {
+                out.extend_from_slice(&st.parser.take_pending_raw());
+            } else {
+                out.extend_from_slice(&held);
+            }
         }
     }
 
@@ -573,33 +594,55 @@ impl GuardFilter for SchemaGuard {
     }
 }
 
-/// Parse a chunk's events into the assembler.
-fn feed(st: &mut StreamState, chunk: &[u8]) -> Result<()> {
-    let mut events = Vec::new();
-    st.parser.push(chunk, &mut |e| events.push(e))?;
-    for ev in &events {
-        st.deltas.clear();
-        st.decoder.decode(ev, &mut st.deltas)?;
-        for d in &st.deltas {
-            st.assembler.apply(d)?;
-            match d {
-                Delta::Done => st.done = true,
-                Delta::ChannelEnd { key } => {
-                    if let Channel::ToolArgs { index } = key.channel {
-                        if st.ended.len() < MAX_TRACKED && !st.ended.contains(&(key.choice, index))
-                        {
-                            st.ended.push((key.choice, index));
-                        }
+/// Decode one event into the assembler; whether it ends the stream.
+fn apply_event(st: &mut StreamState, ev: &guard_core::sse::SseEvent) -> Result<bool> {
+    st.deltas.clear();
+    st.decoder.decode(ev, &mut st.deltas)?;
+    let mut terminal = false;
+    for d in &st.deltas {
+        st.assembler.apply(d)?;
+        match d {
+            Delta::Done | Delta::Error { .. } => {
+                st.done = true;
+                terminal = true;
+            }
+            Delta::ChannelEnd { key } => {
+                if let Channel::ToolArgs { index } = key.channel {
+                    if st.ended.len() < MAX_TRACKED && !st.ended.contains(&(key.choice, index)) {
+                        st.ended.push((key.choice, index));
                     }
                 }
-                _ => {}
             }
+            _ => {}
         }
     }
-    Ok(())
+    Ok(terminal)
 }
 
 impl SchemaGuard {
+    /// Passthrough: forward event by event; an event that completes something invalid is
+    /// replaced by the error event and the rest of the stream is dropped (so the error never
+    /// lands inside a partial event or after the terminal event).
+    fn passthrough(
+        &mut self,
+        cx: &mut Cx<'_, Self>,
+        events: &[guard_core::sse::SseEvent],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        for ev in events {
+            let Some(st) = self.stream.as_mut() else {
+                return Ok(());
+            };
+            let terminal = apply_event(st, ev)?;
+            let findings = self.complete_findings(terminal);
+            if !findings.is_empty() && self.stream_failure(cx, &findings, out) {
+                return Ok(());
+            }
+            out.extend_from_slice(&ev.raw);
+        }
+        Ok(())
+    }
+
     /// Findings on what is complete and not judged yet: tool calls whose arguments channel
     /// ended (or whose choice finished), choices that finished.
     fn complete_findings(&mut self, end: bool) -> Vec<Finding> {
