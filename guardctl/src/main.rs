@@ -80,7 +80,8 @@ fn run(args: &[String]) -> anyhow::Result<()> {
 }
 
 /// Validate a filter configuration with the same code as the filter's `on_configure`. The
-/// filter is recognised by its settings: prompt-guard's, pii-redact's, else llm-telemetry's.
+/// filter is recognised by its settings: prompt-guard's, pii-redact's, schema-guard's, else
+/// llm-telemetry's.
 fn lint(file: &str) -> anyhow::Result<()> {
     let bytes = std::fs::read(file).map_err(|e| anyhow::anyhow!("cannot read {file}: {e}"))?;
     type Summary = (String, String, Vec<String>);
@@ -88,7 +89,7 @@ fn lint(file: &str) -> anyhow::Result<()> {
     fn summary<C>(c: &FilterConfig<C>) -> Summary {
         (c.name.clone(), c.version.clone(), names(c.policy_names()))
     }
-    let parsers: [(&str, Parser<'_>); 3] = [
+    let parsers: [(&str, Parser<'_>); 4] = [
         ("prompt_guard", &|b| {
             prompt_guard::engine::parse_config(b)
                 .map(|c| summary(&c))
@@ -96,6 +97,11 @@ fn lint(file: &str) -> anyhow::Result<()> {
         }),
         ("pii_redact", &|b| {
             pii_redact::engine::parse_config(b)
+                .map(|c| summary(&c))
+                .map_err(|e| e.to_string())
+        }),
+        ("schema_guard", &|b| {
+            schema_guard::filter::parse_config(b)
                 .map(|c| summary(&c))
                 .map_err(|e| e.to_string())
         }),

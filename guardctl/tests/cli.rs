@@ -68,6 +68,18 @@ fn lint_good_and_bad_configs() {
             "/policies/default/entities/NAME: unknown entity type",
         ),
         (
+            "schema good",
+            r#"{"policies":{"default":{"stream_mode":"passthrough","on_failure":{"tool_arguments":"drop_tool_call"}}}}"#,
+            0,
+            "\"filter\":\"schema_guard\"",
+        ),
+        (
+            "schema bad request schema",
+            r#"{"policies":{"default":{"request_schema":{"type":"nope"}}}}"#,
+            2,
+            "/policies/default/request_schema",
+        ),
+        (
             "pii bad regex",
             r#"{"policies":{"default":{"custom":[{"name":"EMP","pattern":"EMP-("}]}}}"#,
             2,
