@@ -18,6 +18,14 @@ if [ "$ENVOY_PORT" != 10000 ] || [ "$ENVOY_ADMIN_PORT" != 9901 ] || [ "$DEMO_UPS
   config=.run/envoy.yaml
 fi
 
+# The audit-chain key (records carry an HMAC chain; `guardctl audit verify` checks it): from the
+# environment, else a per-checkout demo key in .run/audit.key.
+if [ -z "${GUARD_AUDIT_KEY:-}" ]; then
+  [ -s .run/audit.key ] || head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > .run/audit.key
+  GUARD_AUDIT_KEY="$(cat .run/audit.key)"
+  export GUARD_AUDIT_KEY
+fi
+
 pids=()
 cleanup() {
   trap - INT TERM EXIT
@@ -30,10 +38,12 @@ trap cleanup INT TERM EXIT
 
 ./target/release/demo-upstream --addr "127.0.0.1:${DEMO_UPSTREAM_PORT}" &
 pids+=($!)
-.venv/bin/envoy -c "$config" --use-dynamic-base-id --concurrency 2 -l warn --log-path .run/envoy.log &
+# The access log (stdout) also goes to .run/access.log for `guardctl audit verify`.
+.venv/bin/envoy -c "$config" --use-dynamic-base-id --concurrency 2 -l warn --log-path .run/envoy.log \
+  > >(tee .run/access.log) &
 pids+=($!)
 
-for _ in $(seq 1 100); do
+for _ in $(seq 1 300); do
   if curl -fsS "http://127.0.0.1:${ENVOY_ADMIN_PORT}/ready" >/dev/null 2>&1; then break; fi
   if ! kill -0 "${pids[1]}" 2>/dev/null; then echo "envoy failed to start; see .run/envoy.log" >&2; cat .run/envoy.log >&2; exit 1; fi
   sleep 0.1
@@ -56,6 +66,9 @@ Try, in another terminal:
 
   # token and latency metrics
   curl -s http://127.0.0.1:${ENVOY_ADMIN_PORT}/stats/prometheus | grep guard
+
+  # the audit records in .run/access.log form HMAC chains; check them
+  GUARD_AUDIT_KEY=\$(cat .run/audit.key) ./target/release/guardctl audit verify .run/access.log
 
 Ctrl-C stops both.
 MSG

@@ -11,6 +11,9 @@
 //! guardctl eval-injection [--data DIR] [--split test|train] [--config FILE] [--json]
 //! guardctl eval-pii [--data DIR] [--split test|train] [--config FILE] [--errors] [--json]
 //! guardctl schema-suite [--data DIR] [--failures]   JSON-Schema-Test-Suite pass rates, throughput
+//! guardctl audit verify FILE              check the audit records' HMAC chains in an access log
+//!                                         (key from GUARD_AUDIT_KEY; exit 1 when a record was
+//!                                         edited, dropped or reordered)
 //! ```
 //!
 //! Without `--config`, the policy is the default shipped in `envoy/policies/`. `--config` takes a
@@ -36,7 +39,7 @@ mod schema;
 mod synthetic;
 mod train;
 
-const USAGE: &str = "usage: guardctl <lint FILE | injection [--config FILE] [--source user|tool|document] | pii [--config FILE] | schema --schema FILE | segments [--api SHAPE] | train-injection [--data DIR] [--out FILE] | eval-injection [--data DIR] [--split test|train] [--config FILE] [--json] | eval-pii [--data DIR] [--split test|train] [--config FILE] [--errors] [--json] | schema-suite [--data DIR] [--failures]>";
+const USAGE: &str = "usage: guardctl <lint FILE | injection [--config FILE] [--source user|tool|document] | pii [--config FILE] | schema --schema FILE | segments [--api SHAPE] | train-injection [--data DIR] [--out FILE] | eval-injection [--data DIR] [--split test|train] [--config FILE] [--json] | eval-pii [--data DIR] [--split test|train] [--config FILE] [--errors] [--json] | schema-suite [--data DIR] [--failures] | audit verify FILE>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -64,6 +67,10 @@ fn run(args: &[String]) -> anyhow::Result<()> {
         Some("eval-pii") => eval_pii::run(args.get(1..).unwrap_or_default()),
         Some("schema") => schema::run(args.get(1..).unwrap_or_default(), USAGE),
         Some("schema-suite") => schema::suite(args.get(1..).unwrap_or_default(), USAGE),
+        Some("audit") => match args.get(1..) {
+            Some([verb, file]) if verb == "verify" => audit_verify(file),
+            _ => anyhow::bail!("{USAGE}"),
+        },
         Some("segments") => {
             let api = match args.get(1..) {
                 Some([flag, v]) if flag == "--api" => Some(
@@ -132,6 +139,29 @@ fn lint(file: &str) -> anyhow::Result<()> {
         "{file}: not a valid config of any filter ({})",
         errors.join("; ")
     )
+}
+
+/// `guardctl audit verify FILE`: regroup the chained records of an access log by chain and
+/// sequence, check every MAC. Prints a JSON summary; exit 1 when anything is wrong.
+fn audit_verify(file: &str) -> anyhow::Result<()> {
+    let key = std::env::var(guard_core::audit::KEY_ENV).map_err(|_| {
+        anyhow::anyhow!(
+            "set {} to the audit key the filters were given",
+            guard_core::audit::KEY_ENV
+        )
+    })?;
+    let text =
+        std::fs::read_to_string(file).map_err(|e| anyhow::anyhow!("cannot read {file}: {e}"))?;
+    let report = guard_core::audit::verify_log(&text, key.as_bytes());
+    println!(
+        "{}",
+        json!({"ok": report.ok(), "records": report.records, "chains": report.chains, "problems": report.problems})
+    );
+    if report.ok() {
+        Ok(())
+    } else {
+        std::process::exit(1)
+    }
 }
 
 fn names<'a>(it: impl Iterator<Item = &'a str>) -> Vec<String> {

@@ -272,3 +272,54 @@ fn schema_bad_schema_and_usage() {
     assert_eq!(code, 2);
     assert!(err.contains("--schema"), "{err}");
 }
+
+#[test]
+fn audit_verify_passes_and_finds_tampering() {
+    let key = "cli-audit-key-0123456789abcdef";
+    let mut chain = guard_core::audit::Chain::new("t-1".into(), Some(key.as_bytes().to_vec()));
+    let lines: Vec<String> = (0..3)
+        .map(|i| {
+            let rec = chain.seal(
+                format!(r#"{{"filter":"pii_redact","decision":"allow","i":{i}}}"#).as_bytes(),
+            );
+            serde_json::json!({"status": "200", "pii_redact": String::from_utf8(rec).unwrap()})
+                .to_string()
+        })
+        .collect();
+    let dir = std::env::temp_dir().join(format!("guardctl-audit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = |name: &str, text: &str, with_key: bool| {
+        let f = dir.join(name);
+        std::fs::write(&f, text).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_guardctl"));
+        cmd.args(["audit", "verify", f.to_str().unwrap()]);
+        if with_key {
+            cmd.env("GUARD_AUDIT_KEY", key);
+        } else {
+            cmd.env_remove("GUARD_AUDIT_KEY");
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (code, out) = run("good.log", &lines.join("\n"), true);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("\"ok\":true") && out.contains("\"records\":3"),
+        "{out}"
+    );
+    let edited = lines.join("\n").replacen("allow", "block", 1);
+    let (code, out) = run("edited.log", &edited, true);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("MAC does not match"), "{out}");
+    let removed = [lines[0].clone(), lines[2].clone()].join("\n");
+    let (code, out) = run("removed.log", &removed, true);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("missing"), "{out}");
+    let (code, out) = run("nokey.log", &lines.join("\n"), false);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("GUARD_AUDIT_KEY"), "{out}");
+}

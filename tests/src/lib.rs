@@ -73,6 +73,7 @@ fn free_port() -> Result<u16> {
 pub struct Spec {
     config: ConfigSource,
     vars: Vec<(String, String)>,
+    envs: Vec<(String, String)>,
     upstream: Options,
 }
 
@@ -87,6 +88,7 @@ impl Spec {
         Spec {
             config: ConfigSource::Template(t.to_string()),
             vars: Vec::new(),
+            envs: Vec::new(),
             upstream: Options::default(),
         }
     }
@@ -95,12 +97,18 @@ impl Spec {
         Spec {
             config: ConfigSource::Shipped,
             vars: Vec::new(),
+            envs: Vec::new(),
             upstream: Options::default(),
         }
     }
     /// Set a template placeholder.
     pub fn var(mut self, name: &str, value: &str) -> Spec {
         self.vars.push((name.to_string(), value.to_string()));
+        self
+    }
+    /// Set an environment variable of the Envoy process (what `host_env_keys` hands to VMs).
+    pub fn env(mut self, name: &str, value: &str) -> Spec {
+        self.envs.push((name.to_string(), value.to_string()));
         self
     }
     pub fn upstream(mut self, opts: Options) -> Spec {
@@ -180,6 +188,7 @@ impl Env {
         let log_path = dir.join("envoy.log");
         let child = Command::new(envoy_bin()?)
             .current_dir(&repo)
+            .envs(spec.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .arg("-c")
             .arg(&config_path)
             .args([

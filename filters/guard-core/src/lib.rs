@@ -32,6 +32,7 @@
 //! ```
 
 pub mod api;
+pub mod audit;
 pub mod body;
 pub mod config;
 pub mod error;

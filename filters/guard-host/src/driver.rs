@@ -20,11 +20,13 @@
 use crate::host::{header_str, Dir, Host, LogLevel};
 use crate::metrics::Metrics;
 use guard_core::api::ApiShape;
+use guard_core::audit::Chain;
 use guard_core::config::{FailurePolicy, FilterConfig, Policy};
 use guard_core::error::{Error, ErrorKind, Result};
 use guard_core::verdict::{AuditRecord, Decision, LocalReply};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use std::cell::RefCell;
 use std::rc::Rc;
 
 /// What the callback tells the host.
@@ -231,6 +233,8 @@ pub struct GuardStream<F: GuardFilter> {
     out: Vec<u8>,
     recorded: bool,
     local_reply_sent: bool,
+    /// The VM's audit chain: records are sealed (chain id, sequence number, MAC) when set.
+    chain: Option<Rc<RefCell<Chain>>>,
 }
 
 impl<F: GuardFilter> GuardStream<F> {
@@ -252,7 +256,14 @@ impl<F: GuardFilter> GuardStream<F> {
             out: Vec::new(),
             recorded: false,
             local_reply_sent: false,
+            chain: None,
         }
+    }
+
+    /// Seal this stream's record into the VM's audit chain.
+    pub fn with_chain(mut self, chain: Rc<RefCell<Chain>>) -> Self {
+        self.chain = Some(chain);
+        self
     }
 
     /// The request facts, once headers were seen and the request is one this filter handles.
@@ -933,7 +944,12 @@ impl<F: GuardFilter> GuardStream<F> {
         self.with_cx(host, |f, cx| f.on_done(cx));
         if let Some(info) = self.info.as_ref() {
             let rec = &info.record;
-            host.set_property(&[&format!("guard_{}", F::NAME)], &rec.to_json());
+            let json = rec.to_json();
+            let sealed = match self.chain.as_ref().and_then(|c| c.try_borrow_mut().ok()) {
+                Some(mut chain) => chain.seal(&json),
+                None => json,
+            };
+            host.set_property(&[&format!("guard_{}", F::NAME)], &sealed);
             let reason = rec.reasons.first().map_or("none", String::as_str);
             self.metrics.count_decision(F::NAME, rec.decision, reason);
         }

@@ -10,9 +10,11 @@
 use crate::driver::{Action, GuardFilter, GuardStream};
 use crate::host::{Dir, Host, LogLevel, MetricKind};
 use crate::metrics::Metrics;
+use guard_core::audit::Chain;
 use guard_core::config::FilterConfig;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
+use std::cell::RefCell;
 use std::ptr::{null, null_mut};
 use std::rc::Rc;
 
@@ -361,6 +363,16 @@ impl Host for WasmHost {
 }
 
 /// Register the root context of filter `F` (call from the module's `_initialize`).
+/// A chain id: the filter name and 64 random bits (WASI `random_get` through the std hasher
+/// keys) mixed with the clock.
+fn chain_id(filter: &str, now: u64) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(now);
+    h.write(filter.as_bytes());
+    format!("{filter}-{:016x}", h.finish())
+}
+
 pub fn register<F: GuardFilter>() {
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::<F>::new()) });
 }
@@ -369,6 +381,8 @@ struct Root<F: GuardFilter> {
     config: Option<Rc<FilterConfig<F::Compiled>>>,
     shared: Option<Rc<F::Shared>>,
     metrics: Rc<Metrics>,
+    /// The VM's audit chain, new at each configuration load.
+    chain: Option<Rc<RefCell<Chain>>>,
 }
 
 impl<F: GuardFilter> Root<F> {
@@ -377,6 +391,7 @@ impl<F: GuardFilter> Root<F> {
             config: None,
             shared: None,
             metrics: Rc::new(Metrics::new(Rc::new(WasmHost))),
+            chain: None,
         }
     }
 }
@@ -435,6 +450,21 @@ impl<F: GuardFilter> RootContext for Root<F> {
                         config.version
                     ),
                 );
+                let chain = Chain::from_env(chain_id(F::NAME, WasmHost.now_nanos()));
+                WasmHost.log(
+                    LogLevel::Info,
+                    &format!(
+                        "guard {}: audit chain {} ({})",
+                        F::NAME,
+                        chain.id(),
+                        if chain.signed() {
+                            "signed"
+                        } else {
+                            "unsigned: no GUARD_AUDIT_KEY in the VM environment"
+                        }
+                    ),
+                );
+                self.chain = Some(Rc::new(RefCell::new(chain)));
                 self.config = Some(Rc::new(config));
                 self.shared = Some(Rc::new(shared));
                 true
@@ -453,11 +483,14 @@ impl<F: GuardFilter> RootContext for Root<F> {
         // Never return None (Envoy would fail the stream oddly): a VM without a valid config
         // gets a context that refuses every request (fail closed).
         let stream = match (&self.config, &self.shared) {
-            (Some(c), Some(s)) => Some(GuardStream::<F>::new(
-                Rc::clone(c),
-                Rc::clone(s),
-                Rc::clone(&self.metrics),
-            )),
+            (Some(c), Some(s)) => {
+                let stream =
+                    GuardStream::<F>::new(Rc::clone(c), Rc::clone(s), Rc::clone(&self.metrics));
+                Some(match &self.chain {
+                    Some(chain) => stream.with_chain(Rc::clone(chain)),
+                    None => stream,
+                })
+            }
             _ => None,
         };
         Some(Box::new(Http { stream }))
