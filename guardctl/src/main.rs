@@ -14,6 +14,8 @@
 //! guardctl audit verify FILE              check the audit records' HMAC chains in an access log
 //!                                         (key from GUARD_AUDIT_KEY; exit 1 when a record was
 //!                                         edited, dropped or reordered)
+//! guardctl replay FILE [--config FILE]... re-run captured records (key from GUARD_CAPTURE_KEY),
+//!                                         print decision paths, exit 1 when a decision differs
 //! ```
 //!
 //! Without `--config`, the policy is the default shipped in `envoy/policies/`. `--config` takes a
@@ -35,11 +37,12 @@ use std::process::ExitCode;
 
 mod eval;
 mod eval_pii;
+mod replay;
 mod schema;
 mod synthetic;
 mod train;
 
-const USAGE: &str = "usage: guardctl <lint FILE | injection [--config FILE] [--source user|tool|document] | pii [--config FILE] | schema --schema FILE | segments [--api SHAPE] | train-injection [--data DIR] [--out FILE] | eval-injection [--data DIR] [--split test|train] [--config FILE] [--json] | eval-pii [--data DIR] [--split test|train] [--config FILE] [--errors] [--json] | schema-suite [--data DIR] [--failures] | audit verify FILE>";
+const USAGE: &str = "usage: guardctl <lint FILE | injection [--config FILE] [--source user|tool|document] | pii [--config FILE] | schema --schema FILE | segments [--api SHAPE] | train-injection [--data DIR] [--out FILE] | eval-injection [--data DIR] [--split test|train] [--config FILE] [--json] | eval-pii [--data DIR] [--split test|train] [--config FILE] [--errors] [--json] | schema-suite [--data DIR] [--failures] | audit verify FILE | replay FILE [--config FILE]...>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -67,6 +70,7 @@ fn run(args: &[String]) -> anyhow::Result<()> {
         Some("eval-pii") => eval_pii::run(args.get(1..).unwrap_or_default()),
         Some("schema") => schema::run(args.get(1..).unwrap_or_default(), USAGE),
         Some("schema-suite") => schema::suite(args.get(1..).unwrap_or_default(), USAGE),
+        Some("replay") => replay::run(args.get(1..).unwrap_or_default(), USAGE),
         Some("audit") => match args.get(1..) {
             Some([verb, file]) if verb == "verify" => audit_verify(file),
             _ => anyhow::bail!("{USAGE}"),

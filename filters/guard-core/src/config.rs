@@ -73,6 +73,11 @@ pub struct CommonPolicy {
     pub max_sse_event_bytes: u64,
     /// Remove `accept-encoding` from requests so that answers come back uncompressed.
     pub request_identity_encoding: bool,
+    /// Put the bodies this filter judged (request, answer; size-capped) into its audit record,
+    /// encrypted under the VM's `GUARD_CAPTURE_KEY`, for `guardctl replay`.
+    pub capture: bool,
+    /// Most bytes of each body captured.
+    pub capture_max_bytes: u64,
 }
 
 impl Default for CommonPolicy {
@@ -83,16 +88,23 @@ impl Default for CommonPolicy {
             max_response_body_bytes: DEFAULT_MAX_RESPONSE_BODY_BYTES,
             max_sse_event_bytes: DEFAULT_MAX_SSE_EVENT_BYTES,
             request_identity_encoding: true,
+            capture: false,
+            capture_max_bytes: DEFAULT_CAPTURE_MAX_BYTES,
         }
     }
 }
 
-const COMMON_FIELDS: [&str; 5] = [
+/// Default cap on each captured body.
+pub const DEFAULT_CAPTURE_MAX_BYTES: u64 = 64 * 1024;
+
+const COMMON_FIELDS: [&str; 7] = [
     "failure_policy",
     "max_request_body_bytes",
     "max_response_body_bytes",
     "max_sse_event_bytes",
     "request_identity_encoding",
+    "capture",
+    "capture_max_bytes",
 ];
 
 /// How API shapes are recognised.

@@ -34,6 +34,7 @@
 pub mod api;
 pub mod audit;
 pub mod body;
+pub mod capture;
 pub mod config;
 pub mod error;
 pub mod holdback;

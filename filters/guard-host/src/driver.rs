@@ -21,6 +21,7 @@ use crate::host::{header_str, Dir, Host, LogLevel};
 use crate::metrics::Metrics;
 use guard_core::api::ApiShape;
 use guard_core::audit::Chain;
+use guard_core::capture::Sealer;
 use guard_core::config::{FailurePolicy, FilterConfig, Policy};
 use guard_core::error::{Error, ErrorKind, Result};
 use guard_core::verdict::{AuditRecord, Decision, LocalReply};
@@ -235,6 +236,12 @@ pub struct GuardStream<F: GuardFilter> {
     local_reply_sent: bool,
     /// The VM's audit chain: records are sealed (chain id, sequence number, MAC) when set.
     chain: Option<Rc<RefCell<Chain>>>,
+    /// The VM's capture sealer (None: no `GUARD_CAPTURE_KEY`).
+    sealer: Option<Rc<RefCell<Sealer>>>,
+    /// Bodies as this filter judged them, when the policy captures (capped).
+    cap_req: Vec<u8>,
+    cap_resp: Vec<u8>,
+    cap_truncated: bool,
 }
 
 impl<F: GuardFilter> GuardStream<F> {
@@ -257,7 +264,38 @@ impl<F: GuardFilter> GuardStream<F> {
             recorded: false,
             local_reply_sent: false,
             chain: None,
+            sealer: None,
+            cap_req: Vec::new(),
+            cap_resp: Vec::new(),
+            cap_truncated: false,
         }
+    }
+
+    /// Encrypt captures with the VM's sealer.
+    pub fn with_sealer(mut self, sealer: Option<Rc<RefCell<Sealer>>>) -> Self {
+        self.sealer = sealer;
+        self
+    }
+
+    /// Keep (a capped copy of) a body for the capture, when the policy captures.
+    fn capture(&mut self, response: bool, bytes: &[u8]) {
+        let Some(info) = self.info.as_ref() else {
+            return;
+        };
+        if !info.policy.common.capture {
+            return;
+        }
+        let max = usize::try_from(info.policy.common.capture_max_bytes).unwrap_or(usize::MAX);
+        let buf = if response {
+            &mut self.cap_resp
+        } else {
+            &mut self.cap_req
+        };
+        let room = max.saturating_sub(buf.len());
+        if bytes.len() > room {
+            self.cap_truncated = true;
+        }
+        buf.extend_from_slice(bytes.get(..room.min(bytes.len())).unwrap_or_default());
     }
 
     /// Seal this stream's record into the VM's audit chain.
@@ -434,6 +472,7 @@ impl<F: GuardFilter> GuardStream<F> {
                 }
             }
         }
+        self.capture(false, &body);
         let outcome = self.with_cx(host, |f, cx| f.on_request_body(cx, &body));
         self.buf = body;
         match outcome {
@@ -715,6 +754,7 @@ impl<F: GuardFilter> GuardStream<F> {
     fn finish_response_body(&mut self, host: &dyn Host, hold: bool, body_size: usize) -> Action {
         self.resp = RespState::Done;
         let body = std::mem::take(&mut self.buf);
+        self.capture(true, &body);
         let outcome = self.with_cx(host, |f, cx| f.on_response_body(cx, &body));
         self.buf = body;
         let action = match outcome {
@@ -786,6 +826,7 @@ impl<F: GuardFilter> GuardStream<F> {
         };
         let mut out = std::mem::take(&mut self.out);
         out.clear();
+        self.capture(true, &chunk);
         let mut result = self
             .with_cx(host, |f, cx| f.on_stream_chunk(cx, &chunk, &mut out))
             .unwrap_or(Ok(Chunk::Pass));
@@ -942,6 +983,7 @@ impl<F: GuardFilter> GuardStream<F> {
             info.end_ns = Some(now);
         }
         self.with_cx(host, |f, cx| f.on_done(cx));
+        self.seal_capture();
         if let Some(info) = self.info.as_ref() {
             let rec = &info.record;
             let json = rec.to_json();
@@ -953,6 +995,29 @@ impl<F: GuardFilter> GuardStream<F> {
             let reason = rec.reasons.first().map_or("none", String::as_str);
             self.metrics.count_decision(F::NAME, rec.decision, reason);
         }
+    }
+
+    /// Put the encrypted capture into the record (policies with `capture: true`).
+    fn seal_capture(&mut self) {
+        let Some(info) = self.info.as_mut() else {
+            return;
+        };
+        if !info.policy.common.capture {
+            return;
+        }
+        let value = match self.sealer.as_ref().and_then(|s| s.try_borrow_mut().ok()) {
+            Some(mut sealer) => {
+                let plain = serde_json::json!({
+                    "api": info.api.map(ApiShape::as_str),
+                    "request": String::from_utf8_lossy(&self.cap_req),
+                    "response": String::from_utf8_lossy(&self.cap_resp),
+                    "truncated": self.cap_truncated,
+                });
+                sealer.seal(plain.to_string().as_bytes())
+            }
+            None => Value::String("unavailable: no GUARD_CAPTURE_KEY in the VM".into()),
+        };
+        info.record.extra.insert("capture".into(), value);
     }
 
     /// The host is done with the stream (also after resets): make sure the record exists.

@@ -11,6 +11,7 @@ use crate::driver::{Action, GuardFilter, GuardStream};
 use crate::host::{Dir, Host, LogLevel, MetricKind};
 use crate::metrics::Metrics;
 use guard_core::audit::Chain;
+use guard_core::capture::Sealer;
 use guard_core::config::FilterConfig;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
@@ -373,6 +374,14 @@ fn chain_id(filter: &str, now: u64) -> String {
     format!("{filter}-{:016x}", h.finish())
 }
 
+/// 64 random bits (WASI `random_get` through the std hasher keys).
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u8(0);
+    h.finish()
+}
+
 pub fn register<F: GuardFilter>() {
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::<F>::new()) });
 }
@@ -383,6 +392,8 @@ struct Root<F: GuardFilter> {
     metrics: Rc<Metrics>,
     /// The VM's audit chain, new at each configuration load.
     chain: Option<Rc<RefCell<Chain>>>,
+    /// The VM's capture sealer (from `GUARD_CAPTURE_KEY`).
+    sealer: Option<Rc<RefCell<Sealer>>>,
 }
 
 impl<F: GuardFilter> Root<F> {
@@ -392,6 +403,7 @@ impl<F: GuardFilter> Root<F> {
             shared: None,
             metrics: Rc::new(Metrics::new(Rc::new(WasmHost))),
             chain: None,
+            sealer: None,
         }
     }
 }
@@ -465,6 +477,11 @@ impl<F: GuardFilter> RootContext for Root<F> {
                     ),
                 );
                 self.chain = Some(Rc::new(RefCell::new(chain)));
+                if self.sealer.is_none() {
+                    let prefix = u32::try_from(WasmHost.now_nanos() & 0xffff_ffff).unwrap_or(0)
+                        ^ u32::try_from(random_u64() & 0xffff_ffff).unwrap_or(0);
+                    self.sealer = Sealer::from_env(prefix).map(|s| Rc::new(RefCell::new(s)));
+                }
                 self.config = Some(Rc::new(config));
                 self.shared = Some(Rc::new(shared));
                 true
@@ -486,6 +503,7 @@ impl<F: GuardFilter> RootContext for Root<F> {
             (Some(c), Some(s)) => {
                 let stream =
                     GuardStream::<F>::new(Rc::clone(c), Rc::clone(s), Rc::clone(&self.metrics));
+                let stream = stream.with_sealer(self.sealer.clone());
                 Some(match &self.chain {
                     Some(chain) => stream.with_chain(Rc::clone(chain)),
                     None => stream,
