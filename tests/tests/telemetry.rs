@@ -24,7 +24,7 @@ const PLUGIN_CONFIG: &str = r#"{
   "route_policies": {"closed": "closed", "open": "open"},
   "route_metadata_namespace": "llm_guard",
   "policies": {
-    "default": {"failure_policy": "fail_open"},
+    "default": {"failure_policy": "fail_open", "tenant": {"claim": "org.id", "header": "x-tenant", "allowed": ["acme", "globex"], "max_labels": 8}},
     "closed": {"failure_policy": "fail_closed", "max_request_body_bytes": 2048, "max_response_body_bytes": 4096},
     "open": {"failure_policy": "fail_open", "max_request_body_bytes": 2048, "max_response_body_bytes": 4096}
   }
@@ -183,7 +183,7 @@ async fn every_api_shape_streamed_and_not() -> anyhow::Result<()> {
         ("anthropic_messages", "claude-sonnet-4-5"),
     ] {
         let want = format!(
-            "guard_requests{{guard_filter=\"llm_telemetry\",api=\"{api}\",model=\"{model}\"}} 2"
+            "guard_requests{{guard_filter=\"llm_telemetry\",api=\"{api}\",model=\"{model}\",tenant=\"none\"}} 2"
         );
         assert!(prom.contains(&want), "missing {want}:\n{prom}");
     }
@@ -535,6 +535,64 @@ async fn identity_from_jwt_claims_and_trusted_header() -> anyhow::Result<()> {
     assert_eq!(
         env.audit_record("llm_telemetry", "id-hdr").await?["identity"],
         "bob"
+    );
+    env.finish();
+    Ok(())
+}
+
+/// The tenant label: from a verified claim, else the trusted header; bounded by the allow-list
+/// (`other`), `none` without one.
+#[tokio::test]
+async fn tenant_label_from_claim_or_header_bounded() -> anyhow::Result<()> {
+    let env = start().await?;
+    let token = jwt(
+        &json!({"iss":"https://issuer.test","sub":"carol","org":{"id":"acme"},"exp": 4_102_444_800u64}),
+    );
+    let sends: [(&str, Option<String>, Option<&str>); 4] = [
+        ("t-claim", Some(format!("Bearer {token}")), None),
+        ("t-header", None, Some("globex")),
+        ("t-unlisted", None, Some("evil-co")),
+        ("t-none", None, None),
+    ];
+    for (id, auth, tenant) in &sends {
+        let mut req = env
+            .client()
+            .post("/v1/chat/completions", chat("hello tenant", false))
+            .header("x-request-id", *id);
+        if let Some(a) = auth {
+            req = req.header("authorization", a.as_str());
+        }
+        if let Some(t) = tenant {
+            req = req.header("x-tenant", *t);
+        }
+        let resp = req.send().await?;
+        assert_eq!(resp.status, 200, "{id}: {}", resp.text());
+    }
+    assert_eq!(
+        env.audit_record("llm_telemetry", "t-claim").await?["tenant"],
+        "acme"
+    );
+    assert_eq!(
+        env.audit_record("llm_telemetry", "t-header").await?["tenant"],
+        "globex"
+    );
+    let prom = env
+        .wait_prometheus(|t| {
+            ["acme", "globex", "other", "none"]
+                .iter()
+                .all(|l| t.contains(&format!("tenant=\"{l}\"")))
+        })
+        .await?;
+    for l in ["acme", "globex", "other", "none"] {
+        let line = prom
+            .lines()
+            .find(|x| x.starts_with("guard_requests{") && x.contains(&format!("tenant=\"{l}\"")))
+            .unwrap_or_else(|| panic!("no guard_requests for tenant {l}:\n{prom}"));
+        assert!(line.ends_with(" 1"), "{line}");
+    }
+    assert!(
+        !prom.contains("evil-co"),
+        "an unlisted tenant got its own label"
     );
     env.finish();
     Ok(())

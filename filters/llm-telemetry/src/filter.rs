@@ -29,6 +29,35 @@ pub struct Settings {
     pub models: Vec<String>,
     /// Most distinct model labels per VM; later ones count as `other`. Default 32.
     pub max_model_labels: usize,
+    /// Where the tenant label comes from (none: every request counts as tenant `none`).
+    pub tenant: TenantSettings,
+}
+
+/// The tenant of a request, for the `tenant` metric label: a claim of the caller's verified
+/// identity (`jwt_authn`), else a trusted request header set by an auth filter earlier in the
+/// chain. Bounded like models: an allow-list and a label budget, `other` beyond.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantSettings {
+    /// Claim path in the JWT payload, dot-separated (`org.id`).
+    pub claim: Option<String>,
+    /// Trusted request header.
+    pub header: Option<String>,
+    /// Tenants that get their own label (exact, or a prefix ending in `*`). Default `["*"]`.
+    pub allowed: Vec<String>,
+    /// Most distinct tenant labels per VM. Default 64.
+    pub max_labels: usize,
+}
+
+impl Default for TenantSettings {
+    fn default() -> Self {
+        TenantSettings {
+            claim: None,
+            header: None,
+            allowed: vec!["*".to_string()],
+            max_labels: 64,
+        }
+    }
 }
 
 impl Default for Settings {
@@ -37,6 +66,7 @@ impl Default for Settings {
             inject_stream_usage: true,
             models: vec!["*".to_string()],
             max_model_labels: 32,
+            tenant: TenantSettings::default(),
         }
     }
 }
@@ -45,6 +75,7 @@ impl Default for Settings {
 pub struct Shared {
     metrics: Rc<Metrics>,
     labels: RefCell<BTreeSet<String>>,
+    tenants: RefCell<BTreeSet<String>>,
 }
 
 pub const NAME: &str = "llm_telemetry";
@@ -52,6 +83,7 @@ pub const NAME: &str = "llm_telemetry";
 /// Per-stream state.
 pub struct Telemetry {
     model: Option<String>,
+    tenant: Option<String>,
     streamed_request: bool,
     usage_injected: bool,
     usage: Option<Usage>,
@@ -84,6 +116,26 @@ impl GuardFilter for Telemetry {
                 )));
             }
         }
+        for (i, m) in settings.tenant.allowed.iter().enumerate() {
+            if m.is_empty() || m.trim_end_matches('*').contains('*') {
+                return Err(Error::config(format!(
+                    "{path}/tenant/allowed/{i}: {m:?} is not a tenant or a prefix ending in '*'"
+                )));
+            }
+        }
+        if settings.tenant.max_labels > 1000 {
+            return Err(Error::config(format!(
+                "{path}/tenant/max_labels: {} is above the maximum 1000",
+                settings.tenant.max_labels
+            )));
+        }
+        if let Some(h) = &settings.tenant.header {
+            if h.is_empty() || h.bytes().any(|b| b.is_ascii_uppercase() || b == b' ') {
+                return Err(Error::config(format!(
+                    "{path}/tenant/header: {h:?} is not a lower-case header name"
+                )));
+            }
+        }
         Ok(settings)
     }
 
@@ -91,12 +143,14 @@ impl GuardFilter for Telemetry {
         Shared {
             metrics: Rc::clone(metrics),
             labels: RefCell::new(BTreeSet::new()),
+            tenants: RefCell::new(BTreeSet::new()),
         }
     }
 
     fn new_stream() -> Self {
         Telemetry {
             model: None,
+            tenant: None,
             streamed_request: false,
             usage_injected: false,
             usage: None,
@@ -114,6 +168,7 @@ impl GuardFilter for Telemetry {
         };
         let mut req = RequestBody::parse(api, body)?;
         self.model = req.model().map(str::to_string);
+        self.tenant = tenant_of(cx);
         self.streamed_request = req.is_stream();
         let inject = cx.settings().inject_stream_usage
             && api == ApiShape::OpenAiChat
@@ -242,7 +297,10 @@ impl GuardFilter for Telemetry {
         let api = cx.api().map_or("unknown", ApiShape::as_str);
         let model = self.model.clone().unwrap_or_default();
         let model_label = cx.shared.model_label(&model, cx.settings());
-        let base = format!("guard.{NAME}.api.{api}.model.{model_label}");
+        let tenant_label = cx
+            .shared
+            .tenant_label(self.tenant.as_deref(), &cx.settings().tenant);
+        let base = format!("guard.{NAME}.api.{api}.model.{model_label}.tenant.{tenant_label}");
         let m = &cx.shared.metrics;
         m.counter(&format!("{base}.requests"), 1);
         let rec = &mut cx.info.record;
@@ -267,6 +325,9 @@ impl GuardFilter for Telemetry {
         if !model.is_empty() {
             rec.extra.insert("model".into(), json!(model));
         }
+        if let Some(t) = &self.tenant {
+            rec.extra.insert("tenant".into(), json!(t));
+        }
         rec.extra
             .insert("stream".into(), json!(self.streamed_request));
         if let Some(s) = cx.info.response_status {
@@ -275,7 +336,61 @@ impl GuardFilter for Telemetry {
     }
 }
 
+/// The request's tenant: the configured claim of the verified identity, else the trusted header.
+fn tenant_of(cx: &Cx<'_, Telemetry>) -> Option<String> {
+    let t = &cx.settings().tenant;
+    if let (Some(path), Some(id)) = (&t.claim, &cx.info.identity) {
+        let mut cur = &id.claims;
+        let mut found = true;
+        for part in path.split('.') {
+            match cur.get(part) {
+                Some(v) => cur = v,
+                None => {
+                    found = false;
+                    break;
+                }
+            }
+        }
+        if found {
+            match cur {
+                Value::String(s) if !s.is_empty() => return Some(s.clone()),
+                Value::Number(n) => return Some(n.to_string()),
+                _ => {}
+            }
+        }
+    }
+    let h = t.header.as_ref()?;
+    let v = cx.host.header(Dir::Request, h)?;
+    let v = String::from_utf8_lossy(&v).trim().to_string();
+    (!v.is_empty()).then_some(v)
+}
+
 impl Shared {
+    /// The metric label for a tenant: `none` without one, itself if allowed and within the
+    /// label budget, else `other`.
+    fn tenant_label(&self, tenant: Option<&str>, t: &TenantSettings) -> String {
+        let Some(tenant) = tenant else {
+            return "none".to_string();
+        };
+        let allowed = t.allowed.iter().any(|p| match p.strip_suffix('*') {
+            Some(prefix) => tenant.starts_with(prefix),
+            None => p == tenant,
+        });
+        if !allowed {
+            return "other".to_string();
+        }
+        let l = label(tenant);
+        let mut labels = self.tenants.borrow_mut();
+        if labels.contains(&l) {
+            return l;
+        }
+        if labels.len() >= t.max_labels {
+            return "other".to_string();
+        }
+        labels.insert(l.clone());
+        l
+    }
+
     /// The metric label for a model: itself if allowed and within the label budget, else
     /// `other`.
     fn model_label(&self, model: &str, settings: &Settings) -> String {
