@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ENVOY_VERSION="1.40.0"
-APT_PACKAGES=(curl)
+APT_PACKAGES=(curl prometheus)
 
 log() { printf 'setup: %s\n' "$*"; }
 

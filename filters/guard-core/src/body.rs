@@ -48,6 +48,8 @@ type Obj = Map<String, Value>;
 pub struct Usage {
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// Reasoning tokens (part of the output) where the provider reports them; 0 otherwise.
+    pub reasoning_tokens: u64,
 }
 
 /// A tool the caller declared, with the JSON Schema of its arguments when it has one (custom /
@@ -294,6 +296,7 @@ impl ResponseBody {
         Some(Usage {
             input_tokens: input.unwrap_or(0),
             output_tokens: output.unwrap_or(0),
+            reasoning_tokens: crate::stream::reasoning_tokens(&Value::Object(u.clone())),
         })
     }
 

@@ -396,6 +396,7 @@ impl StreamDecoder {
                     out.push(Delta::Usage(Usage {
                         input_tokens: self.input_tokens,
                         output_tokens: u64_of(u, "output_tokens").unwrap_or(0),
+                        reasoning_tokens: 0,
                     }));
                 }
             }
@@ -508,6 +509,7 @@ impl StreamDecoder {
                     out.push(Delta::Usage(Usage {
                         input_tokens: self.input_tokens,
                         output_tokens: u64_of(u, "output_tokens").unwrap_or(0),
+                        reasoning_tokens: 0,
                     }));
                 }
             }
@@ -669,6 +671,19 @@ fn u64_of(v: &Value, key: &str) -> Option<u64> {
     v.get(key).and_then(Value::as_u64)
 }
 
+/// Reasoning tokens where the provider reports them (OpenAI Chat
+/// `completion_tokens_details.reasoning_tokens`, Responses `output_tokens_details.reasoning_tokens`).
+pub(crate) fn reasoning_tokens(u: &Value) -> u64 {
+    ["completion_tokens_details", "output_tokens_details"]
+        .iter()
+        .find_map(|k| {
+            u.get(*k)
+                .and_then(|d| d.get("reasoning_tokens"))
+                .and_then(Value::as_u64)
+        })
+        .unwrap_or(0)
+}
+
 fn usage_of(u: &Value, input: &str, output: &str) -> Option<Usage> {
     if !u.is_object() {
         return None;
@@ -676,6 +691,7 @@ fn usage_of(u: &Value, input: &str, output: &str) -> Option<Usage> {
     Some(Usage {
         input_tokens: u64_of(u, input).unwrap_or(0),
         output_tokens: u64_of(u, output).unwrap_or(0),
+        reasoning_tokens: reasoning_tokens(u),
     })
 }
 
@@ -926,6 +942,7 @@ mod tests {
                     Delta::Usage(Usage {
                         input_tokens: 3,
                         output_tokens: 1,
+                        reasoning_tokens: 0,
                     }),
                     Delta::Done,
                 ],
@@ -960,6 +977,7 @@ mod tests {
                     Delta::Usage(Usage {
                         input_tokens: 9,
                         output_tokens: 1,
+                        reasoning_tokens: 0,
                     }),
                     Delta::Finish {
                         choice: 0,
@@ -968,6 +986,7 @@ mod tests {
                     Delta::Usage(Usage {
                         input_tokens: 9,
                         output_tokens: 5,
+                        reasoning_tokens: 0,
                     }),
                     Delta::Done,
                 ],

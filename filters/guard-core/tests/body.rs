@@ -1219,6 +1219,7 @@ fn model_stream_usage_error() {
             Some(Usage {
                 input_tokens: 10,
                 output_tokens: 5,
+                reasoning_tokens: 0,
             }),
             false,
         ),
@@ -1229,6 +1230,7 @@ fn model_stream_usage_error() {
             Some(Usage {
                 input_tokens: 7,
                 output_tokens: 3,
+                reasoning_tokens: 0,
             }),
             false,
         ),
@@ -1240,6 +1242,7 @@ fn model_stream_usage_error() {
             Some(Usage {
                 input_tokens: 1104,
                 output_tokens: 9,
+                reasoning_tokens: 0,
             }),
             false,
         ),
@@ -1250,6 +1253,7 @@ fn model_stream_usage_error() {
             Some(Usage {
                 input_tokens: u64::MAX,
                 output_tokens: 1,
+                reasoning_tokens: 0,
             }),
             false,
         ),

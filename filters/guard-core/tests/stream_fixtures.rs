@@ -64,6 +64,13 @@ fn choice(
     }
 }
 
+fn with_reasoning(mut a: Assembled, n: u64) -> Assembled {
+    if let Some(u) = a.usage.as_mut() {
+        u.reasoning_tokens = n;
+    }
+    a
+}
+
 fn assembled(
     model: &str,
     choices: Vec<AssembledChoice>,
@@ -77,6 +84,7 @@ fn assembled(
         usage: usage.map(|(i, o)| Usage {
             input_tokens: i,
             output_tokens: o,
+            reasoning_tokens: 0,
         }),
         done,
         error: error.map(str::to_string),
@@ -148,12 +156,16 @@ fn cases() -> Vec<Case> {
         Case {
             file: "openai_chat_reasoning.sse",
             shape: OpenAiChat,
-            want: assembled(
-                "deepseek-reasoner",
-                vec![choice("2 + 2 = 4.", "Okay, the user asks 2+2. That is 4.", "", vec![], Some("stop"))],
-                Some((14, 52)),
-                true,
-                None,
+            // The usage reports 40 reasoning tokens (`completion_tokens_details`).
+            want: with_reasoning(
+                assembled(
+                    "deepseek-reasoner",
+                    vec![choice("2 + 2 = 4.", "Okay, the user asks 2+2. That is 4.", "", vec![], Some("stop"))],
+                    Some((14, 52)),
+                    true,
+                    None,
+                ),
+                40,
             ),
             usage_chunks: 0,
         },

@@ -307,6 +307,11 @@ impl GuardFilter for Telemetry {
         if let Some(u) = self.usage {
             m.counter(&format!("{base}.tokens_in"), u.input_tokens);
             m.counter(&format!("{base}.tokens_out"), u.output_tokens);
+            if u.reasoning_tokens > 0 {
+                m.counter(&format!("{base}.reasoning_tokens"), u.reasoning_tokens);
+                rec.extra
+                    .insert("reasoning_tokens".into(), json!(u.reasoning_tokens));
+            }
             rec.extra.insert("tokens_in".into(), json!(u.input_tokens));
             rec.extra
                 .insert("tokens_out".into(), json!(u.output_tokens));
