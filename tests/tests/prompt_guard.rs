@@ -294,6 +294,10 @@ async fn grey_zone_asks_a_second_opinion_only_for_grey_scores() -> anyhow::Resul
     assert_eq!(callouts(&env), 1);
     let rec = env.audit_record("prompt_guard", "grey-ok").await?;
     assert_eq!(rec["second_opinion"], "benign", "{rec}");
+    assert!(
+        rec["second_opinion_ms"].is_u64(),
+        "call-out latency recorded: {rec}"
+    );
 
     // Grey, and the classifier says injection: blocked.
     env.upstream.clear();

@@ -1437,32 +1437,49 @@ fn inside_longer_number(text: &str, start: usize) -> bool {
     matches!(sep, Some(b'-' | b'/')) && digit.is_some_and(u8::is_ascii_digit)
 }
 
-/// The candidate sits in a run of space-separated digit groups with more than 19 digits in all
-/// (tracking numbers `9400 4514 1849 8086 3169 38`): no phone or card inside it.
+/// The candidate sits in a run of space-separated digit groups of 3 or more digits with more
+/// than 19 digits in all (tracking numbers `9400 4514 1849 8086 3169 38`): no phone or card
+/// inside it. Short numbers next to it (`12 4111 ...`) are separate quantities, not part of it.
 fn in_long_digit_run(text: &str, start: usize) -> bool {
     let b = text.as_bytes();
-    let is_part = |i: usize| {
-        b.get(i).is_some_and(u8::is_ascii_digit)
-            || (b.get(i) == Some(&b' ')
-                && i > 0
-                && b.get(i - 1).is_some_and(u8::is_ascii_digit)
-                && b.get(i + 1).is_some_and(u8::is_ascii_digit))
-    };
+    let digit = |i: usize| b.get(i).is_some_and(u8::is_ascii_digit);
+    // The candidate's own group.
+    let mut hi = start;
+    while digit(hi) {
+        hi += 1;
+    }
+    let mut total = hi - start;
+    // Groups to the left.
     let mut lo = start;
-    while lo > 0 && is_part(lo - 1) {
-        lo -= 1;
+    while lo >= 2 && b.get(lo - 1) == Some(&b' ') && digit(lo - 2) {
+        let end = lo - 1;
+        let mut s0 = end;
+        while s0 > 0 && digit(s0 - 1) {
+            s0 -= 1;
+        }
+        if end - s0 < 3 || (s0 > 0 && b.get(s0 - 1) == Some(&b'+')) {
+            break;
+        }
+        total += end - s0;
+        lo = s0;
     }
     if lo > 0 && b.get(lo - 1) == Some(&b'+') {
         return false;
     }
-    let mut hi = start;
-    while hi < b.len() && is_part(hi) {
-        hi += 1;
+    // Groups to the right.
+    while b.get(hi) == Some(&b' ') && digit(hi + 1) {
+        let s0 = hi + 1;
+        let mut e = s0;
+        while digit(e) {
+            e += 1;
+        }
+        if e - s0 < 3 {
+            break;
+        }
+        total += e - s0;
+        hi = e;
     }
-    let digits = b
-        .get(lo..hi)
-        .map_or(0, |r| r.iter().filter(|c| c.is_ascii_digit()).count());
-    digits > 19
+    total > 19
 }
 
 /// Separated card numbers are grouped as printed: 4-4-4-4(-1..3), 4-6-5 or 4-6-4.

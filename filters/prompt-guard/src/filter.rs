@@ -27,6 +27,8 @@ pub mod metric {
         format!("guard.prompt_guard.action.{action}.category.{category}.detections")
     }
     pub const SCAN_US: &str = "guard.prompt_guard.scan_us";
+    /// Second-opinion call-out latency (dispatch to answer or failure), milliseconds.
+    pub const SECOND_OPINION_MS: &str = "guard.prompt_guard.second_opinion_ms";
     pub const EXFIL_LINKS: &str = "guard.prompt_guard.answer.exfil_links";
     pub fn second_opinion(outcome: &str) -> String {
         format!("guard.prompt_guard.second_opinion.{outcome}.calls")
@@ -50,6 +52,8 @@ impl Shared {
 pub struct PromptGuard {
     /// The worst segment's scan, kept for the call-out decision and the record.
     worst: Option<(Source, Scan)>,
+    /// When the second-opinion call-out was asked for (ns).
+    callout_ns: Option<u64>,
     rewriter: Option<StreamRewriter>,
     exfil_found: usize,
     stopped: bool,
@@ -72,6 +76,10 @@ impl GuardFilter for PromptGuard {
 
     fn init_shared(metrics: &Rc<Metrics>, _config: &FilterConfig<Compiled>) -> Shared {
         metrics.define(guard_host::host::MetricKind::Histogram, metric::SCAN_US);
+        metrics.define(
+            guard_host::host::MetricKind::Histogram,
+            metric::SECOND_OPINION_MS,
+        );
         Shared {
             metrics: Rc::clone(metrics),
             scratch: ScratchPool::default(),
@@ -81,6 +89,7 @@ impl GuardFilter for PromptGuard {
     fn new_stream() -> Self {
         PromptGuard {
             worst: None,
+            callout_ns: None,
             rewriter: None,
             exfil_found: 0,
             stopped: false,
@@ -193,6 +202,7 @@ impl GuardFilter for PromptGuard {
                     SecondOpinionKind::Classifier => "/classify".into(),
                 });
                 self.worst = Some((source, scan));
+                self.callout_ns = Some(cx.host.now_nanos());
                 return Ok(Outcome::CallOut(CallOut {
                     cluster: so.cluster.clone(),
                     authority: so.authority.clone().unwrap_or_else(|| so.cluster.clone()),
@@ -211,6 +221,14 @@ impl GuardFilter for PromptGuard {
     }
 
     fn on_callout(&mut self, cx: &mut Cx<'_, Self>, result: CallOutResult) -> Result<Outcome> {
+        if let Some(t0) = self.callout_ns.take() {
+            let ms = cx.host.now_nanos().saturating_sub(t0) / 1_000_000;
+            cx.shared.metrics.histogram(metric::SECOND_OPINION_MS, ms);
+            cx.info
+                .record
+                .extra
+                .insert("second_opinion_ms".into(), json!(ms));
+        }
         let Some((source, scan)) = self.worst.take() else {
             return Ok(Outcome::Continue);
         };
