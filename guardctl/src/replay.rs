@@ -17,6 +17,8 @@ use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::rc::Rc;
 
+type SchemaPolicy = Rc<guard_core::config::Policy<schema_guard::filter::Compiled>>;
+
 pub fn run(args: &[String], usage: &str) -> anyhow::Result<()> {
     let mut file: Option<&str> = None;
     let mut configs: Vec<&str> = Vec::new();
@@ -40,17 +42,26 @@ pub fn run(args: &[String], usage: &str) -> anyhow::Result<()> {
     })?;
     let mut pg: Option<Rc<PgEngine>> = None;
     let mut pii: Option<Rc<PiiEngine>> = None;
+    let mut sg: Option<SchemaPolicy> = None;
     for c in &configs {
         let bytes = std::fs::read(c).map_err(|e| anyhow::anyhow!("cannot read {c}: {e}"))?;
         if let Ok(e) = prompt_guard::engine::Engine::from_config_file(&bytes) {
             pg = Some(Rc::new(e));
-        } else {
-            let e = PiiEngine::from_config_file(&bytes).map_err(|e| {
-                anyhow::anyhow!("{c}: not a prompt-guard or pii-redact config: {e}")
-            })?;
+        } else if let Ok(e) = PiiEngine::from_config_file(&bytes) {
             pii = Some(e);
+        } else {
+            let cfg = schema_guard::filter::parse_config(&bytes).map_err(|e| {
+                anyhow::anyhow!("{c}: not a prompt-guard, pii-redact or schema-guard config: {e}")
+            })?;
+            sg = Some(cfg.select(None, None));
         }
     }
+    let sg = match sg {
+        Some(c) => c,
+        None => schema_guard::filter::parse_config(b"{}")
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .select(None, None),
+    };
     let pg = match pg {
         Some(e) => e,
         None => Rc::new(PgEngine::default_policy().map_err(|e| anyhow::anyhow!("{e}"))?),
@@ -89,6 +100,7 @@ pub fn run(args: &[String], usage: &str) -> anyhow::Result<()> {
                 .and_then(|plain| match filter {
                     "prompt_guard" => replay_prompt_guard(&pg, &rec, &plain),
                     "pii_redact" => replay_pii(&pii, &rec, &plain),
+                    "schema_guard" => replay_schema(&sg.settings, &rec, &plain),
                     other => Err(format!("records of {other} are not replayed")),
                 });
             let line = match result {
@@ -114,7 +126,7 @@ pub fn run(args: &[String], usage: &str) -> anyhow::Result<()> {
     )?;
     out.flush()?;
     if replayed == 0 {
-        anyhow::bail!("no captured prompt-guard or pii-redact records in {file}");
+        anyhow::bail!("no captured prompt-guard, pii-redact or schema-guard records in {file}");
     }
     if differ > 0 {
         std::process::exit(1);
@@ -263,6 +275,74 @@ fn replay_pii(engine: &PiiEngine, rec: &Value, plain: &Value) -> Result<Value, S
             json!({"recorded": recorded_counts, "replayed": counts}),
         );
         o.insert("path".into(), json!(path));
+    }
+    Ok(out)
+}
+
+/// schema-guard: the answer (non-streamed JSON or a captured stream) against what the request
+/// declared and the policy's schemas.
+fn replay_schema(
+    c: &schema_guard::filter::Compiled,
+    rec: &Value,
+    plain: &Value,
+) -> Result<Value, String> {
+    let req = request_of(plain)?;
+    let api = req.shape();
+    let request = plain
+        .get("request")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let hash = guard_core::config::hex_prefix(&Sha256::digest(request.as_bytes()), 8);
+    let (expect, unusable) = c.expect_for(&req);
+    let answer = plain
+        .get("response")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let (findings, streamed) = match guard_core::body::ResponseBody::parse(api, answer.as_bytes()) {
+        Ok(resp) => (expect.answer(&resp), false),
+        Err(_) if answer.trim().is_empty() => (Vec::new(), false),
+        Err(_) => {
+            let mut parser = guard_core::sse::SseParser::new(1 << 20);
+            let mut decoder = guard_core::stream::StreamDecoder::new(api);
+            let mut asm = guard_core::stream::StreamAssembler::new(1 << 24);
+            let mut events = Vec::new();
+            parser
+                .push(answer.as_bytes(), &mut |e| events.push(e))
+                .and_then(|()| parser.flush_unterminated(&mut |e| events.push(e)))
+                .map_err(|e| e.to_string())?;
+            let mut deltas = Vec::new();
+            for ev in &events {
+                deltas.clear();
+                if decoder.decode(ev, &mut deltas).is_ok() {
+                    for d in &deltas {
+                        asm.apply(d).map_err(|e| e.to_string())?;
+                    }
+                }
+            }
+            (expect.assembled(asm.result(), true), true)
+        }
+    };
+    let decision = if !unusable.is_empty()
+        && c.settings.on_invalid_schema == schema_guard::filter::OnInvalidSchema::Block
+    {
+        "block"
+    } else {
+        c.decision_for(&findings, streamed)
+    };
+    let mut out = base(rec, decision, rec.get("request_sha256"), &hash);
+    if let Some(o) = out.as_object_mut() {
+        let path: Vec<Value> = findings
+            .iter()
+            .map(|f| {
+                json!({"kind": f.kind.as_str(), "choice": f.choice, "tool": f.tool,
+                       "violations": f.violations.iter().map(|v| json!({"path": v.path, "message": v.message})).collect::<Vec<_>>()})
+            })
+            .collect();
+        o.insert("streamed".into(), json!(streamed));
+        o.insert("path".into(), json!(path));
+        if !unusable.is_empty() {
+            o.insert("unusable_schemas".into(), json!(unusable));
+        }
     }
     Ok(out)
 }

@@ -56,7 +56,20 @@ async fn replay_reproduces_decisions_and_shows_a_policy_diff() -> anyhow::Result
             .await?;
         assert_eq!(resp.status, status, "{id}: {}", resp.text());
     }
-    let lines = env.access_log(bodies.len()).await?;
+    // A structured output that fails its schema: schema-guard answers 502.
+    let schema =
+        json!({"type":"object","properties":{"age":{"type":"integer"}},"required":["age"]});
+    let body = json!({"model":"gpt-4o","messages":[{"role":"user","content":"How old?"}],
+        "response_format":{"type":"json_schema","json_schema":{"name":"p","schema":schema}}});
+    let resp = c
+        .post("/v1/chat/completions", body.to_string())
+        .header("x-request-id", "replay-schema")
+        .header("x-demo-scenario", "json")
+        .header("x-demo-json", r#"{"age":"three"}"#)
+        .send()
+        .await?;
+    assert_eq!(resp.status, 502, "{}", resp.text());
+    let lines = env.access_log(bodies.len() + 1).await?;
     // The capture is encrypted: no prompt text in the log.
     let text: Vec<String> = lines.iter().map(Value::to_string).collect();
     let log_text = text.join("\n");
@@ -75,7 +88,8 @@ async fn replay_reproduces_decisions_and_shows_a_policy_diff() -> anyhow::Result
     .await?;
     assert_eq!(code, 0, "{out:?}");
     let summary = out.last().unwrap();
-    assert_eq!(summary["summary"]["replayed"], 6, "{out:?}");
+    // Four requests, three filters each.
+    assert_eq!(summary["summary"]["replayed"], 12, "{out:?}");
     assert_eq!(summary["summary"]["differ"], 0, "{out:?}");
     for r in &out[..out.len() - 1] {
         assert_eq!(r["same"], true, "{r}");
@@ -89,6 +103,15 @@ async fn replay_reproduces_decisions_and_shows_a_policy_diff() -> anyhow::Result
     assert!(
         !blocked["path"][0]["rules"].as_array().unwrap().is_empty(),
         "{blocked}"
+    );
+    let schema_rec = out
+        .iter()
+        .find(|r| r["request_id"] == "replay-schema" && r["filter"] == "schema_guard")
+        .unwrap();
+    assert_eq!(schema_rec["replayed"], "block", "{schema_rec}");
+    assert_eq!(
+        schema_rec["path"][0]["violations"][0]["path"], "/age",
+        "{schema_rec}"
     );
     let redacted = out
         .iter()

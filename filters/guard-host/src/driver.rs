@@ -27,6 +27,7 @@ use guard_core::error::{Error, ErrorKind, Result};
 use guard_core::verdict::{AuditRecord, Decision, LocalReply};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -473,6 +474,13 @@ impl<F: GuardFilter> GuardStream<F> {
             }
         }
         self.capture(false, &body);
+        if let Some(info) = self.info.as_mut() {
+            // What this filter judged, for `guardctl replay` (never the text itself).
+            info.record.extra.insert(
+                "request_sha256".into(),
+                Value::String(guard_core::config::hex_prefix(&Sha256::digest(&body), 8)),
+            );
+        }
         let outcome = self.with_cx(host, |f, cx| f.on_request_body(cx, &body));
         self.buf = body;
         match outcome {

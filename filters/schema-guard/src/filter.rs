@@ -276,6 +276,67 @@ impl Compiled {
     }
 }
 
+impl Compiled {
+    /// What the answer to `req` must look like under this policy, and the request's schemas
+    /// that could not be compiled (as messages).
+    pub fn expect_for(&self, req: &RequestBody) -> (Expect, Vec<String>) {
+        let s = &self.settings;
+        let mut expect = Expect {
+            check_tools: s.tool_calls,
+            response: self.response.clone(),
+            ..Expect::default()
+        };
+        let mut unusable: Vec<String> = Vec::new();
+        let mut cache = match self.cache.try_borrow_mut() {
+            Ok(c) => c,
+            Err(_) => return (expect, vec!["schema cache busy".to_string()]),
+        };
+        for t in req.tools() {
+            let schema = match t.schema {
+                Some(sch) if s.tool_calls => match cache.get_or_compile(sch) {
+                    Ok(compiled) => Some(compiled),
+                    Err(e) => {
+                        unusable.push(format!("tool {:?}: {}", t.name, e.message()));
+                        None
+                    }
+                },
+                _ => None,
+            };
+            expect.tools.push(crate::check::DeclaredTool {
+                name: t.name.to_string(),
+                schema,
+            });
+        }
+        if s.structured_output {
+            if let Some(sch) = req.response_schema() {
+                match cache.get_or_compile(sch) {
+                    Ok(compiled) => expect.output = Some(compiled),
+                    Err(e) => unusable.push(format!("response format: {}", e.message())),
+                }
+            }
+        }
+        (expect, unusable)
+    }
+
+    /// The decision for findings on an answer (`block`, `flag`, `modify` for drops, `allow`).
+    pub fn decision_for(&self, findings: &[Finding], streamed: bool) -> &'static str {
+        if findings.is_empty() {
+            return "allow";
+        }
+        let actions: Vec<OnFailure> = findings
+            .iter()
+            .map(|f| self.settings.on_failure.for_kind(f.kind))
+            .collect();
+        if actions.iter().all(|a| *a == OnFailure::Flag) {
+            "flag"
+        } else if actions.contains(&OnFailure::Block) || streamed {
+            "block"
+        } else {
+            "modify"
+        }
+    }
+}
+
 /// Parse a whole schema-guard filter configuration (the same code as `on_configure`).
 pub fn parse_config(bytes: &[u8]) -> Result<FilterConfig<Compiled>> {
     FilterConfig::parse::<Settings, _>(bytes, FailurePolicy::FailClosed, Compiled::compile)
@@ -366,39 +427,7 @@ impl GuardFilter for SchemaGuard {
             }
         }
         // What the answer must look like.
-        let mut expect = Expect {
-            check_tools: s.tool_calls,
-            response: c.response.clone(),
-            ..Expect::default()
-        };
-        let mut unusable: Vec<String> = Vec::new();
-        {
-            let mut cache = c.cache.borrow_mut();
-            for t in req.tools() {
-                let schema = match t.schema {
-                    Some(sch) if s.tool_calls => match cache.get_or_compile(sch) {
-                        Ok(compiled) => Some(compiled),
-                        Err(e) => {
-                            unusable.push(format!("tool {:?}: {}", t.name, e.message()));
-                            None
-                        }
-                    },
-                    _ => None,
-                };
-                expect.tools.push(crate::check::DeclaredTool {
-                    name: t.name.to_string(),
-                    schema,
-                });
-            }
-            if s.structured_output {
-                if let Some(sch) = req.response_schema() {
-                    match cache.get_or_compile(sch) {
-                        Ok(compiled) => expect.output = Some(compiled),
-                        Err(e) => unusable.push(format!("response format: {}", e.message())),
-                    }
-                }
-            }
-        }
+        let (expect, unusable) = c.expect_for(&req);
         if !unusable.is_empty() {
             cx.info
                 .record
