@@ -1,6 +1,7 @@
 //! Tamper-evident audit records through the shipped `envoy/envoy.yaml`: after a scripted mix of
-//! requests (allowed, redacted, blocked, schema failure, streamed), every filter's record in the
-//! access log carries its VM's chain id, a sequence number and an HMAC chained to the previous
+//! requests (allowed, redacted, blocked, schema failure, streamed), the access log holds one line
+//! per request with the expected verdicts, `/stats/prometheus` the expected counters, and every
+//! filter's record carries its VM's chain id, a sequence number and an HMAC chained to the previous
 //! record; the chains verify, and fail with one line edited or removed.
 #![allow(
     clippy::unwrap_used,
@@ -80,6 +81,63 @@ async fn access_log_records_form_verifiable_chains() -> anyhow::Result<()> {
         assert!(rec["seq"].as_u64().unwrap() >= 1, "{rec}");
         assert_eq!(rec["mac"].as_str().unwrap().len(), 64, "{rec}");
     }
+    // The counters of the same mix, as Prometheus reads them.
+    let prom = env.prometheus().await?;
+    let value = |name: &str, labels: &[&str]| -> Option<u64> {
+        prom.lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")))
+            .find(|l| labels.iter().all(|x| l.contains(x)))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    };
+    let want: [(&str, &[&str], u64); 5] = [
+        (
+            "guard_requests",
+            &["guard_filter=\"llm_telemetry\"", "model=\"gpt-4o\""],
+            5,
+        ),
+        (
+            "guard_decisions",
+            &[
+                "guard_filter=\"prompt_guard\"",
+                "decision=\"block\"",
+                "reason=\"prompt_injection\"",
+            ],
+            1,
+        ),
+        (
+            "guard_decisions",
+            &[
+                "guard_filter=\"schema_guard\"",
+                "decision=\"block\"",
+                "reason=\"schema_violation\"",
+            ],
+            1,
+        ),
+        (
+            "guard_violations",
+            &[
+                "guard_filter=\"schema_guard\"",
+                "category=\"output\"",
+                "action=\"block\"",
+            ],
+            1,
+        ),
+        (
+            "guard_entities",
+            &[
+                "guard_filter=\"pii_redact\"",
+                "entity_type=\"EMAIL\"",
+                "direction=\"request\"",
+                "action=\"pseudonymize\"",
+            ],
+            1,
+        ),
+    ];
+    for (name, labels, n) in want {
+        assert_eq!(value(name, labels), Some(n), "{name} {labels:?}:\n{prom}");
+    }
+
     let text: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
     let report = verify_log(&text.join("\n"), KEY.as_bytes());
     assert!(report.ok(), "{:?}", report.problems);
