@@ -319,7 +319,14 @@ fn replay_schema(
                     }
                 }
             }
-            (expect.assembled(asm.result(), true), true)
+            (
+                expect.stream(
+                    asm.result(),
+                    &mut schema_guard::check::Progress::default(),
+                    true,
+                ),
+                true,
+            )
         }
     };
     let decision = if !unusable.is_empty()

@@ -10,19 +10,23 @@
 //! the closing brace, so no canonical form is needed:
 //!
 //! ```
+//! # fn main() -> Result<(), std::string::FromUtf8Error> {
 //! use guard_core::audit::{verify_log, Chain};
 //! let key = b"0123456789abcdef0123456789abcdef".to_vec();
 //! let mut chain = Chain::new("c1".into(), Some(key.clone()));
-//! let a = chain.seal(br#"{"filter":"pii_redact","decision":"allow"}"#);
-//! let b = chain.seal(br#"{"filter":"pii_redact","decision":"block"}"#);
+//! let a = String::from_utf8(chain.seal(br#"{"filter":"pii_redact","decision":"allow"}"#))?;
+//! let b = String::from_utf8(chain.seal(br#"{"filter":"pii_redact","decision":"block"}"#))?;
+//! // Lines land in completion order: the verifier regroups by chain and sequence.
 //! let log = format!(
 //!     "{}\n{}\n",
-//!     serde_json::json!({ "pii_redact": String::from_utf8(b.clone()).unwrap() }),
-//!     serde_json::json!({ "pii_redact": String::from_utf8(a.clone()).unwrap() }),
+//!     serde_json::json!({ "pii_redact": b }),
+//!     serde_json::json!({ "pii_redact": a }),
 //! );
 //! let report = verify_log(&log, &key);
 //! assert!(report.ok(), "{:?}", report.problems);
 //! assert_eq!(report.records, 2);
+//! # Ok(())
+//! # }
 //! ```
 
 use hmac::{Hmac, Mac};

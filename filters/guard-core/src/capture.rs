@@ -4,11 +4,14 @@
 //! data in the logs.
 //!
 //! ```
+//! # fn main() -> Result<(), String> {
 //! use guard_core::capture::{open, Sealer};
 //! let mut s = Sealer::new(b"an audit capture key of any length", 7);
 //! let sealed = s.seal(br#"{"request":"hello"}"#);
-//! assert_eq!(open(b"an audit capture key of any length", &sealed).unwrap(), br#"{"request":"hello"}"#);
+//! assert_eq!(open(b"an audit capture key of any length", &sealed)?, br#"{"request":"hello"}"#);
 //! assert!(open(b"another key", &sealed).is_err());
+//! # Ok(())
+//! # }
 //! ```
 
 use base64::Engine as _;

@@ -135,6 +135,33 @@ impl<F: GuardFilter> Cx<'_, F> {
     pub fn api(&self) -> Option<ApiShape> {
         self.info.api
     }
+    /// The answer's status is 2xx (error answers are not judged).
+    pub fn response_ok(&self) -> bool {
+        self.info
+            .response_status
+            .is_some_and(|s| (200..300).contains(&s))
+    }
+    /// The policy's bound on one server-sent event, as a buffer size.
+    pub fn max_sse_event_bytes(&self) -> usize {
+        usize::try_from(self.info.policy.common.max_sse_event_bytes).unwrap_or(usize::MAX)
+    }
+    /// The plan for a non-streamed answer a filter may replace: buffer it with its headers held
+    /// when it is JSON, else pass it on.
+    pub fn buffer_json_answer(&self) -> ResponsePlan {
+        let json = self
+            .host
+            .header(Dir::Response, "content-type")
+            .is_some_and(|ct| {
+                String::from_utf8_lossy(&ct)
+                    .to_ascii_lowercase()
+                    .contains("json")
+            });
+        if json {
+            ResponsePlan::Buffer { hold_headers: true }
+        } else {
+            ResponsePlan::Skip
+        }
+    }
 }
 
 /// A guard filter's logic, driven by [`GuardStream`].

@@ -200,9 +200,7 @@ impl GuardFilter for Telemetry {
             return ResponsePlan::Skip;
         };
         if streaming {
-            self.parser = Some(SseParser::new(
-                usize::try_from(cx.info.policy.common.max_sse_event_bytes).unwrap_or(usize::MAX),
-            ));
+            self.parser = Some(SseParser::new(cx.max_sse_event_bytes()));
             self.decoder = Some(StreamDecoder::new(api));
             ResponsePlan::Stream
         } else if !is_json(cx.host.header(Dir::Response, "content-type").as_deref()) {

@@ -12,7 +12,7 @@ use guard_core::error::Result;
 use guard_core::holdback::{StreamRewriter, StreamScanner};
 use guard_core::verdict::{Decision, LocalReply};
 use guard_host::driver::{Chunk, Cx, GuardFilter, Outcome, ResponsePlan};
-use guard_host::host::{Dir, MetricKind};
+use guard_host::host::MetricKind;
 use guard_host::metrics::Metrics;
 use guard_host::scratch::ScratchPool;
 use serde_json::json;
@@ -182,36 +182,18 @@ impl GuardFilter for PiiRedact {
         let Some(api) = cx.api() else {
             return ResponsePlan::Skip;
         };
-        let ok = cx
-            .info
-            .response_status
-            .is_some_and(|s| (200..300).contains(&s));
-        if !ok {
+        if !cx.response_ok() {
             return ResponsePlan::Skip;
         }
         if streaming {
-            let max_event =
-                usize::try_from(cx.info.policy.common.max_sse_event_bytes).unwrap_or(usize::MAX);
             self.rewriter = Some(StreamRewriter::new(
                 api,
-                max_event,
+                cx.max_sse_event_bytes(),
                 engine.settings.max_hold_bytes,
             ));
             return ResponsePlan::Stream;
         }
-        let json = cx
-            .host
-            .header(Dir::Response, "content-type")
-            .is_some_and(|ct| {
-                String::from_utf8_lossy(&ct)
-                    .to_ascii_lowercase()
-                    .contains("json")
-            });
-        if json {
-            ResponsePlan::Buffer { hold_headers: true }
-        } else {
-            ResponsePlan::Skip
-        }
+        cx.buffer_json_answer()
     }
 
     fn on_response_body(&mut self, cx: &mut Cx<'_, Self>, body: &[u8]) -> Result<Outcome> {

@@ -286,37 +286,18 @@ impl GuardFilter for PromptGuard {
         let Some(api) = cx.api() else {
             return ResponsePlan::Skip;
         };
-        let ok = cx
-            .info
-            .response_status
-            .is_some_and(|s| (200..300).contains(&s));
-        if !ok {
+        if !cx.response_ok() {
             return ResponsePlan::Skip;
         }
-        if streaming {
-            let p = &cx.info.policy.common;
-            let max_event = usize::try_from(p.max_sse_event_bytes).unwrap_or(usize::MAX);
-            self.rewriter = Some(StreamRewriter::new(
-                api,
-                max_event,
-                engine.settings.answers.max_link_bytes.saturating_mul(2),
-            ));
-            ResponsePlan::Stream
-        } else {
-            let json = cx
-                .host
-                .header(Dir::Response, "content-type")
-                .is_some_and(|ct| {
-                    String::from_utf8_lossy(&ct)
-                        .to_ascii_lowercase()
-                        .contains("json")
-                });
-            if json {
-                ResponsePlan::Buffer { hold_headers: true }
-            } else {
-                ResponsePlan::Skip
-            }
+        if !streaming {
+            return cx.buffer_json_answer();
         }
+        self.rewriter = Some(StreamRewriter::new(
+            api,
+            cx.max_sse_event_bytes(),
+            engine.settings.answers.max_link_bytes.saturating_mul(2),
+        ));
+        ResponsePlan::Stream
     }
 
     fn on_response_body(&mut self, cx: &mut Cx<'_, Self>, body: &[u8]) -> Result<Outcome> {

@@ -225,11 +225,22 @@ impl Expect {
         out
     }
 
-    /// Check an assembled stream (what is complete so far; `done` when the stream ended).
-    pub fn assembled(&self, a: &Assembled, done: bool) -> Vec<Finding> {
+    /// Check what of an assembled stream is complete and not judged yet: tool calls whose
+    /// arguments channel ended, a later call started or whose choice finished; choices that
+    /// finished (or everything, when `done`).
+    pub fn stream(&self, a: &Assembled, progress: &mut Progress, done: bool) -> Vec<Finding> {
         let mut out = Vec::new();
         for (ci, choice) in a.choices.iter().enumerate() {
+            let finished = done || choice.finish_reason.is_some();
             for (n, call) in choice.tool_calls.iter().enumerate() {
+                let complete = finished
+                    || n + 1 < choice.tool_calls.len()
+                    || progress.ended.contains(&(ci, call.index));
+                if !complete || progress.judged_calls.contains(&(ci, n)) {
+                    continue;
+                }
+                progress.judged_calls.push((ci, n));
+                progress.checks += 1;
                 let name = call.name.clone().unwrap_or_default();
                 let args = if call.arguments.trim().is_empty() {
                     Ok(json!({}))
@@ -240,9 +251,11 @@ impl Expect {
                     out.push(f);
                 }
             }
-            if done || choice.finish_reason.is_some() {
+            if finished && !progress.judged_choices.contains(&ci) {
+                progress.judged_choices.push(ci);
                 let skip = choice.content.trim().is_empty() && !choice.tool_calls.is_empty();
-                if !skip {
+                if self.output.is_some() && !skip {
+                    progress.checks += 1;
                     if let Some(f) = self.output(ci, &choice.content) {
                         out.push(f);
                     }
@@ -250,6 +263,28 @@ impl Expect {
             }
         }
         out
+    }
+}
+
+/// Most tool-call channels a stream tracks (the assembler bounds the calls themselves).
+const MAX_TRACKED: usize = 1024;
+
+/// What of a stream has been judged, and which tool-call channels ended.
+#[derive(Debug, Clone, Default)]
+pub struct Progress {
+    judged_calls: Vec<(usize, usize)>,
+    judged_choices: Vec<usize>,
+    ended: Vec<(usize, usize)>,
+    /// Checks run so far.
+    pub checks: u64,
+}
+
+impl Progress {
+    /// The arguments channel of tool call `index` of `choice` ended.
+    pub fn channel_ended(&mut self, choice: usize, index: usize) {
+        if self.ended.len() < MAX_TRACKED && !self.ended.contains(&(choice, index)) {
+            self.ended.push((choice, index));
+        }
     }
 }
 

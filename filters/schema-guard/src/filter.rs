@@ -2,7 +2,7 @@
 //! what the request declared (structured output, tools) and the operator's response schema;
 //! streamed answers assembled across events and judged when each call or message completes.
 
-use crate::check::{drop_tool_calls, Expect, Finding, Kind};
+use crate::check::{drop_tool_calls, Expect, Finding, Kind, Progress};
 use crate::engine::{CompiledSchema, Limits, Remotes, SchemaCache};
 use guard_core::body::{RequestBody, ResponseBody};
 use guard_core::config::{FailurePolicy, FilterConfig};
@@ -318,21 +318,30 @@ impl Compiled {
         (expect, unusable)
     }
 
+    /// The action for a set of findings: `block` over `drop_tool_call` over `flag`; a stream
+    /// cannot drop a call it may already have sent, so there `drop_tool_call` blocks.
+    pub fn action_for(&self, findings: &[Finding], streamed: bool) -> OnFailure {
+        let mut worst = OnFailure::Flag;
+        for f in findings {
+            match self.settings.on_failure.for_kind(f.kind) {
+                OnFailure::Block => return OnFailure::Block,
+                OnFailure::DropToolCall if streamed => return OnFailure::Block,
+                OnFailure::DropToolCall => worst = OnFailure::DropToolCall,
+                OnFailure::Flag => {}
+            }
+        }
+        worst
+    }
+
     /// The decision for findings on an answer (`block`, `flag`, `modify` for drops, `allow`).
     pub fn decision_for(&self, findings: &[Finding], streamed: bool) -> &'static str {
         if findings.is_empty() {
             return "allow";
         }
-        let actions: Vec<OnFailure> = findings
-            .iter()
-            .map(|f| self.settings.on_failure.for_kind(f.kind))
-            .collect();
-        if actions.iter().all(|a| *a == OnFailure::Flag) {
-            "flag"
-        } else if actions.contains(&OnFailure::Block) || streamed {
-            "block"
-        } else {
-            "modify"
+        match self.action_for(findings, streamed) {
+            OnFailure::Block => "block",
+            OnFailure::DropToolCall => "modify",
+            OnFailure::Flag => "flag",
         }
     }
 }
@@ -354,11 +363,8 @@ struct StreamState {
     deltas: Vec<Delta>,
     /// `buffer` mode: everything so far.
     held: Vec<u8>,
-    /// Tool calls (choice, ordinal) and choices already judged.
-    judged_calls: Vec<(usize, usize)>,
-    judged_choices: Vec<usize>,
-    /// Tool-call argument channels that ended: (choice, tool-call index).
-    ended: Vec<(usize, usize)>,
+    /// What has been judged, and which tool-call channels ended.
+    progress: Progress,
     done: bool,
 }
 
@@ -371,8 +377,6 @@ pub struct SchemaGuard {
 }
 
 const MAX_SHOWN: usize = 3;
-/// Most tool-call channels a stream tracks (the assembler bounds the calls themselves).
-const MAX_TRACKED: usize = 1024;
 
 impl GuardFilter for SchemaGuard {
     type Settings = Settings;
@@ -460,42 +464,25 @@ impl GuardFilter for SchemaGuard {
         let Some(api) = cx.api() else {
             return ResponsePlan::Skip;
         };
-        let ok = cx
-            .info
-            .response_status
-            .is_some_and(|s| (200..300).contains(&s));
-        if !ok || (!expect.check_tools && expect.output.is_none() && expect.response.is_none()) {
+        if !cx.response_ok()
+            || (!expect.check_tools && expect.output.is_none() && expect.response.is_none())
+        {
             return ResponsePlan::Skip;
         }
         if streaming {
             let p = &cx.info.policy;
-            let max_event = usize::try_from(p.common.max_sse_event_bytes).unwrap_or(usize::MAX);
             self.stream = Some(StreamState {
-                parser: SseParser::new(max_event),
+                parser: SseParser::new(cx.max_sse_event_bytes()),
                 decoder: StreamDecoder::new(api),
                 assembler: StreamAssembler::new(p.settings.settings.max_buffer_bytes),
                 deltas: Vec::new(),
                 held: Vec::new(),
-                judged_calls: Vec::new(),
-                judged_choices: Vec::new(),
-                ended: Vec::new(),
+                progress: Progress::default(),
                 done: false,
             });
             return ResponsePlan::Stream;
         }
-        let json = cx
-            .host
-            .header(Dir::Response, "content-type")
-            .is_some_and(|ct| {
-                String::from_utf8_lossy(&ct)
-                    .to_ascii_lowercase()
-                    .contains("json")
-            });
-        if json {
-            ResponsePlan::Buffer { hold_headers: true }
-        } else {
-            ResponsePlan::Skip
-        }
+        cx.buffer_json_answer()
     }
 
     fn on_response_body(&mut self, cx: &mut Cx<'_, Self>, body: &[u8]) -> Result<Outcome> {
@@ -637,9 +624,7 @@ fn apply_event(st: &mut StreamState, ev: &guard_core::sse::SseEvent) -> Result<b
             }
             Delta::ChannelEnd { key } => {
                 if let Channel::ToolArgs { index } = key.channel {
-                    if st.ended.len() < MAX_TRACKED && !st.ended.contains(&(key.choice, index)) {
-                        st.ended.push((key.choice, index));
-                    }
+                    st.progress.channel_ended(key.choice, index);
                 }
             }
             _ => {}
@@ -678,41 +663,10 @@ impl SchemaGuard {
         let (Some(expect), Some(st)) = (self.expect.as_ref(), self.stream.as_mut()) else {
             return Vec::new();
         };
-        let done = end || st.done;
-        let a = st.assembler.result();
-        let mut out = Vec::new();
-        for (ci, choice) in a.choices.iter().enumerate() {
-            let finished = done || choice.finish_reason.is_some();
-            for (n, call) in choice.tool_calls.iter().enumerate() {
-                let later_started = n + 1 < choice.tool_calls.len();
-                let ended = st.ended.contains(&(ci, call.index));
-                if !(finished || later_started || ended) || st.judged_calls.contains(&(ci, n)) {
-                    continue;
-                }
-                st.judged_calls.push((ci, n));
-                self.checks += 1;
-                let name = call.name.clone().unwrap_or_default();
-                let args = if call.arguments.trim().is_empty() {
-                    Ok(json!({}))
-                } else {
-                    serde_json::from_str::<Value>(&call.arguments).map_err(|e| e.to_string())
-                };
-                if let Some(f) = expect.tool_call(ci, n, &name, args) {
-                    out.push(f);
-                }
-            }
-            if finished && !st.judged_choices.contains(&ci) {
-                st.judged_choices.push(ci);
-                let skip = choice.content.trim().is_empty() && !choice.tool_calls.is_empty();
-                if expect.output.is_some() && !skip {
-                    self.checks += 1;
-                    if let Some(f) = expect.output(ci, &choice.content) {
-                        out.push(f);
-                    }
-                }
-            }
-        }
-        out
+        let before = st.progress.checks;
+        let findings = expect.stream(st.assembler.result(), &mut st.progress, end || st.done);
+        self.checks += st.progress.checks - before;
+        findings
     }
 
     /// Record a streamed failure; end the stream with an error event unless every finding is
@@ -723,17 +677,9 @@ impl SchemaGuard {
         findings: &[Finding],
         out: &mut Vec<u8>,
     ) -> bool {
-        let s = &cx.info.policy.settings.settings;
-        let dry = s.dry_run;
-        let flag_only = findings
-            .iter()
-            .all(|f| s.on_failure.for_kind(f.kind) == OnFailure::Flag);
-        // A stream cannot drop a call it already sent: drop_tool_call blocks.
-        let action = if flag_only {
-            OnFailure::Flag
-        } else {
-            OnFailure::Block
-        };
+        let policy = Rc::clone(&cx.info.policy);
+        let dry = policy.settings.settings.dry_run;
+        let action = policy.settings.action_for(findings, true);
         self.record(cx, findings, action);
         if dry || action == OnFailure::Flag {
             return false;
@@ -751,18 +697,9 @@ impl SchemaGuard {
         findings: &[Finding],
         resp: Option<(guard_core::api::ApiShape, &mut ResponseBody)>,
     ) -> Option<Outcome> {
-        let s = cx.info.policy.settings.settings.clone();
-        let actions: Vec<OnFailure> = findings
-            .iter()
-            .map(|f| s.on_failure.for_kind(f.kind))
-            .collect();
-        let worst = if actions.contains(&OnFailure::Block) {
-            OnFailure::Block
-        } else if actions.contains(&OnFailure::DropToolCall) {
-            OnFailure::DropToolCall
-        } else {
-            OnFailure::Flag
-        };
+        let policy = Rc::clone(&cx.info.policy);
+        let s = &policy.settings.settings;
+        let worst = policy.settings.action_for(findings, false);
         self.record(cx, findings, worst);
         if s.dry_run {
             return None;
@@ -781,9 +718,7 @@ impl SchemaGuard {
                 let (api, resp) = resp?;
                 let drops: Vec<&Finding> = findings
                     .iter()
-                    .zip(&actions)
-                    .filter(|(_, a)| **a == OnFailure::DropToolCall)
-                    .map(|(f, _)| f)
+                    .filter(|f| s.on_failure.for_kind(f.kind) == OnFailure::DropToolCall)
                     .collect();
                 if !drop_tool_calls(api, resp, &drops) {
                     return Some(Outcome::Reply(LocalReply::new(
