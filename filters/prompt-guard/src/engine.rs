@@ -637,6 +637,117 @@ impl Engine {
         out
     }
 
+    /// The decision path of one segment, for `guardctl replay`: the [`Scan`] (the same verdict
+    /// as [`Engine::scan`]), the normalisation steps, the views and decoded payloads scanned,
+    /// and every rule occurrence with its source-adjusted weight and its position in the
+    /// segment (characters; a hit inside a decoded payload points at the encoded run). Not on
+    /// the filter's hot path: it scans again to collect positions.
+    pub fn explain(&self, scratch: &mut Scratch, text: &str, source: Source) -> Explain {
+        let scan = self.scan(scratch, text, source);
+        let mut out = Explain {
+            steps: crate::normalize::steps(text),
+            ..Explain::default()
+        };
+        if scan.skipped {
+            out.scan = scan;
+            return out;
+        }
+        let text = clip(text, self.settings.max_scan_bytes, &mut scratch.clipped);
+        let chars = |b: usize| text.get(..b).map_or(0, |t| t.chars().count());
+        let mut rs = self.rules.scratch();
+        let mut hits = Vec::new();
+        let mut views = Vec::new();
+        scratch.norm.views(text, &mut views);
+        let plain_prose = views
+            .iter()
+            .find(|v| v.kind == ViewKind::Base)
+            .is_some_and(|v| reads_forward(&v.text));
+        for view in &views {
+            if view.kind == ViewKind::Reversed && plain_prose {
+                continue;
+            }
+            out.views.push(view_name(view.kind));
+            hits.clear();
+            self.rules.scan(&view.text, &mut rs, &mut hits);
+            for h in &hits {
+                let (s, e) = view.original_range(h.start, h.end);
+                self.push_path_hit(
+                    &mut out,
+                    h.rule,
+                    source,
+                    view.kind,
+                    (chars(s), chars(e)),
+                    None,
+                );
+            }
+        }
+        if self.settings.decode {
+            let mut decoded = Vec::new();
+            decode_payloads(text, &DecodeLimits::default(), &mut decoded);
+            let mut dviews = Vec::new();
+            for d in &decoded {
+                let at = (chars(d.start), chars(d.end));
+                out.decoded.push(DecodedRun {
+                    encoding: d.encoding.as_str(),
+                    start: at.0,
+                    end: at.1,
+                    depth: d.depth,
+                });
+                scratch.norm.views(&d.text, &mut dviews);
+                for view in &dviews {
+                    hits.clear();
+                    self.rules.scan(&view.text, &mut rs, &mut hits);
+                    for h in &hits {
+                        self.push_path_hit(
+                            &mut out,
+                            h.rule,
+                            source,
+                            view.kind,
+                            at,
+                            Some(d.encoding.as_str()),
+                        );
+                    }
+                }
+            }
+        }
+        out.scan = scan;
+        out
+    }
+
+    fn push_path_hit(
+        &self,
+        out: &mut Explain,
+        rule: usize,
+        source: Source,
+        view: ViewKind,
+        (start, end): (usize, usize),
+        decoded: Option<&'static str>,
+    ) {
+        let Some(info) = self.rules.info(rule) else {
+            return;
+        };
+        let obfuscated = view != ViewKind::Base || decoded.is_some();
+        let hit = PathHit {
+            rule: info.id.clone(),
+            category: info.category.as_str(),
+            weight: adjusted_weight(info.category, info.weight, source, obfuscated),
+            view: view_name(view),
+            decoded,
+            start,
+            end,
+        };
+        if !out.hits.iter().any(|h| {
+            h.rule == hit.rule && h.start == hit.start && h.end == hit.end && h.view == hit.view
+        }) {
+            out.hits.push(hit);
+        }
+    }
+
+    /// The answer-side policy (exfiltration links).
+    pub fn exfil(&self) -> &crate::exfil::ExfilPolicy {
+        &self.exfil
+    }
+
     /// Whether the policy has an allow-list of topics.
     pub fn has_allowed_topics(&self) -> bool {
         !self.allowed.ids.is_empty()
@@ -645,6 +756,53 @@ impl Engine {
     /// The action for a topic violation.
     pub fn topic_action(&self) -> Verdict {
         self.settings.topics.action.unwrap_or(Verdict::Block)
+    }
+}
+
+/// The decision path of one segment ([`Engine::explain`]).
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct Explain {
+    /// Normalisation steps that changed the text ([`crate::normalize::steps`]).
+    pub steps: Vec<&'static str>,
+    /// The views scanned.
+    pub views: Vec<&'static str>,
+    /// Encoded payloads found and decoded.
+    pub decoded: Vec<DecodedRun>,
+    /// Every rule occurrence.
+    pub hits: Vec<PathHit>,
+    /// The verdict, scores and thresholds.
+    pub scan: Scan,
+}
+
+/// An encoded run in a segment (character offsets).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DecodedRun {
+    pub encoding: &'static str,
+    pub start: usize,
+    pub end: usize,
+    pub depth: u8,
+}
+
+/// One rule occurrence in a decision path (character offsets into the segment).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PathHit {
+    pub rule: String,
+    pub category: &'static str,
+    /// The rule's weight adjusted for the segment's source and obfuscation.
+    pub weight: f32,
+    /// The view it matched in: `base`, `deobfuscated` or `reversed`.
+    pub view: &'static str,
+    /// The encoding of the payload it matched in, if decoded.
+    pub decoded: Option<&'static str>,
+    pub start: usize,
+    pub end: usize,
+}
+
+fn view_name(kind: ViewKind) -> &'static str {
+    match kind {
+        ViewKind::Base => "base",
+        ViewKind::Deobfuscated => "deobfuscated",
+        ViewKind::Reversed => "reversed",
     }
 }
 

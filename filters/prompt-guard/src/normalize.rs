@@ -1365,9 +1365,61 @@ fn build_reversed(base: &View, rev: &mut View) {
     };
 }
 
+/// The normalisation steps that change `input` on its way to the Base view, by name, in the
+/// order they apply (for decision paths: `guardctl replay`). Not on the scan path.
+pub fn steps(input: &str) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if input.chars().any(is_invisible) {
+        out.push("invisible_removed");
+    }
+    if input
+        .chars()
+        .any(|c| ('\u{E0020}'..='\u{E007E}').contains(&c))
+    {
+        out.push("tag_characters_decoded");
+    }
+    if !matches!(is_nfkc_quick(input.chars()), IsNormalized::Yes) && input.nfkc().ne(input.chars())
+    {
+        out.push("nfkc");
+    }
+    if input.chars().any(char::is_uppercase) {
+        out.push("lowercased");
+    }
+    let mixed = input
+        .split(|c: char| !c.is_alphanumeric())
+        .any(|w| w.chars().any(is_latin_letter) && w.chars().any(is_foreign_letter));
+    if mixed {
+        out.push("homoglyphs_folded");
+    }
+    let b = input.as_bytes();
+    let ws_run = b
+        .windows(2)
+        .any(|w| matches!(w, [x, y] if x.is_ascii_whitespace() && y.is_ascii_whitespace()))
+        || input.chars().any(|c| c.is_whitespace() && c != ' ');
+    if ws_run || input.starts_with(char::is_whitespace) || input.ends_with(char::is_whitespace) {
+        out.push("whitespace_collapsed");
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn steps_name_what_changed() {
+        let cases: [(&str, &[&str]); 6] = [
+            ("plain words", &[]),
+            ("Ignore ALL", &["lowercased"]),
+            ("ig\u{200B}nore", &["invisible_removed"]),
+            ("\u{FF29}gnore", &["nfkc", "lowercased"]),
+            ("ign\u{043E}re previous", &["homoglyphs_folded"]),
+            ("ignore   all\n", &["whitespace_collapsed"]),
+        ];
+        for (input, want) in cases {
+            assert_eq!(super::steps(input), want, "{input:?}");
+        }
+    }
 
     #[test]
     fn fast_paths_agree_with_tables() {
