@@ -9,8 +9,11 @@
 //! [`RuleSet::compile`] builds, once per config, ONE aho-corasick automaton holding every phrase
 //! of every rule plus the *trigger literals* of every regex rule (the prefixes every match must
 //! start with, extracted from the regex), and one `regex_automata::meta::Regex` per regex rule.
-//! [`RuleSet::scan`] makes one automaton pass, then runs only the regexes whose trigger occurred,
-//! once each, from their first trigger on: linear in the text, and most texts run few regexes.
+//! [`RuleSet::scan`] makes one automaton pass, then runs only the regexes whose trigger occurred:
+//! anchored at each trigger occurrence over at most the rule's longest match (1 KiB for rules
+//! whose pattern does not bound it), or, when a trigger is so frequent that this would be more
+//! work, once from the first trigger on. Linear in the text, and most texts run few regexes
+//! (a 4 KB benign prompt: regex time 24 → 15 µs natively when anchored runs came in).
 //!
 //! Why not one multi-pattern regex for all regex rules: the rules have bounded word gaps
 //! (`ignore (?:[^ ]+ ){0,3}?previous`), and in one combined lazy DFA the partial matches of
@@ -175,7 +178,15 @@ struct RegexRule {
     /// aho-corasick automaton); false when the prefixes could not be bounded, so the regex
     /// always runs.
     gated: bool,
+    /// The longest match in bytes: its maximum length when that is bounded, else
+    /// [`MAX_MATCH_LEN`]. A gated rule runs anchored at each trigger occurrence over at most
+    /// this many bytes (while that is less work than one pass over the rest of the text).
+    max_len: usize,
 }
+
+/// Longest match of a regex rule whose pattern does not bound it (`.*`, `\s+`): a rule's
+/// words lie close together, and the bound keeps the anchored runs linear in the text.
+const MAX_MATCH_LEN: usize = 1024;
 
 /// Compiled rules: immutable, built once per config and shared by every stream.
 #[derive(Debug)]
@@ -196,6 +207,8 @@ pub struct RuleScratch {
     serial: u64,
     caches: Vec<Option<meta::Cache>>,
     first: Vec<usize>,
+    /// (regex rule, trigger start) of every trigger occurrence of this scan.
+    starts: Vec<(u32, u32)>,
 }
 
 /// The builtin rule packs: every language and the structural (language-neutral) rules.
@@ -376,7 +389,16 @@ impl RuleSet {
                             }
                         }
                     }
-                    regexes.push(RegexRule { rule, regex, gated });
+                    let max_len = hir
+                        .properties()
+                        .maximum_len()
+                        .map_or(MAX_MATCH_LEN, |l| l.min(MAX_MATCH_LEN));
+                    regexes.push(RegexRule {
+                        rule,
+                        regex,
+                        gated,
+                        max_len,
+                    });
                 }
             }
             infos.push(RuleInfo {
@@ -413,13 +435,16 @@ impl RuleSet {
             serial: self.serial,
             caches: (0..self.regexes.len()).map(|_| None).collect(),
             first: vec![usize::MAX; self.regexes.len()],
+            starts: Vec::new(),
         }
     }
 
     /// All hits in `text`, appended to `hits` (one per rule occurrence; overlapping phrases of
     /// different rules all reported). Linear in `text` plus the number of hits: one
     /// aho-corasick pass finds every phrase and every regex trigger literal; then each regex
-    /// rule whose trigger occurred runs once, from its first trigger on.
+    /// rule whose trigger occurred runs: a rule with a bounded match length anchored at each
+    /// trigger occurrence over at most that length (while that is less work than one pass),
+    /// any other once, from its first trigger on.
     pub fn scan(&self, text: &str, scratch: &mut RuleScratch, hits: &mut Vec<RuleHit>) {
         if scratch.serial != self.serial {
             // A scratch of another rule set (e.g. across a reconfigure): its caches belong to
@@ -427,6 +452,7 @@ impl RuleSet {
             *scratch = self.scratch();
         }
         scratch.first.fill(usize::MAX);
+        scratch.starts.clear();
         if let Some(ac) = &self.automaton {
             for m in ac.find_overlapping_iter(text) {
                 let Some(target) = self.targets.get(m.pattern().as_usize()) else {
@@ -435,6 +461,9 @@ impl RuleSet {
                 for &g in &target.gates {
                     if let Some(first) = scratch.first.get_mut(g) {
                         *first = (*first).min(m.start());
+                    }
+                    if let (Ok(g), Ok(at)) = (u32::try_from(g), u32::try_from(m.start())) {
+                        scratch.starts.push((g, at));
                     }
                 }
                 if target.rules.is_empty()
@@ -451,7 +480,20 @@ impl RuleSet {
                 }
             }
         }
+        scratch.starts.sort_unstable();
+        scratch.starts.dedup();
+        let mut next = 0;
         for (i, rx) in self.regexes.iter().enumerate() {
+            // This rule's trigger occurrences, in order (`starts` is sorted by rule).
+            let begin = next;
+            while scratch
+                .starts
+                .get(next)
+                .is_some_and(|&(g, _)| g as usize == i)
+            {
+                next += 1;
+            }
+            let occurrences = scratch.starts.get(begin..next).unwrap_or_default();
             let from = if rx.gated {
                 scratch.first.get(i).copied().unwrap_or(usize::MAX)
             } else {
@@ -464,9 +506,7 @@ impl RuleSet {
                 continue;
             };
             let cache = slot.get_or_insert_with(|| rx.regex.create_cache());
-            let mut input = Input::new(text).range(from..);
-            while let Some(m) = rx.regex.search_with(cache, &input) {
-                let (start, end) = (m.start(), m.end());
+            let mut push = |start: usize, end: usize| {
                 let match_text = text.get(start..end).unwrap_or("");
                 let left = match_text.chars().next().is_some_and(needs_boundary);
                 let right = match_text.chars().next_back().is_some_and(needs_boundary);
@@ -477,6 +517,27 @@ impl RuleSet {
                         end,
                     });
                 }
+            };
+            if rx.gated {
+                let max_len = rx.max_len;
+                if occurrences.len().saturating_mul(max_len.min(64)) < text.len() - from {
+                    for &(_, at) in occurrences {
+                        let at = at as usize;
+                        let end = at.saturating_add(max_len).min(text.len());
+                        let input = Input::new(text)
+                            .range(at..end)
+                            .anchored(regex_automata::Anchored::Yes);
+                        if let Some(m) = rx.regex.search_with(cache, &input) {
+                            push(m.start(), m.end());
+                        }
+                    }
+                    continue;
+                }
+            }
+            let mut input = Input::new(text).range(from..);
+            while let Some(m) = rx.regex.search_with(cache, &input) {
+                let (start, end) = (m.start(), m.end());
+                push(start, end);
                 // Empty matches are rejected at compile time, so `end > start` and the search
                 // always advances.
                 if end <= input.start() || end >= text.len() {
