@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make run`: Envoy with the guard filters in front of the demo upstream, on loopback.
 # Ports: ENVOY_PORT (10000), ENVOY_ADMIN_PORT (9901), DEMO_UPSTREAM_PORT (18080).
-# Ctrl-C stops both.
+# ENVOY_CONFIG picks the config (default envoy/envoy.yaml; `make run ALL=1` uses
+# envoy/envoy-all.yaml, every filter in one module). Ctrl-C stops both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,11 +11,12 @@ ENVOY_ADMIN_PORT="${ENVOY_ADMIN_PORT:-9901}"
 DEMO_UPSTREAM_PORT="${DEMO_UPSTREAM_PORT:-18080}"
 
 mkdir -p .run
-config=envoy/envoy.yaml
+base="${ENVOY_CONFIG:-envoy/envoy.yaml}"
+config="$base"
 if [ "$ENVOY_PORT" != 10000 ] || [ "$ENVOY_ADMIN_PORT" != 9901 ] || [ "$DEMO_UPSTREAM_PORT" != 18080 ]; then
   sed -e "s/port_value: 10000/port_value: ${ENVOY_PORT}/" \
       -e "s/port_value: 9901/port_value: ${ENVOY_ADMIN_PORT}/" \
-      -e "s/port_value: 18080/port_value: ${DEMO_UPSTREAM_PORT}/" envoy/envoy.yaml > .run/envoy.yaml
+      -e "s/port_value: 18080/port_value: ${DEMO_UPSTREAM_PORT}/" "$base" > .run/envoy.yaml
   config=.run/envoy.yaml
 fi
 

@@ -79,7 +79,8 @@ pub struct Spec {
 
 enum ConfigSource {
     Template(String),
-    Shipped,
+    /// A shipped config file, relative to the repository.
+    Shipped(&'static str),
 }
 
 impl Spec {
@@ -94,8 +95,12 @@ impl Spec {
     }
     /// The shipped `envoy/envoy.yaml`, with its ports and log path moved to free ones.
     pub fn shipped() -> Spec {
+        Spec::shipped_file("envoy/envoy.yaml")
+    }
+    /// Another shipped config (`envoy/envoy-all.yaml`), its ports and log path moved likewise.
+    pub fn shipped_file(path: &'static str) -> Spec {
         Spec {
-            config: ConfigSource::Shipped,
+            config: ConfigSource::Shipped(path),
             vars: Vec::new(),
             envs: Vec::new(),
             upstream: Options::default(),
@@ -159,8 +164,8 @@ impl Env {
                 }
                 c
             }
-            ConfigSource::Shipped => {
-                let shipped = std::fs::read_to_string(repo.join("envoy/envoy.yaml"))?;
+            ConfigSource::Shipped(path) => {
+                let shipped = std::fs::read_to_string(repo.join(path))?;
                 let swaps = [
                     ("port_value: 10000", format!("port_value: {listen_port}")),
                     ("port_value: 9901", format!("port_value: {admin_port}")),
@@ -176,7 +181,7 @@ impl Env {
                 let mut c = shipped;
                 for (from, to) in swaps {
                     if !c.contains(from) {
-                        bail!("envoy/envoy.yaml no longer contains {from:?}: update the harness");
+                        bail!("{path} no longer contains {from:?}: update the harness");
                     }
                     c = c.replace(from, &to);
                 }

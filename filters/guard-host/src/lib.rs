@@ -15,6 +15,7 @@
 //! guard_host::export_guard_filter!(my_filter::MyFilter);
 //! ```
 
+pub mod chain;
 pub mod driver;
 pub mod fake;
 pub mod host;

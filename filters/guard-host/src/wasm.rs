@@ -7,12 +7,11 @@
 //! a typed result. The SDK still provides the dispatcher and the memory allocator export.
 #![allow(unsafe_code, clashing_extern_declarations)]
 
-use crate::driver::{Action, GuardFilter, GuardStream};
+use crate::chain::{ChainStream, Loaded, Stage};
+use crate::driver::{Action, GuardFilter};
 use crate::host::{Dir, Host, LogLevel, MetricKind};
 use crate::metrics::Metrics;
-use guard_core::audit::Chain;
 use guard_core::capture::Sealer;
-use guard_core::config::FilterConfig;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
 use std::cell::RefCell;
@@ -387,11 +386,9 @@ pub fn register<F: GuardFilter>() {
 }
 
 struct Root<F: GuardFilter> {
-    config: Option<Rc<FilterConfig<F::Compiled>>>,
-    shared: Option<Rc<F::Shared>>,
+    /// The configuration, its shared state and the VM's audit chain (new at each load).
+    loaded: Option<Loaded<F>>,
     metrics: Rc<Metrics>,
-    /// The VM's audit chain, new at each configuration load.
-    chain: Option<Rc<RefCell<Chain>>>,
     /// The VM's capture sealer (from `GUARD_CAPTURE_KEY`).
     sealer: Option<Rc<RefCell<Sealer>>>,
 }
@@ -399,11 +396,15 @@ struct Root<F: GuardFilter> {
 impl<F: GuardFilter> Root<F> {
     fn new() -> Self {
         Root {
-            config: None,
-            shared: None,
+            loaded: None,
             metrics: Rc::new(Metrics::new(Rc::new(WasmHost))),
-            chain: None,
             sealer: None,
+        }
+    }
+
+    fn ensure_sealer(&mut self) {
+        if self.sealer.is_none() {
+            self.sealer = new_sealer();
         }
     }
 }
@@ -420,70 +421,19 @@ impl<F: GuardFilter> RootContext for Root<F> {
     }
 
     fn on_configure(&mut self, size: usize) -> bool {
-        let bytes = if size == 0 {
-            Vec::new()
-        } else {
-            let mut data: *mut u8 = null_mut();
-            let mut got: usize = 0;
-            // SAFETY: as in `WasmHost::header`.
-            let r = unsafe {
-                match proxy_get_buffer_bytes(
-                    BUFFER_PLUGIN_CONFIGURATION,
-                    0,
-                    size,
-                    &mut data,
-                    &mut got,
-                ) {
-                    STATUS_OK => owned(data, got),
-                    _ => None,
-                }
-            };
-            match r {
-                Some(b) => b,
-                None => {
-                    WasmHost.log(
-                        LogLevel::Error,
-                        &format!("guard {}: plugin configuration unreadable", F::NAME),
-                    );
-                    return false;
-                }
-            }
+        let Some(bytes) = plugin_configuration(size, F::NAME) else {
+            return false;
         };
         // Build into locals and swap only on success: a bad reconfigure keeps the old policy.
-        match FilterConfig::parse::<F::Settings, _>(&bytes, F::DEFAULT_FAILURE, F::compile) {
-            Ok(config) => {
-                let shared = F::init_shared(&self.metrics, &config);
-                WasmHost.log(
-                    LogLevel::Info,
-                    &format!(
-                        "guard {}: policy {} version {} loaded",
-                        F::NAME,
-                        config.name,
-                        config.version
-                    ),
-                );
-                let chain = Chain::from_env(chain_id(F::NAME, WasmHost.now_nanos()));
-                WasmHost.log(
-                    LogLevel::Info,
-                    &format!(
-                        "guard {}: audit chain {} ({})",
-                        F::NAME,
-                        chain.id(),
-                        if chain.signed() {
-                            "signed"
-                        } else {
-                            "unsigned: no GUARD_AUDIT_KEY in the VM environment"
-                        }
-                    ),
-                );
-                self.chain = Some(Rc::new(RefCell::new(chain)));
-                if self.sealer.is_none() {
-                    let prefix = u32::try_from(WasmHost.now_nanos() & 0xffff_ffff).unwrap_or(0)
-                        ^ u32::try_from(random_u64() & 0xffff_ffff).unwrap_or(0);
-                    self.sealer = Sealer::from_env(prefix).map(|s| Rc::new(RefCell::new(s)));
-                }
-                self.config = Some(Rc::new(config));
-                self.shared = Some(Rc::new(shared));
+        match Loaded::<F>::load(
+            &WasmHost,
+            &self.metrics,
+            &bytes,
+            chain_id(F::NAME, WasmHost.now_nanos()),
+        ) {
+            Ok(loaded) => {
+                self.ensure_sealer();
+                self.loaded = Some(loaded);
                 true
             }
             Err(e) => {
@@ -499,18 +449,10 @@ impl<F: GuardFilter> RootContext for Root<F> {
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         // Never return None (Envoy would fail the stream oddly): a VM without a valid config
         // gets a context that refuses every request (fail closed).
-        let stream = match (&self.config, &self.shared) {
-            (Some(c), Some(s)) => {
-                let stream =
-                    GuardStream::<F>::new(Rc::clone(c), Rc::clone(s), Rc::clone(&self.metrics));
-                let stream = stream.with_sealer(self.sealer.clone());
-                Some(match &self.chain {
-                    Some(chain) => stream.with_chain(Rc::clone(chain)),
-                    None => stream,
-                })
-            }
-            _ => None,
-        };
+        let stream = self
+            .loaded
+            .as_ref()
+            .map(|l| Box::new(l.stream(&self.metrics, self.sealer.clone())) as Box<dyn Stage>);
         Some(Box::new(Http { stream }))
     }
 
@@ -519,8 +461,9 @@ impl<F: GuardFilter> RootContext for Root<F> {
     }
 }
 
-struct Http<F: GuardFilter> {
-    stream: Option<GuardStream<F>>,
+/// One stream: a single filter's, or the combined filter's.
+struct Http {
+    stream: Option<Box<dyn Stage>>,
 }
 
 fn action(a: Action) -> proxy_wasm::types::Action {
@@ -530,7 +473,7 @@ fn action(a: Action) -> proxy_wasm::types::Action {
     }
 }
 
-impl<F: GuardFilter> Context for Http<F> {
+impl Context for Http {
     fn on_http_call_response(
         &mut self,
         token_id: u32,
@@ -544,7 +487,7 @@ impl<F: GuardFilter> Context for Http<F> {
     }
 }
 
-impl<F: GuardFilter> HttpContext for Http<F> {
+impl HttpContext for Http {
     fn on_http_request_headers(
         &mut self,
         _n: usize,
@@ -621,5 +564,213 @@ impl<F: GuardFilter> HttpContext for Http<F> {
         if let Some(s) = self.stream.as_mut() {
             s.on_done(&WasmHost);
         }
+    }
+}
+
+/// The plugin configuration bytes (empty when there is none); `None` when unreadable (logged).
+fn plugin_configuration(size: usize, name: &str) -> Option<Vec<u8>> {
+    if size == 0 {
+        return Some(Vec::new());
+    }
+    let mut data: *mut u8 = null_mut();
+    let mut got: usize = 0;
+    // SAFETY: as in `WasmHost::header`.
+    let r = unsafe {
+        match proxy_get_buffer_bytes(BUFFER_PLUGIN_CONFIGURATION, 0, size, &mut data, &mut got) {
+            STATUS_OK => owned(data, got),
+            _ => None,
+        }
+    };
+    if r.is_none() {
+        WasmHost.log(
+            LogLevel::Error,
+            &format!("guard {name}: plugin configuration unreadable"),
+        );
+    }
+    r
+}
+
+/// The VM's capture sealer, from `GUARD_CAPTURE_KEY` (a random nonce prefix per VM).
+fn new_sealer() -> Option<Rc<RefCell<Sealer>>> {
+    let prefix = u32::try_from(WasmHost.now_nanos() & 0xffff_ffff).unwrap_or(0)
+        ^ u32::try_from(random_u64() & 0xffff_ffff).unwrap_or(0);
+    Sealer::from_env(prefix).map(|s| Rc::new(RefCell::new(s)))
+}
+
+/// Makes the combined module's filters, in order.
+pub type Loaders = fn() -> Vec<Box<dyn StageLoader>>;
+
+/// One filter of the combined module, as its root context sees it.
+pub trait StageLoader {
+    /// The filter's name (its key in the combined configuration).
+    fn name(&self) -> &'static str;
+    /// Load the filter's configuration (a new audit chain); the old one stays on error.
+    fn configure(&mut self, metrics: &Rc<Metrics>, bytes: &[u8]) -> Result<(), String>;
+    /// Forget the configuration (the filter is not in the new combined configuration).
+    fn clear(&mut self);
+    /// A stream, when configured.
+    fn stream(
+        &self,
+        metrics: &Rc<Metrics>,
+        sealer: Option<Rc<RefCell<Sealer>>>,
+    ) -> Option<Box<dyn Stage>>;
+}
+
+/// The [`StageLoader`] of filter `F`.
+pub struct Slot<F: GuardFilter>(Option<Loaded<F>>);
+
+impl<F: GuardFilter> Slot<F> {
+    pub fn boxed() -> Box<dyn StageLoader> {
+        Box::new(Slot::<F>(None))
+    }
+}
+
+impl<F: GuardFilter> StageLoader for Slot<F> {
+    fn name(&self) -> &'static str {
+        F::NAME
+    }
+    fn configure(&mut self, metrics: &Rc<Metrics>, bytes: &[u8]) -> Result<(), String> {
+        let loaded = Loaded::<F>::load(
+            &WasmHost,
+            metrics,
+            bytes,
+            chain_id(F::NAME, WasmHost.now_nanos()),
+        )?;
+        self.0 = Some(loaded);
+        Ok(())
+    }
+    fn clear(&mut self) {
+        self.0 = None;
+    }
+    fn stream(
+        &self,
+        metrics: &Rc<Metrics>,
+        sealer: Option<Rc<RefCell<Sealer>>>,
+    ) -> Option<Box<dyn Stage>> {
+        self.0
+            .as_ref()
+            .map(|l| Box::new(l.stream(metrics, sealer)) as Box<dyn Stage>)
+    }
+}
+
+/// Register the combined filter's root context: `loaders` in DESIGN.md order (call from the
+/// module's `_initialize`). Its configuration is a JSON object with one member per filter,
+/// named as the filter (`llm_telemetry`, `schema_guard`, `pii_redact`, `prompt_guard`), each
+/// that filter's own configuration; a filter without a member is not in the chain.
+pub fn register_chain(loaders: Loaders) {
+    CHAIN_LOADERS.with(|l| l.set(Some(loaders)));
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
+        Box::new(ChainRoot {
+            loaders: CHAIN_LOADERS
+                .with(std::cell::Cell::get)
+                .map(|f| f())
+                .unwrap_or_default(),
+            metrics: Rc::new(Metrics::new(Rc::new(WasmHost))),
+            sealer: None,
+            configured: false,
+        })
+    });
+}
+
+thread_local! {
+    /// The combined module's filters (set once by [`register_chain`]).
+    static CHAIN_LOADERS: std::cell::Cell<Option<Loaders>> =
+        const { std::cell::Cell::new(None) };
+}
+
+struct ChainRoot {
+    loaders: Vec<Box<dyn StageLoader>>,
+    metrics: Rc<Metrics>,
+    sealer: Option<Rc<RefCell<Sealer>>>,
+    configured: bool,
+}
+
+impl Context for ChainRoot {}
+
+impl RootContext for ChainRoot {
+    fn on_vm_start(&mut self, _size: usize) -> bool {
+        WasmHost.log(
+            LogLevel::Info,
+            &format!("guard all {} starting", env!("CARGO_PKG_VERSION")),
+        );
+        true
+    }
+
+    fn on_configure(&mut self, size: usize) -> bool {
+        let Some(bytes) = plugin_configuration(size, "all") else {
+            return false;
+        };
+        match self.load(&bytes) {
+            Ok(()) => {
+                self.configured = true;
+                if self.sealer.is_none() {
+                    self.sealer = new_sealer();
+                }
+                true
+            }
+            Err(e) => {
+                WasmHost.log(
+                    LogLevel::Error,
+                    &format!("guard all: bad configuration: {e}"),
+                );
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let stream = self.configured.then(|| {
+            let stages: Vec<Box<dyn Stage>> = self
+                .loaders
+                .iter()
+                .filter_map(|l| l.stream(&self.metrics, self.sealer.clone()))
+                .collect();
+            Box::new(ChainStream::new(stages)) as Box<dyn Stage>
+        });
+        Some(Box::new(Http { stream }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+impl ChainRoot {
+    /// Check every member first, then load each filter; a bad member leaves the old
+    /// configuration of every filter in place only as far as the check goes (a filter's own
+    /// errors are found when it compiles: the filters loaded before it keep their new policy).
+    fn load(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let doc: serde_json::Value = if bytes.iter().all(u8::is_ascii_whitespace) {
+            serde_json::Value::Object(serde_json::Map::new())
+        } else {
+            serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?
+        };
+        let Some(members) = doc.as_object() else {
+            return Err("the configuration must be a JSON object".into());
+        };
+        for key in members.keys() {
+            if !self.loaders.iter().any(|l| l.name() == key) {
+                let known: Vec<&str> = self.loaders.iter().map(|l| l.name()).collect();
+                return Err(format!(
+                    "/{key}: unknown filter (known: {})",
+                    known.join(", ")
+                ));
+            }
+        }
+        if members.is_empty() {
+            return Err("no filter configured: add at least one member".into());
+        }
+        for loader in &mut self.loaders {
+            match members.get(loader.name()) {
+                Some(cfg) => {
+                    let bytes = serde_json::to_vec(cfg).map_err(|e| e.to_string())?;
+                    loader
+                        .configure(&self.metrics, &bytes)
+                        .map_err(|e| format!("/{}: {e}", loader.name()))?;
+                }
+                None => loader.clear(),
+            }
+        }
+        Ok(())
     }
 }

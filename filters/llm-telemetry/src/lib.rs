@@ -28,4 +28,7 @@ mod filter;
 
 pub use filter::{Settings, Telemetry};
 
+// The proxy-wasm entry point; off (`default-features = false`) when another module links
+// this crate (the combined filter, wasm benchmarks).
+#[cfg(feature = "export")]
 guard_host::export_guard_filter!(crate::filter::Telemetry);

@@ -45,4 +45,7 @@ pub mod redact;
 pub mod stream;
 pub mod validate;
 
+// The proxy-wasm entry point; off (`default-features = false`) when another module links
+// this crate (the combined filter, wasm benchmarks).
+#[cfg(feature = "export")]
 guard_host::export_guard_filter!(crate::filter::PiiRedact);

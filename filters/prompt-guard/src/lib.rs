@@ -23,4 +23,7 @@ pub mod model;
 pub mod normalize;
 pub mod rules;
 
+// The proxy-wasm entry point; off (`default-features = false`) when another module links
+// this crate (the combined filter, wasm benchmarks).
+#[cfg(feature = "export")]
 guard_host::export_guard_filter!(crate::filter::PromptGuard);

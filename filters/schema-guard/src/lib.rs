@@ -31,4 +31,7 @@ pub mod check;
 pub mod engine;
 pub mod filter;
 
+// The proxy-wasm entry point; off (`default-features = false`) when another module links
+// this crate (the combined filter, wasm benchmarks).
+#[cfg(feature = "export")]
 guard_host::export_guard_filter!(crate::filter::SchemaGuard);

@@ -1,0 +1,16 @@
+// Runs a wasm32-wasip1 command module under Node's WASI, i.e. on V8, the wasm engine Envoy
+// uses: `node bench/wasi-run.mjs FILE.wasm [ARGS...]`. The host file system is visible at the
+// same paths (the benchmarks read the shared data and the policies by absolute path).
+import { readFile } from 'node:fs/promises';
+import { WASI } from 'node:wasi';
+import { argv, env, exit } from 'node:process';
+
+const [file, ...args] = argv.slice(2);
+if (!file) {
+  console.error('usage: node bench/wasi-run.mjs FILE.wasm [ARGS...]');
+  exit(2);
+}
+const wasi = new WASI({ version: 'preview1', args: [file, ...args], env, preopens: { '/': '/' } });
+const module = await WebAssembly.compile(await readFile(file));
+const instance = await WebAssembly.instantiate(module, wasi.getImportObject());
+exit(wasi.start(instance) ?? 0);
