@@ -1,10 +1,10 @@
 # The two commands a newcomer needs: `make run` and `make test`. Each installs what is missing.
 SHELL := /bin/bash
-FILTERS := llm-telemetry schema-guard pii-redact prompt-guard
+FILTERS := llm-telemetry schema-guard pii-redact prompt-guard guard-all
 WASM_DIR := target/wasm32-wasip1/release
 CARGO ?= cargo
 
-.PHONY: setup wasm build run test lint train eval eval-pii schema-suite clean
+.PHONY: setup wasm build run test lint train eval eval-pii schema-suite bench clean
 
 setup:
 	@./scripts/setup.sh
@@ -16,8 +16,9 @@ wasm: setup
 build: wasm
 	$(CARGO) build --release -p demo-upstream -p guardctl
 
+# ALL=1: every filter in one module (envoy/envoy-all.yaml) instead of four.
 run: build
-	@./scripts/run.sh
+	@ENVOY_CONFIG=$(if $(ALL),envoy/envoy-all.yaml,envoy/envoy.yaml) ./scripts/run.sh
 
 test: wasm
 	$(CARGO) test --workspace --no-fail-fast
@@ -39,6 +40,15 @@ eval-pii:
 # asserted) in ../shared/data/json-schema-test-suite, and its validation throughput.
 schema-suite:
 	$(CARGO) run --release -q -p guardctl -- schema-suite
+
+# Cost of each filter in a real Envoy (one worker pinned to core 0, load on core 1) against no
+# filter, the floor (filters/passthrough) and Envoy's Lua filter; writes bench/results.{md,json}.
+# Under 15 minutes on 2 cores once built. BENCH_ARGS=--quick for a smoke run (results in .run/bench).
+bench: wasm setup
+	@./scripts/bench-setup.sh
+	$(CARGO) build --release --target wasm32-wasip1 -p passthrough
+	$(CARGO) build --release -p demo-upstream
+	.venv/bin/python bench/run.py $(BENCH_ARGS)
 
 lint: setup
 	$(CARGO) fmt --all -- --check
