@@ -12,5 +12,11 @@ if (!file) {
 }
 const wasi = new WASI({ version: 'preview1', args: [file, ...args], env, preopens: { '/': '/' } });
 const module = await WebAssembly.compile(await readFile(file));
-const instance = await WebAssembly.instantiate(module, wasi.getImportObject());
+// proxy-wasm host functions the module imports (linked in, never called here): stubs.
+const imports = wasi.getImportObject();
+imports.env = {};
+for (const imp of WebAssembly.Module.imports(module)) {
+  if (imp.module === 'env' && imp.kind === 'function') imports.env[imp.name] = () => 0;
+}
+const instance = await WebAssembly.instantiate(module, imports);
 exit(wasi.start(instance) ?? 0);

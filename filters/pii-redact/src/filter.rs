@@ -123,7 +123,7 @@ impl GuardFilter for PiiRedact {
                 vault,
                 stats,
             }
-            .segments(&segments, &mut hasher)
+            .segments(&segments, Some(&mut hasher))
         });
         drop(segments);
         let scan_us = cx.host.now_nanos().saturating_sub(t0) / 1000;
@@ -203,7 +203,6 @@ impl GuardFilter for PiiRedact {
         let engine = Rc::clone(&cx.settings().engine);
         let mut resp = ResponseBody::parse(api, body)?;
         let t0 = cx.host.now_nanos();
-        let mut hasher = Sha256::new();
         let (vault, stats, bufs) = (&mut self.vault, &mut self.response, &mut self.bufs);
         let segments = resp.segments();
         let changes = cx.shared.with_scratch(&engine, |scratch| {
@@ -215,7 +214,7 @@ impl GuardFilter for PiiRedact {
                 vault,
                 stats,
             }
-            .segments(&segments, &mut hasher)
+            .segments(&segments, None)
         });
         drop(segments);
         self.response_scan_us = cx.host.now_nanos().saturating_sub(t0) / 1000;
