@@ -20,7 +20,6 @@ use pii_redact::redact::{Stats, TextKind, Vault};
 use pii_redact::stream::{Buffers, Pass, PiiScanner, Tails};
 use proptest::prelude::*;
 use serde_json::json;
-use sha2::Sha256;
 
 /// Values every detector must find, whatever surrounds them (separated by spaces).
 const VALUES: &[&str] = &[
@@ -262,7 +261,7 @@ proptest! {
             vault: &mut vault,
             stats: &mut stats,
         }
-        .segments(&segments, &mut <Sha256 as sha2::Digest>::new());
+        .segments(&segments, None);
         drop(segments);
         for (path, t) in &changes {
             req.set_text(path, t).unwrap();
