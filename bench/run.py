@@ -65,6 +65,9 @@ SHIPPED_ENVOY_YAML = ROOT / "envoy" / "envoy.yaml"
 # Every guard filter in one module (guard_all.wasm), as shipped for operators who want them all.
 SHIPPED_ENVOY_ALL_YAML = ROOT / "envoy" / "envoy-all.yaml"
 RUN_DIR = ROOT / ".run" / "bench"
+# Envoy loads the modules from a copy taken when the run starts, so a rebuild during the run
+# cannot mix versions between repetitions.
+MODULES = RUN_DIR / "wasm"
 PATH = "/v1/chat/completions"
 
 KB = 1024
@@ -116,7 +119,7 @@ class Config:
 def template(name: str, **values: str) -> str:
     """A file of bench/configs with its ${...} placeholders filled."""
     text = (CONFIG_DIR / name).read_text()
-    common = {"WASM_DIR": str(WASM_DIR), "BENCH_DIR": str(BENCH_DIR)}
+    common = {"WASM_DIR": str(MODULES), "BENCH_DIR": str(BENCH_DIR)}
     return string.Template(text).substitute({**common, **values})
 
 
@@ -126,7 +129,7 @@ _SHIPPED: dict[Path, dict[str, str]] = {}
 def shipped_filters(path: Path = SHIPPED_ENVOY_YAML) -> dict[str, str]:
     """The http_filters entries of a shipped Envoy config (envoy/envoy.yaml by default), by
     name, in file order, as YAML text at indent 0 (comments between entries dropped, wasm paths
-    made absolute). Copied as text, so vm_config, host_env_keys,
+    pointing at the run's copy of the modules). Copied as text, so vm_config, host_env_keys,
     allow_on_headers_stop_iteration and the policy JSON stay exactly as shipped."""
     if path in _SHIPPED:
         return _SHIPPED[path]
@@ -168,7 +171,7 @@ def shipped_filters(path: Path = SHIPPED_ENVOY_YAML) -> dict[str, str]:
         text = textwrap.dedent("\n".join(block)).rstrip() + "\n"
         text = re.sub(
             r"(filename:\s*)(\S+\.wasm)",
-            lambda m: m.group(1) + str((ROOT / m.group(2)).resolve()),
+            lambda m: m.group(1) + str(MODULES / Path(m.group(2)).name),
             text,
         )
         out[name] = text
@@ -862,6 +865,7 @@ def build_report(
     engines: list[dict],
     notes: list[str],
     wall_s: float,
+    source: str,
 ) -> tuple[dict, str]:
     rows = []
     by_key: dict[tuple[str, int], dict] = {}
@@ -880,7 +884,7 @@ def build_report(
             ]
             return statistics.median(pairs) if pairs and len(other) == len(reps) else None
 
-        wasm_bytes = sum((WASM_DIR / w).stat().st_size for w in config.wasm if (WASM_DIR / w).exists())
+        wasm_bytes = sum((MODULES / w).stat().st_size for w in config.wasm if (MODULES / w).exists())
         row = {
             "name": config.name,
             "body_bytes": body_len[size],
@@ -938,11 +942,11 @@ def build_report(
         ]
     wasm_files = sorted({w for c, _ in units for w in c.wasm})
     wasm_sizes = [
-        {"file": w, "bytes": (WASM_DIR / w).stat().st_size} for w in wasm_files if (WASM_DIR / w).exists()
+        {"file": w, "bytes": (MODULES / w).stat().st_size} for w in wasm_files if (MODULES / w).exists()
     ]
     result = {
         "machine": machine(),
-        "source": source_state(),
+        "source": source,
         "configs": rows,
         "engines": engines,
         "wasm": wasm_sizes,
@@ -1190,6 +1194,11 @@ def main(argv: list[str]) -> int:
         raise SystemExit("bench: nothing to run")
 
     RUN_DIR.mkdir(parents=True, exist_ok=True)
+    source = source_state()
+    shutil.rmtree(MODULES, ignore_errors=True)
+    MODULES.mkdir()
+    for w in sorted({w for c, _ in units for w in c.wasm}):
+        shutil.copy2(WASM_DIR / w, MODULES / w)
     bodies: dict = {}
     body_len: dict[int, int] = {}
     for size in sorted({size for _, size in units}):
@@ -1254,7 +1263,8 @@ def main(argv: list[str]) -> int:
             print(f"bench: note: {note}", flush=True)
 
     result, md = build_report(
-        s, units, samples, errors, body_len, skipped, engines, notes, time.monotonic() - started
+        s, units, samples, errors, body_len, skipped, engines, notes, time.monotonic() - started,
+        source,
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(
