@@ -361,11 +361,37 @@ struct StreamState {
     decoder: StreamDecoder,
     assembler: StreamAssembler,
     deltas: Vec<Delta>,
-    /// `buffer` mode: everything so far.
+    /// `buffer` mode: everything so far (with `by_event`: from the first tool call on).
     held: Vec<u8>,
     /// What has been judged, and which tool-call channels ended.
     progress: Progress,
     done: bool,
+    /// `buffer` mode with only tool calls to check (no structured output, no response
+    /// schema): text streams on at once; the stream is held from its first tool call on.
+    by_event: bool,
+    /// A tool call has started (`by_event`): everything from here on is held.
+    holding: bool,
+}
+
+impl StreamState {
+    /// Send `raw` on, or hold it once a tool call has started (`by_event` mode).
+    fn route(&mut self, raw: &[u8], out: &mut Vec<u8>) {
+        if !self.holding
+            && self
+                .assembler
+                .result()
+                .choices
+                .iter()
+                .any(|c| !c.tool_calls.is_empty())
+        {
+            self.holding = true;
+        }
+        if self.holding {
+            self.held.extend_from_slice(raw);
+        } else {
+            out.extend_from_slice(raw);
+        }
+    }
 }
 
 /// Per-stream state.
@@ -479,6 +505,8 @@ impl GuardFilter for SchemaGuard {
                 held: Vec::new(),
                 progress: Progress::default(),
                 done: false,
+                by_event: expect.output.is_none() && expect.response.is_none(),
+                holding: false,
             });
             return ResponsePlan::Stream;
         }
@@ -525,6 +553,16 @@ impl GuardFilter for SchemaGuard {
                     "streamed answer over the schema buffer limit of {max} bytes"
                 )));
             }
+            if st.by_event {
+                for ev in &events {
+                    apply_event(st, ev)?;
+                    st.route(&ev.raw, out);
+                }
+                let mut skipped = Vec::new();
+                st.parser.take_skipped_raw(&mut skipped);
+                st.route(&skipped, out);
+                return Ok(Chunk::Rewritten);
+            }
             st.held.extend_from_slice(chunk);
             for ev in &events {
                 apply_event(st, ev)?;
@@ -568,6 +606,13 @@ impl GuardFilter for SchemaGuard {
         for ev in &events {
             // A truncated last event: judged on what arrived.
             let _ = apply_event(st, ev);
+            if st.by_event {
+                st.route(&ev.raw, out);
+            }
+        }
+        if st.by_event {
+            let pending = st.parser.take_pending_raw();
+            st.route(&pending, out);
         }
         st.done = true;
         let findings = self.complete_findings(true);
