@@ -510,3 +510,135 @@ fn callout_waits_then_resumes_or_replies() {
     feed_request(&host, &mut s, BODY, BODY.len(), false);
     assert_eq!(host.local_reply().map(|r| r.status), Some(400));
 }
+
+// ------------------------------------------------------------------------------------------------
+// The combined filter (`guard_host::chain::ChainStream`): stages see what they would see as
+// separate Envoy filters.
+
+fn probe_stage(config: &str, host: &Rc<FakeHost>) -> Box<dyn guard_host::chain::Stage> {
+    let cfg = FilterConfig::parse::<ProbeSettings, _>(
+        config.as_bytes(),
+        Probe::DEFAULT_FAILURE,
+        Probe::compile,
+    )
+    .unwrap();
+    let metrics = Rc::new(Metrics::new(host.clone() as Rc<dyn Host>));
+    Box::new(GuardStream::<Probe>::new(
+        Rc::new(cfg),
+        Rc::new(()),
+        metrics,
+    ))
+}
+
+/// Feed a request body to the chain as Envoy does: the buffer grows while it pauses, holds only
+/// the new chunk once it continued.
+fn feed_chain(
+    host: &FakeHost,
+    chain: &mut guard_host::chain::ChainStream,
+    body: &[u8],
+    chunk: usize,
+) -> Action {
+    let pieces: Vec<&[u8]> = body.chunks(chunk.max(1)).collect();
+    let mut last = Action::Continue;
+    for (i, piece) in pieces.iter().enumerate() {
+        host.append_buffer(Dir::Request, piece);
+        last = chain.on_request_body(host, host.buffer(Dir::Request).len(), i + 1 == pieces.len());
+        if host.local_reply().is_some() {
+            return last;
+        }
+    }
+    last
+}
+
+#[test]
+fn chain_stages_see_what_the_stage_before_released_for_every_chunking() {
+    const NEW: &str = r#"{"rewritten":true}"#;
+    for chunk in 1..=BODY.len() {
+        SEEN.with(|s| s.borrow_mut().clear());
+        let host = Rc::new(FakeHost::new());
+        let first = probe_stage(
+            &format!(
+                r#"{{"policies":{{"default":{{"replace_with":{}}}}}}}"#,
+                serde_json::to_string(NEW).unwrap()
+            ),
+            &host,
+        );
+        let second = probe_stage("{}", &host);
+        let mut chain = guard_host::chain::ChainStream::new(vec![first, second]);
+        post(&host);
+        assert_eq!(chain.on_request_headers(&*host, false), Action::Pause);
+        assert_eq!(
+            feed_chain(&host, &mut chain, BODY, chunk),
+            Action::Continue,
+            "chunk {chunk}"
+        );
+        // The first stage saw the original whole, the second its rewrite; Envoy forwards it.
+        SEEN.with(|s| {
+            assert_eq!(
+                s.borrow().as_slice(),
+                &[BODY.to_vec(), NEW.as_bytes().to_vec()],
+                "chunk {chunk}"
+            )
+        });
+        assert_eq!(host.buffer(Dir::Request), NEW.as_bytes(), "chunk {chunk}");
+        chain.on_done(&*host);
+    }
+}
+
+#[test]
+fn chain_local_reply_ends_the_direction_and_call_outs_resume_through_the_chain() {
+    for (answer, reply, resumed) in [(&b"ok"[..], None, true), (&b"block"[..], Some(400), false)] {
+        SEEN.with(|s| s.borrow_mut().clear());
+        let host = Rc::new(FakeHost::new());
+        let judge = probe_stage(r#"{"policies":{"default":{"callout":true}}}"#, &host);
+        let after = probe_stage("{}", &host);
+        let mut chain = guard_host::chain::ChainStream::new(vec![judge, after]);
+        post(&host);
+        chain.on_request_headers(&*host, false);
+        assert_eq!(
+            feed_chain(&host, &mut chain, BODY, 7),
+            Action::Pause,
+            "waits for the judge"
+        );
+        SEEN.with(|s| assert_eq!(s.borrow().len(), 1, "only the judge saw the body so far"));
+        host.set_call_response(Some(200), answer);
+        chain.on_callout_response(&*host, 1, answer.len());
+        assert_eq!(host.local_reply().map(|r| r.status), reply);
+        assert_eq!(host.state.borrow().resumed == vec![Dir::Request], resumed);
+        // Allowed: the next stage got the body, and Envoy forwards it unchanged.
+        let seen = SEEN.with(|s| s.borrow().len());
+        assert_eq!(seen, if resumed { 2 } else { 1 });
+        if resumed {
+            assert_eq!(host.buffer(Dir::Request), BODY);
+        }
+        chain.on_done(&*host);
+    }
+}
+
+#[test]
+fn chain_streams_pass_every_byte_in_order_through_holding_stages() {
+    let stream: &[u8] = b"data: {\"a\":1}\n\ndata: {\"b\":2}\n\ndata: [DONE]\n\n";
+    for chunk in 1..=stream.len() {
+        let host = Rc::new(FakeHost::new());
+        let mut chain = guard_host::chain::ChainStream::new(vec![
+            probe_stage("{}", &host),
+            probe_stage("{}", &host),
+        ]);
+        post(&host);
+        chain.on_request_headers(&*host, false);
+        feed_chain(&host, &mut chain, BODY, BODY.len());
+        host.set_header(Dir::Response, ":status", Some(b"200"));
+        host.set_header(Dir::Response, "content-type", Some(b"text/event-stream"));
+        chain.on_response_headers(&*host, false);
+        let pieces: Vec<&[u8]> = stream.chunks(chunk).collect();
+        let mut out = Vec::new();
+        for (i, piece) in pieces.iter().enumerate() {
+            host.set_buffer(Dir::Response, piece);
+            let a = chain.on_response_body(&*host, piece.len(), i + 1 == pieces.len());
+            assert_eq!(a, Action::Continue, "chunk {chunk}");
+            out.extend(host.buffer(Dir::Response));
+        }
+        assert_eq!(out, stream, "chunk {chunk}");
+        chain.on_done(&*host);
+    }
+}
