@@ -33,6 +33,8 @@ pub struct FakeState {
     pub resumed: Vec<Dir>,
     /// Make `dispatch_http_call` fail.
     pub refuse_callouts: bool,
+    /// Host calls made, by method name (what crossing the wasm boundary would cost).
+    pub calls: BTreeMap<&'static str, u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -49,6 +51,9 @@ pub struct FakeHost {
 }
 
 impl FakeHost {
+    fn count(&self, name: &'static str) {
+        *self.state.borrow_mut().calls.entry(name).or_insert(0) += 1;
+    }
     pub fn new() -> Self {
         let h = FakeHost::default();
         h.state.borrow_mut().now = 1_700_000_000_000_000_000;
@@ -139,6 +144,7 @@ impl FakeHost {
 
 impl Host for FakeHost {
     fn header(&self, dir: Dir, name: &str) -> Option<Vec<u8>> {
+        self.count("header");
         let s = self.state.borrow();
         let headers = match dir {
             Dir::Request => &s.request_headers,
@@ -150,6 +156,7 @@ impl Host for FakeHost {
             .map(|(_, v)| v.clone())
     }
     fn set_header(&self, dir: Dir, name: &str, value: Option<&[u8]>) {
+        self.count("set_header");
         let mut s = self.state.borrow_mut();
         let headers = match dir {
             Dir::Request => &mut s.request_headers,
@@ -161,6 +168,7 @@ impl Host for FakeHost {
         }
     }
     fn body(&self, dir: Dir, start: usize, len: usize) -> Option<Vec<u8>> {
+        self.count("body");
         let s = self.state.borrow();
         let buf = match dir {
             Dir::Request => &s.request_body,
@@ -170,6 +178,7 @@ impl Host for FakeHost {
         buf.get(start.min(end)..end).map(<[u8]>::to_vec)
     }
     fn set_body(&self, dir: Dir, start: usize, len: usize, data: &[u8]) -> bool {
+        self.count("set_body");
         let mut s = self.state.borrow_mut();
         let buf = match dir {
             Dir::Request => &mut s.request_body,
@@ -183,9 +192,11 @@ impl Host for FakeHost {
         true
     }
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        self.count("property");
         self.get_property(path)
     }
     fn set_property(&self, path: &[&str], value: &[u8]) -> bool {
+        self.count("set_property");
         self.state
             .borrow_mut()
             .properties
@@ -193,6 +204,7 @@ impl Host for FakeHost {
         true
     }
     fn send_local_reply(&self, status: u16, headers: &[(&str, &[u8])], body: &[u8]) -> bool {
+        self.count("send_local_reply");
         self.state.borrow_mut().local_reply = Some(LocalReplySent {
             status,
             headers: headers
@@ -204,9 +216,11 @@ impl Host for FakeHost {
         true
     }
     fn now_nanos(&self) -> u64 {
+        self.count("now_nanos");
         self.state.borrow().now
     }
     fn log(&self, level: LogLevel, message: &str) {
+        self.count("log");
         self.state
             .borrow_mut()
             .logs
@@ -219,6 +233,7 @@ impl Host for FakeHost {
         body: &[u8],
         timeout_ms: u64,
     ) -> Option<u32> {
+        self.count("dispatch_http_call");
         let mut s = self.state.borrow_mut();
         if s.refuse_callouts {
             return None;
@@ -235,6 +250,7 @@ impl Host for FakeHost {
         u32::try_from(s.callouts.len()).ok()
     }
     fn call_response_header(&self, name: &str) -> Option<Vec<u8>> {
+        self.count("call_response_header");
         let s = self.state.borrow();
         match (&s.call_response, name) {
             (Some((status, _)), ":status") => status.clone(),
@@ -242,15 +258,18 @@ impl Host for FakeHost {
         }
     }
     fn call_response_body(&self, len: usize) -> Option<Vec<u8>> {
+        self.count("call_response_body");
         let s = self.state.borrow();
         s.call_response
             .as_ref()
             .map(|(_, b)| b.iter().take(len).copied().collect())
     }
     fn resume(&self, dir: Dir) {
+        self.count("resume");
         self.state.borrow_mut().resumed.push(dir);
     }
     fn define_metric(&self, kind: MetricKind, name: &str) -> Option<u32> {
+        self.count("define_metric");
         let mut s = self.state.borrow_mut();
         if let Some(i) = s.metric_names.iter().position(|(_, n)| n == name) {
             return u32::try_from(i).ok();
@@ -259,6 +278,7 @@ impl Host for FakeHost {
         u32::try_from(s.metric_names.len() - 1).ok()
     }
     fn increment_metric(&self, id: u32, by: i64) {
+        self.count("increment_metric");
         if let Some((_, name)) = self.metric_name(id) {
             *self
                 .state
@@ -269,6 +289,7 @@ impl Host for FakeHost {
         }
     }
     fn record_metric(&self, id: u32, value: u64) {
+        self.count("record_metric");
         if let Some((kind, name)) = self.metric_name(id) {
             let mut s = self.state.borrow_mut();
             if kind == MetricKind::Histogram {

@@ -19,7 +19,7 @@ fn run<F: GuardFilter>(
     request: &[u8],
     answer: &[u8],
     n: usize,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<(f64, String)> {
     let host = Rc::new(FakeHost::new());
     let cfg = guard_core::config::FilterConfig::parse::<F::Settings, _>(
         policy.as_bytes(),
@@ -48,7 +48,15 @@ fn run<F: GuardFilter>(
         s.on_done(&*host);
         host.state.borrow_mut().logs.clear();
     }
-    Ok(t.elapsed().as_secs_f64() * 1e6 / n as f64)
+    let us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+    let calls: Vec<String> = host
+        .state
+        .borrow()
+        .calls
+        .iter()
+        .map(|(name, c)| format!("{name} {}", c / n as u64))
+        .collect();
+    Ok((us, calls.join(", ")))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -67,8 +75,8 @@ fn main() -> anyhow::Result<()> {
         "usage": {"prompt_tokens": 1000, "completion_tokens": 250, "total_tokens": 1250}})
     .to_string();
     let (rq, an) = (request.as_bytes(), answer.as_bytes());
-    println!("| filter | µs per exchange (native, fake host) |\n|---|---:|");
-    let rows: [(&str, f64); 4] = [
+    println!("| filter | µs per exchange (native, fake host) | host calls per exchange |\n|---|---:|---|");
+    let rows: [(&str, (f64, String)); 4] = [
         (
             "llm-telemetry",
             run::<llm_telemetry::Telemetry>("{}", rq, an, n)?,
@@ -86,8 +94,8 @@ fn main() -> anyhow::Result<()> {
             run::<prompt_guard::filter::PromptGuard>(&policy("prompt-guard")?, rq, an, n)?,
         ),
     ];
-    for (name, us) in rows {
-        println!("| {name} | {us:.1} |");
+    for (name, (us, calls)) in rows {
+        println!("| {name} | {us:.1} | {calls} |");
     }
     Ok(())
 }
