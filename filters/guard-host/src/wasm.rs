@@ -604,10 +604,15 @@ pub type Loaders = fn() -> Vec<Box<dyn StageLoader>>;
 pub trait StageLoader {
     /// The filter's name (its key in the combined configuration).
     fn name(&self) -> &'static str;
-    /// Load the filter's configuration (a new audit chain); the old one stays on error.
-    fn configure(&mut self, metrics: &Rc<Metrics>, bytes: &[u8]) -> Result<(), String>;
-    /// Forget the configuration (the filter is not in the new combined configuration).
-    fn clear(&mut self);
+    /// Load the filter's configuration (a new audit chain) as pending; the active one stays
+    /// until [`StageLoader::commit`].
+    fn prepare(&mut self, metrics: &Rc<Metrics>, bytes: &[u8]) -> Result<(), String>;
+    /// The filter is not in the new combined configuration: pending is "none".
+    fn prepare_none(&mut self);
+    /// Make the pending configuration the active one (every member loaded).
+    fn commit(&mut self);
+    /// Drop the pending configuration (another member failed): the active one stays.
+    fn abort(&mut self);
     /// A stream, when configured.
     fn stream(
         &self,
@@ -616,12 +621,18 @@ pub trait StageLoader {
     ) -> Option<Box<dyn Stage>>;
 }
 
-/// The [`StageLoader`] of filter `F`.
-pub struct Slot<F: GuardFilter>(Option<Loaded<F>>);
+/// The [`StageLoader`] of filter `F`: its active and its pending configuration.
+pub struct Slot<F: GuardFilter> {
+    active: Option<Loaded<F>>,
+    pending: Option<Option<Loaded<F>>>,
+}
 
 impl<F: GuardFilter> Slot<F> {
     pub fn boxed() -> Box<dyn StageLoader> {
-        Box::new(Slot::<F>(None))
+        Box::new(Slot::<F> {
+            active: None,
+            pending: None,
+        })
     }
 }
 
@@ -629,25 +640,33 @@ impl<F: GuardFilter> StageLoader for Slot<F> {
     fn name(&self) -> &'static str {
         F::NAME
     }
-    fn configure(&mut self, metrics: &Rc<Metrics>, bytes: &[u8]) -> Result<(), String> {
+    fn prepare(&mut self, metrics: &Rc<Metrics>, bytes: &[u8]) -> Result<(), String> {
         let loaded = Loaded::<F>::load(
             &WasmHost,
             metrics,
             bytes,
             chain_id(F::NAME, WasmHost.now_nanos()),
         )?;
-        self.0 = Some(loaded);
+        self.pending = Some(Some(loaded));
         Ok(())
     }
-    fn clear(&mut self) {
-        self.0 = None;
+    fn prepare_none(&mut self) {
+        self.pending = Some(None);
+    }
+    fn commit(&mut self) {
+        if let Some(p) = self.pending.take() {
+            self.active = p;
+        }
+    }
+    fn abort(&mut self) {
+        self.pending = None;
     }
     fn stream(
         &self,
         metrics: &Rc<Metrics>,
         sealer: Option<Rc<RefCell<Sealer>>>,
     ) -> Option<Box<dyn Stage>> {
-        self.0
+        self.active
             .as_ref()
             .map(|l| Box::new(l.stream(metrics, sealer)) as Box<dyn Stage>)
     }
@@ -736,9 +755,8 @@ impl RootContext for ChainRoot {
 }
 
 impl ChainRoot {
-    /// Check every member first, then load each filter; a bad member leaves the old
-    /// configuration of every filter in place only as far as the check goes (a filter's own
-    /// errors are found when it compiles: the filters loaded before it keep their new policy).
+    /// Load every member as pending, and make them active only when all loaded: a bad member
+    /// leaves every filter's old configuration in place.
     fn load(&mut self, bytes: &[u8]) -> Result<(), String> {
         let doc: serde_json::Value = if bytes.iter().all(u8::is_ascii_whitespace) {
             serde_json::Value::Object(serde_json::Map::new())
@@ -760,17 +778,29 @@ impl ChainRoot {
         if members.is_empty() {
             return Err("no filter configured: add at least one member".into());
         }
+        let mut result = Ok(());
         for loader in &mut self.loaders {
             match members.get(loader.name()) {
                 Some(cfg) => {
-                    let bytes = serde_json::to_vec(cfg).map_err(|e| e.to_string())?;
-                    loader
-                        .configure(&self.metrics, &bytes)
-                        .map_err(|e| format!("/{}: {e}", loader.name()))?;
+                    let prepared = serde_json::to_vec(cfg)
+                        .map_err(|e| e.to_string())
+                        .and_then(|bytes| loader.prepare(&self.metrics, &bytes))
+                        .map_err(|e| format!("/{}: {e}", loader.name()));
+                    if let Err(e) = prepared {
+                        result = Err(e);
+                        break;
+                    }
                 }
-                None => loader.clear(),
+                None => loader.prepare_none(),
             }
         }
-        Ok(())
+        for loader in &mut self.loaders {
+            if result.is_ok() {
+                loader.commit();
+            } else {
+                loader.abort();
+            }
+        }
+        result
     }
 }
