@@ -72,6 +72,39 @@ impl Acl {
         json!({ "$and": self.rules.iter().map(Rule::chroma).collect::<Vec<_>>() })
     }
 
+    /// The whole ACL as one Qdrant filter (`{"must": [...]}`), or `None` when a rule can never
+    /// match (a caller without groups): Qdrant treats an empty `any` or `should` as no
+    /// constraint, so such a request must be answered empty or refused, not sent.
+    pub fn qdrant_filter(&self) -> Option<Value> {
+        let mut must = Vec::with_capacity(self.rules.len());
+        for r in &self.rules {
+            must.push(match r {
+                Rule::Equals { field, value } => json!({"key": field, "match": {"value": value}}),
+                Rule::AnyOf { field, values } | Rule::In { field, values } => {
+                    if values.is_empty() {
+                        return None;
+                    }
+                    json!({"key": field, "match": {"any": values}})
+                }
+                Rule::AtMost { field, value } => json!({"key": field, "range": {"lte": value}}),
+            });
+        }
+        Some(json!({ "must": must }))
+    }
+
+    /// The metadata fields the rules read.
+    pub fn fields(&self) -> Vec<&str> {
+        self.rules
+            .iter()
+            .map(|r| match r {
+                Rule::Equals { field, .. }
+                | Rule::AnyOf { field, .. }
+                | Rule::In { field, .. }
+                | Rule::AtMost { field, .. } => field.as_str(),
+            })
+            .collect()
+    }
+
     /// Whether a returned document's metadata meets every rule. No metadata (`null`) meets no
     /// rule, so with any rule it fails.
     pub fn allows(&self, metadata: Option<&Value>) -> bool {

@@ -13,9 +13,15 @@
 //!   extended with `metadatas` when the check needs them, and results (flat `get`, nested
 //!   `query`) re-checked with failing entries removed from every parallel array.
 //!
+//! - [`qdrant`]: Qdrant REST reads (query with its prefetches, search, recommend, scroll, count,
+//!   retrieve): the ACL AND-ed into every filter, the payload fields the check needs requested
+//!   and stripped again, returned points re-checked (engine tests over recorded bodies: no
+//!   Qdrant server is available from the package registries).
+//!
 //! Still to come: the proxy-wasm adapter (identity from `jwt_authn` metadata, per-role operation
 //! allow-lists, ownership checks for `update` / `upsert` by id, collection name → id resolution),
 //! Qdrant, metrics and the e2e test against a real Chroma server.
 
 pub mod acl;
 pub mod chroma;
+pub mod qdrant;
