@@ -260,8 +260,6 @@ struct Flow {
     ended: bool,
     /// A stage answered locally: the direction is over.
     stopped: bool,
-    /// A stage is waiting for its call-out (its position).
-    waiting: Option<usize>,
 }
 
 /// The combined filter's stream: its stages in DESIGN.md order.
@@ -401,7 +399,7 @@ impl ChainStream {
             if a == Action::Pause {
                 return None;
             }
-            carry = self.release(host, dir, k, eos)?;
+            carry = self.release(host, dir, k)?;
             k += 1;
         }
         Some(carry)
@@ -409,7 +407,7 @@ impl ChainStream {
 
     /// Stage `k` continued: take what it held, and if it held the headers, run the next
     /// stages' headers callbacks. `None` when a later stage then answered locally.
-    fn release(&mut self, host: &dyn Host, dir: Dir, k: usize, _eos: bool) -> Option<Vec<u8>> {
+    fn release(&mut self, host: &dyn Host, dir: Dir, k: usize) -> Option<Vec<u8>> {
         let carry = self
             .flow(dir)
             .bufs
@@ -498,7 +496,7 @@ impl ChainStream {
                     return Action::Pause;
                 }
                 if a == Action::Continue {
-                    match self.release(host, dir, k, false) {
+                    match self.release(host, dir, k) {
                         Some(c) => carry = c,
                         None => return Action::Pause,
                     }
@@ -513,10 +511,9 @@ impl ChainStream {
                 return Action::Pause;
             }
             if a == Action::Pause {
-                self.flow(dir).waiting = Some(k);
                 return Action::Pause;
             }
-            match self.release(host, dir, k, true) {
+            match self.release(host, dir, k) {
                 Some(mut c) => {
                     carry.append(&mut c);
                 }
@@ -569,7 +566,7 @@ impl ChainStream {
             return;
         }
         let eos = self.flow(dir).ended;
-        let Some(carry) = self.release(host, dir, k, eos) else {
+        let Some(carry) = self.release(host, dir, k) else {
             return;
         };
         let out = self.flow_from(host, dir, k + 1, carry, eos);
