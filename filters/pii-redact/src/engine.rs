@@ -1071,6 +1071,16 @@ impl Engine {
         let Some(value) = text.get(start..end) else {
             return Judged::Invalid;
         };
+        // A judgement that depends on text not yet seen waits for it, so a stream decides
+        // exactly as the whole answer does: the char after the match, and the digit groups
+        // that follow a number (a longer run is a tracking number, not a phone or a card).
+        if !complete
+            && (end >= text.len()
+                || (matches!(p.check, Check::Phone | Check::Card | Check::Ssn)
+                    && digit_groups_reach_end(text, start)))
+        {
+            return Judged::Incomplete;
+        }
         let before = text.get(..start).and_then(|t| t.chars().next_back());
         let after = text.get(end..).and_then(|t| t.chars().next());
         let mut score = p.score;
@@ -1124,6 +1134,10 @@ impl Engine {
                         score = sc;
                     }
                     None => return Judged::Invalid,
+                }
+                if self.card_overlaps(s, text, start, end) {
+                    // `12 4111 1111 1111 1111`: the card, not a phone that takes half of it.
+                    return Judged::Invalid;
                 }
             }
             Check::Card => match shrink(value, |v| {
@@ -1246,11 +1260,50 @@ impl Engine {
         if p.check != Check::Placeholder && (score < need || required) {
             if self.has_context(text, start, end, p.ty, pid) {
                 score = (score + patterns::CONTEXT_BOOST).min(1.0);
+            } else if !complete
+                && text.len() < end.saturating_add(self.settings.context_window / 2)
+            {
+                // A context word may still come after it.
+                return Judged::Incomplete;
             } else if required {
                 return Judged::Invalid;
             }
         }
         Judged::Valid { start, end, score }
+    }
+
+    /// Whether a valid card number starts inside `start..end` (at a digit group) and runs past
+    /// `end`.
+    fn card_overlaps(&self, s: &mut Scratch, text: &str, start: usize, end: usize) -> bool {
+        let b = text.as_bytes();
+        for q in start.saturating_add(1)..end {
+            let starts_group = b.get(q).is_some_and(u8::is_ascii_digit)
+                && b.get(q - 1).is_some_and(|c| !c.is_ascii_digit());
+            if !starts_group {
+                continue;
+            }
+            for (pid, p) in self.patterns.iter().enumerate() {
+                if p.check != Check::Card || self.type_info(p.ty).is_none() {
+                    continue;
+                }
+                let Ok(qid) = PatternID::try_from(pid) else {
+                    continue;
+                };
+                let input = Input::new(text)
+                    .span(q..text.len())
+                    .anchored(Anchored::Pattern(qid));
+                let Some(m) = self.regex.search_with(&mut s.cache, &input) else {
+                    continue;
+                };
+                let card = text.get(q..m.end()).and_then(|v| {
+                    shrink(v, |v| (validate::credit_card(v) && card_groups_ok(v)).then_some(1.0))
+                });
+                if card.is_some_and(|(n, _)| q.saturating_add(n) > end) {
+                    return true;
+                }
+            }
+        }
+        false
     }
 
     /// Whether a context word of the type (or of the custom pattern) is near `start..end`.
@@ -1435,6 +1488,13 @@ fn inside_longer_number(text: &str, start: usize) -> bool {
     let sep = start.checked_sub(1).and_then(|i| b.get(i));
     let digit = start.checked_sub(2).and_then(|i| b.get(i));
     matches!(sep, Some(b'-' | b'/')) && digit.is_some_and(u8::is_ascii_digit)
+}
+
+/// From `start`, digits and spaces run to the end of `text`: more digit groups may follow.
+fn digit_groups_reach_end(text: &str, start: usize) -> bool {
+    text.as_bytes()
+        .get(start..)
+        .is_some_and(|t| t.iter().all(|&b| b.is_ascii_digit() || b == b' '))
 }
 
 /// The candidate sits in a run of space-separated digit groups of 3 or more digits with more

@@ -306,6 +306,34 @@ fn raw_json_arguments_stay_valid() {
     }
 }
 
+/// Found by `streams_match_whole_answers` in CI: a stream released `12 ` before the context
+/// word after the number arrived, so it redacted a card where the whole answer saw a phone
+/// (which also left half the card visible). Judgements that depend on text after a match now
+/// wait for it, and a valid card beats a phone that would take half of it.
+#[test]
+fn regression_context_after_a_number_and_a_card_inside_a_phone() {
+    let engine = engine_with(|s| s.max_hold_bytes = 256);
+    for text in [
+        "12 4111 1111 1111 1111, call",
+        "12 4111 1111 1111 1111",
+        "at 12 4111 1111 1111 1111 call me",
+        "call 020 7946 0958, later",
+        "020 7946 0958 and call",
+    ] {
+        let want = whole(&engine, Direction::Response, text, &mut Vault::new(8));
+        if text.contains("4111") {
+            assert!(want.contains("[CREDIT_CARD]") && !want.contains("1111"), "{want}");
+        }
+        for delta in 1..6 {
+            for cut in [1, 2, 3, 7, 11] {
+                let (out, _) =
+                    run_stream(&engine, &chat_stream(text, delta), cut, &mut Vault::new(8)).unwrap();
+                assert_eq!(stream_text(&out), want, "{text:?} delta {delta} cut {cut}");
+            }
+        }
+    }
+}
+
 /// The hold-back: a long run that keeps a match alive past the bound is an error (the filter's
 /// failure policy decides), never a silent release.
 #[test]
