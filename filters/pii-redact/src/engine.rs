@@ -1260,8 +1260,7 @@ impl Engine {
         if p.check != Check::Placeholder && (score < need || required) {
             if self.has_context(text, start, end, p.ty, pid) {
                 score = (score + patterns::CONTEXT_BOOST).min(1.0);
-            } else if !complete
-                && text.len() < end.saturating_add(self.settings.context_window / 2)
+            } else if !complete && text.len() < end.saturating_add(self.settings.context_window / 2)
             {
                 // A context word may still come after it.
                 return Judged::Incomplete;
@@ -1296,7 +1295,9 @@ impl Engine {
                     continue;
                 };
                 let card = text.get(q..m.end()).and_then(|v| {
-                    shrink(v, |v| (validate::credit_card(v) && card_groups_ok(v)).then_some(1.0))
+                    shrink(v, |v| {
+                        (validate::credit_card(v) && card_groups_ok(v)).then_some(1.0)
+                    })
                 });
                 if card.is_some_and(|(n, _)| q.saturating_add(n) > end) {
                     return true;

@@ -322,12 +322,16 @@ fn regression_context_after_a_number_and_a_card_inside_a_phone() {
     ] {
         let want = whole(&engine, Direction::Response, text, &mut Vault::new(8));
         if text.contains("4111") {
-            assert!(want.contains("[CREDIT_CARD]") && !want.contains("1111"), "{want}");
+            assert!(
+                want.contains("[CREDIT_CARD]") && !want.contains("1111"),
+                "{want}"
+            );
         }
         for delta in 1..6 {
             for cut in [1, 2, 3, 7, 11] {
                 let (out, _) =
-                    run_stream(&engine, &chat_stream(text, delta), cut, &mut Vault::new(8)).unwrap();
+                    run_stream(&engine, &chat_stream(text, delta), cut, &mut Vault::new(8))
+                        .unwrap();
                 assert_eq!(stream_text(&out), want, "{text:?} delta {delta} cut {cut}");
             }
         }
