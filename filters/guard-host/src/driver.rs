@@ -56,6 +56,8 @@ pub enum Outcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallOut {
     pub cluster: String,
+    /// `POST` unless the filter says otherwise.
+    pub method: &'static str,
     pub authority: String,
     pub path: String,
     pub headers: Vec<(String, String)>,
@@ -176,6 +178,10 @@ pub trait GuardFilter: Sized + 'static {
     const NAME: &'static str;
     /// Failure policy when a policy does not set one.
     const DEFAULT_FAILURE: FailurePolicy;
+    /// Every request is this filter's (not only LLM API traffic): no API shape, no sniffing,
+    /// and a request without a body is judged too (`on_request_body` with an empty body).
+    /// For filters on routes to other back ends (vector databases).
+    const ALL_REQUESTS: bool = false;
 
     fn compile(settings: Self::Settings, path: &str) -> Result<Self::Compiled>;
     fn init_shared(metrics: &Rc<Metrics>, config: &FilterConfig<Self::Compiled>) -> Self::Shared;
@@ -187,8 +193,9 @@ pub trait GuardFilter: Sized + 'static {
     }
     /// The whole request body. The API shape is known (from the path or sniffed).
     fn on_request_body(&mut self, cx: &mut Cx<'_, Self>, body: &[u8]) -> Result<Outcome>;
-    /// The answer to a call-out the filter asked for in `on_request_body`. Another `CallOut`
-    /// here is treated as `Continue` (one call-out per request).
+    /// The answer to a call-out the filter asked for in `on_request_body`. It may ask for
+    /// another (up to [`MAX_CALLOUTS`] per request; past that the next is treated as a failed
+    /// call-out).
     fn on_callout(&mut self, _cx: &mut Cx<'_, Self>, _result: CallOutResult) -> Result<Outcome> {
         Ok(Outcome::Continue)
     }
@@ -219,7 +226,15 @@ pub trait GuardFilter: Sized + 'static {
     /// The exchange is over (also after a local reply or a reset): final metrics and record
     /// fields.
     fn on_done(&mut self, _cx: &mut Cx<'_, Self>) {}
+    /// The body of a local reply, when the filter speaks another API's error shape (default:
+    /// the LLM provider's, from [`LocalReply::body`]).
+    fn reply_body(_info: &RequestInfo<Self::Compiled>, _reply: &LocalReply) -> Option<Vec<u8>> {
+        None
+    }
 }
+
+/// Most call-outs one request may make (a filter chaining lookups).
+pub const MAX_CALLOUTS: u8 = 4;
 
 /// Request body handling state.
 #[derive(Debug, PartialEq)]
@@ -262,6 +277,10 @@ pub struct GuardStream<F: GuardFilter> {
     out: Vec<u8>,
     recorded: bool,
     local_reply_sent: bool,
+    /// Call-outs made for this request.
+    callouts: u8,
+    /// The request is judged in its headers callback (no body).
+    headers_only: bool,
     /// The VM's audit chain: records are sealed (chain id, sequence number, MAC) when set.
     chain: Option<Rc<RefCell<Chain>>>,
     /// The VM's capture sealer (None: no `GUARD_CAPTURE_KEY`).
@@ -291,6 +310,8 @@ impl<F: GuardFilter> GuardStream<F> {
             out: Vec::new(),
             recorded: false,
             local_reply_sent: false,
+            callouts: 0,
+            headers_only: false,
             chain: None,
             sealer: None,
             cap_req: Vec::new(),
@@ -358,12 +379,19 @@ impl<F: GuardFilter> GuardStream<F> {
         let method = header_str(host, Dir::Request, ":method").unwrap_or_default();
         let path_bytes = host.header(Dir::Request, ":path").unwrap_or_default();
         let path = String::from_utf8_lossy(&path_bytes).into_owned();
-        let api = self.config.apis.shape_for_path(&path);
+        let api = if F::ALL_REQUESTS {
+            None
+        } else {
+            self.config.apis.shape_for_path(&path)
+        };
         let content_type = host
             .header(Dir::Request, "content-type")
             .unwrap_or_default();
         let json_body = content_type.is_empty() || contains_ascii_ci(&content_type, b"json");
-        if api.is_none() && !(self.config.apis.sniff_body && method == "POST" && json_body) {
+        if !F::ALL_REQUESTS
+            && api.is_none()
+            && !(self.config.apis.sniff_body && method == "POST" && json_body)
+        {
             return Action::Continue; // not LLM traffic: not ours
         }
         let route_name = route_name(host);
@@ -412,7 +440,7 @@ impl<F: GuardFilter> GuardStream<F> {
 
         // Ask for an uncompressed answer; a request whose shape is still to be sniffed gets
         // this once its body proved it is LLM traffic.
-        if policy.common.request_identity_encoding && api.is_some() {
+        if policy.common.request_identity_encoding && (api.is_some() || F::ALL_REQUESTS) {
             host.set_header(Dir::Request, "accept-encoding", None);
         }
         if let Some(enc) = host.header(Dir::Request, "content-encoding") {
@@ -424,6 +452,16 @@ impl<F: GuardFilter> GuardStream<F> {
                     415,
                 );
             }
+        }
+        if end_of_stream && F::ALL_REQUESTS {
+            // Judged on its headers alone (a GET, a DELETE).
+            self.headers_only = true;
+            self.req = ReqState::Done;
+            let outcome = self.with_cx(host, |f, cx| f.on_request_body(cx, b""));
+            return match outcome {
+                None => Action::Continue,
+                Some(o) => self.apply_request_outcome(host, o, 0, false),
+            };
         }
         if end_of_stream {
             self.req = ReqState::Done;
@@ -484,7 +522,7 @@ impl<F: GuardFilter> GuardStream<F> {
         self.req = ReqState::Done;
         let body = std::mem::take(&mut self.buf);
         let buffered = self.read;
-        if let Some(info) = self.info.as_mut() {
+        if let Some(info) = self.info.as_mut().filter(|_| !F::ALL_REQUESTS) {
             if info.api.is_none() {
                 info.api = serde_json::from_slice::<Value>(&body)
                     .ok()
@@ -529,7 +567,7 @@ impl<F: GuardFilter> GuardStream<F> {
         let action = match outcome {
             Ok(Outcome::Continue) => Action::Continue,
             Ok(Outcome::Replace(new)) => {
-                if !host.set_body(Dir::Request, 0, buffered, &new) {
+                if self.headers_only || !host.set_body(Dir::Request, 0, buffered, &new) {
                     let err =
                         Error::new(ErrorKind::BadLocation, "request body could not be replaced");
                     self.request_failure(host, err, "internal_error", 500)
@@ -549,9 +587,10 @@ impl<F: GuardFilter> GuardStream<F> {
                 self.send_reply(host, &reply);
                 Action::Pause
             }
-            Ok(Outcome::CallOut(call)) if !resumed => {
+            Ok(Outcome::CallOut(call)) if self.callouts < MAX_CALLOUTS => {
+                self.callouts += 1;
                 let mut headers: Vec<(&str, &str)> = vec![
-                    (":method", "POST"),
+                    (":method", call.method),
                     (":path", call.path.as_str()),
                     (":authority", call.authority.as_str()),
                     ("content-type", "application/json"),
@@ -568,14 +607,26 @@ impl<F: GuardFilter> GuardStream<F> {
                         let next =
                             self.with_cx(host, |f, cx| f.on_callout(cx, CallOutResult::Failed));
                         match next {
-                            None | Some(Ok(Outcome::CallOut(_))) => Action::Continue,
-                            // Still inside the body callback: continuing is returning Continue.
-                            Some(o) => self.apply_request_outcome(host, o, buffered, false),
+                            None => Action::Continue,
+                            // The same callback still: its result is this callback's.
+                            Some(o) => {
+                                return self.apply_request_outcome(host, o, buffered, resumed)
+                            }
                         }
                     }
                 }
             }
-            Ok(Outcome::CallOut(_)) => Action::Continue,
+            Ok(Outcome::CallOut(_)) => {
+                // Past the bound: what the filter makes of a failed call-out.
+                let next = self.with_cx(host, |f, cx| f.on_callout(cx, CallOutResult::Failed));
+                match next {
+                    None | Some(Ok(Outcome::CallOut(_))) => {
+                        let err = Error::new(ErrorKind::BadLocation, "too many call-outs");
+                        self.request_failure(host, err, "internal_error", 500)
+                    }
+                    Some(o) => return self.apply_request_outcome(host, o, buffered, resumed),
+                }
+            }
             Err(e) => {
                 let (reason, status) = failure_reason(&e, true);
                 self.request_failure(host, e, reason, status)
@@ -923,7 +974,11 @@ impl<F: GuardFilter> GuardStream<F> {
     /// Replace a response whose headers are held: new status, JSON error body.
     fn replace_response(&mut self, host: &dyn Host, reply: &LocalReply, body_size: usize) {
         let (api, rid) = self.reply_context();
-        let body = reply.body(api, &rid);
+        let body = self
+            .info
+            .as_ref()
+            .and_then(|i| F::reply_body(i, reply))
+            .unwrap_or_else(|| reply.body(api, &rid));
         host.set_header(
             Dir::Response,
             ":status",

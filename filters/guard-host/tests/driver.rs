@@ -57,6 +57,7 @@ impl GuardFilter for Probe {
         serde_json::from_slice::<Value>(body).map_err(|e| Error::unparsable(e.to_string()))?;
         if cx.settings().callout {
             return Ok(Outcome::CallOut(guard_host::CallOut {
+                method: "POST",
                 cluster: "judge".into(),
                 authority: "judge".into(),
                 path: "/classify".into(),

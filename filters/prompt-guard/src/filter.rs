@@ -204,6 +204,7 @@ impl GuardFilter for PromptGuard {
                 self.worst = Some((source, scan));
                 self.callout_ns = Some(cx.host.now_nanos());
                 return Ok(Outcome::CallOut(CallOut {
+                    method: "POST",
                     cluster: so.cluster.clone(),
                     authority: so.authority.clone().unwrap_or_else(|| so.cluster.clone()),
                     path,

@@ -76,6 +76,265 @@ pub fn classify(method: &str, path: &str) -> Option<Target> {
     })
 }
 
+/// Any request of Chroma's v2 API the filter knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// Heartbeat, version, health, pre-flight checks, identity, tenant and database lookups.
+    Server,
+    /// `GET B/collections`.
+    ListCollections { base: String },
+    /// `GET B/collections_count`.
+    CountCollections { base: String },
+    /// `POST B/collections` (the name is in the body).
+    CreateCollection { base: String },
+    /// `GET B/collections/{name}` (by name), or `GET B/collections/by-id/{id}`.
+    GetCollection {
+        base: String,
+        name: Option<String>,
+        id: Option<String>,
+    },
+    /// `PUT B/collections/{id}`.
+    UpdateCollection { base: String, slot: String },
+    /// `DELETE B/collections/{name or id}`.
+    DeleteCollection { base: String, slot: String },
+    /// A record operation on one collection.
+    Record(Target),
+}
+
+impl Route {
+    /// The operation's name in the policy (`roles`).
+    pub fn op(&self) -> &'static str {
+        match self {
+            Route::Server => "server_info",
+            Route::ListCollections { .. } => "list_collections",
+            Route::CountCollections { .. } => "count_collections",
+            Route::CreateCollection { .. } => "create_collection",
+            Route::GetCollection { .. } => "get_collection",
+            Route::UpdateCollection { .. } => "update_collection",
+            Route::DeleteCollection { .. } => "delete_collection",
+            Route::Record(t) => t.op.as_str(),
+        }
+    }
+}
+
+fn segment_ok(s: &str) -> bool {
+    // Percent-encoded segments could name something else than they seem: refuse them.
+    !s.is_empty() && !s.contains('%')
+}
+
+/// Whether `s` looks like a Chroma collection id (a UUID).
+pub fn is_uuid(s: &str) -> bool {
+    s.len() == 36
+        && s.bytes().enumerate().all(|(i, b)| {
+            if matches!(i, 8 | 13 | 18 | 23) {
+                b == b'-'
+            } else {
+                b.is_ascii_hexdigit()
+            }
+        })
+}
+
+/// The request `method path` (query string ignored), or `None` for anything else (search,
+/// fork, functions, reset, tenant or database creation, v1 paths...): denied by default.
+pub fn route(method: &str, path: &str) -> Option<Route> {
+    if let Some(t) = classify(method, path) {
+        return Some(Route::Record(t));
+    }
+    let bare = path.split(['?', '#']).next().unwrap_or_default();
+    let parts: Vec<&str> = bare.trim_end_matches('/').split('/').collect();
+    if !parts.iter().skip(1).all(|s| segment_ok(s)) {
+        return None;
+    }
+    let base = |t: &str, d: &str| format!("/api/v2/tenants/{t}/databases/{d}");
+    Some(match (method, parts.as_slice()) {
+        (
+            "GET",
+            ["", "api", "v2", "heartbeat" | "version" | "healthcheck" | "pre-flight-checks"]
+            | ["", "api", "v2", "auth", "identity"]
+            | ["", "api", "v2", "tenants", _]
+            | ["", "api", "v2", "tenants", _, "databases"]
+            | ["", "api", "v2", "tenants", _, "databases", _],
+        ) => Route::Server,
+        ("GET", ["", "api", "v2", "tenants", t, "databases", d, "collections"]) => {
+            Route::ListCollections { base: base(t, d) }
+        }
+        ("GET", ["", "api", "v2", "tenants", t, "databases", d, "collections_count"]) => {
+            Route::CountCollections { base: base(t, d) }
+        }
+        ("POST", ["", "api", "v2", "tenants", t, "databases", d, "collections"]) => {
+            Route::CreateCollection { base: base(t, d) }
+        }
+        ("GET", ["", "api", "v2", "tenants", t, "databases", d, "collections", "by-id", id]) => {
+            Route::GetCollection {
+                base: base(t, d),
+                name: None,
+                id: Some((*id).to_string()),
+            }
+        }
+        ("GET", ["", "api", "v2", "tenants", t, "databases", d, "collections", name]) => {
+            Route::GetCollection {
+                base: base(t, d),
+                name: Some((*name).to_string()),
+                id: None,
+            }
+        }
+        ("PUT", ["", "api", "v2", "tenants", t, "databases", d, "collections", slot]) => {
+            Route::UpdateCollection {
+                base: base(t, d),
+                slot: (*slot).to_string(),
+            }
+        }
+        ("DELETE", ["", "api", "v2", "tenants", t, "databases", d, "collections", slot]) => {
+            Route::DeleteCollection {
+                base: base(t, d),
+                slot: (*slot).to_string(),
+            }
+        }
+        _ => return None,
+    })
+}
+
+impl Target {
+    /// `/api/v2/tenants/{t}/databases/{d}`.
+    pub fn base(&self) -> String {
+        format!(
+            "/api/v2/tenants/{}/databases/{}",
+            self.tenant, self.database
+        )
+    }
+}
+
+/// A write the ACL refuses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+fn refused(reason: &'static str, message: impl Into<String>) -> Refused {
+    Refused {
+        reason,
+        message: message.into(),
+    }
+}
+
+/// The ids of a write body (strings, at most `max_ids`).
+pub fn write_ids(body: &Value, max_ids: usize) -> Result<Vec<String>, Refused> {
+    let ids = body
+        .get("ids")
+        .and_then(Value::as_array)
+        .ok_or_else(|| refused("bad_request", "the write has no ids list"))?;
+    if ids.len() > max_ids {
+        return Err(refused(
+            "too_many_ids",
+            format!(
+                "the write names {} ids, more than the {max_ids} allowed",
+                ids.len()
+            ),
+        ));
+    }
+    ids.iter()
+        .map(|v| {
+            v.as_str()
+                .map(str::to_string)
+                .ok_or_else(|| refused("bad_request", "an id is not a string"))
+        })
+        .collect()
+}
+
+/// Check the metadata a write sets. `add` and `upsert` must give every record metadata that
+/// passes the ACL (a document the writer could not read back is not theirs to write); `update`
+/// is checked after its metadata is merged into the stored record ([`check_owned`]).
+pub fn check_written(
+    op: Op,
+    body: &Value,
+    acl: &Acl,
+    max_ids: usize,
+) -> Result<Vec<String>, Refused> {
+    let ids = write_ids(body, max_ids)?;
+    if !matches!(op, Op::Add | Op::Upsert) {
+        return Ok(ids);
+    }
+    let metas = body.get("metadatas").and_then(Value::as_array);
+    for (i, id) in ids.iter().enumerate() {
+        let m = metas.and_then(|m| m.get(i));
+        if !acl.allows(m) {
+            return Err(refused(
+                "acl_violation",
+                format!(
+                    "record {id:?}: its metadata does not carry the caller's access attributes ({})",
+                    acl.fields().join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(ids)
+}
+
+/// The body of the ownership lookup of a write: the stored metadata of its ids.
+pub fn ownership_query(ids: &[String]) -> Value {
+    json!({ "ids": ids, "include": ["metadatas"] })
+}
+
+/// Check a write against the stored records its ids name (the lookup's answer): each stored
+/// record must pass the ACL (it is the caller's), and for `update` the stored metadata with the
+/// update's metadata merged in must still pass (no moving a record to another tenant). Ids that
+/// do not exist yet are new records (checked by [`check_written`]).
+pub fn check_owned(op: Op, body: &Value, stored: &Value, acl: &Acl) -> Result<(), Refused> {
+    let ids = stored
+        .get("ids")
+        .and_then(Value::as_array)
+        .ok_or_else(|| refused("lookup_failed", "the ownership lookup returned no ids"))?;
+    let metas = stored.get("metadatas").and_then(Value::as_array);
+    let req_ids = body.get("ids").and_then(Value::as_array);
+    let req_metas = body.get("metadatas").and_then(Value::as_array);
+    for (i, id) in ids.iter().enumerate() {
+        let m = metas.and_then(|m| m.get(i));
+        let label = id.as_str().unwrap_or_default();
+        if !acl.allows(m) {
+            return Err(refused(
+                "not_owner",
+                format!("record {label:?} exists and is not the caller's to change"),
+            ));
+        }
+        if op != Op::Update {
+            continue;
+        }
+        // The update's metadata for this id (the last one, as the database applies them).
+        let new = req_ids.and_then(|r| {
+            r.iter()
+                .rposition(|x| x == id)
+                .and_then(|j| req_metas.and_then(|m| m.get(j)))
+        });
+        if let (Some(Value::Object(old)), Some(Value::Object(upd))) = (m, new) {
+            let mut merged = old.clone();
+            for (k, v) in upd {
+                merged.insert(k.clone(), v.clone());
+            }
+            if !acl.allows(Some(&Value::Object(merged))) {
+                return Err(refused(
+                    "acl_violation",
+                    format!(
+                        "record {label:?}: the update would move it out of the caller's access"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Keep, in a `list collections` answer, only the collections `keep` allows; returns how many
+/// were removed.
+pub fn filter_collections(body: &mut Value, keep: impl Fn(&str) -> bool) -> Result<usize, String> {
+    let list = body
+        .as_array_mut()
+        .ok_or_else(|| "the answer is not a list of collections".to_string())?;
+    let before = list.len();
+    list.retain(|c| c.get("name").and_then(Value::as_str).is_some_and(&keep));
+    Ok(before - list.len())
+}
+
 /// `where` for a request: the ACL alone when the caller sent none (absent, `null` or `{}`,
 /// which Chroma would refuse inside `$and`), else `{"$and": [ACL, caller]}`.
 fn wrapped(acl: &Acl, caller: Option<&Value>) -> Value {

@@ -21,6 +21,20 @@ pub enum Op {
     Retrieve,
 }
 
+impl Op {
+    /// The operation's name in the policy (`roles`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Query => "query",
+            Op::Search => "search",
+            Op::Recommend => "recommend",
+            Op::Scroll => "scroll",
+            Op::Count => "count",
+            Op::Retrieve => "retrieve",
+        }
+    }
+}
+
 /// The collection and read operation of `method path`, or `None` (writes, batches, groups,
 /// facets and anything else: the adapter denies what it does not know).
 pub fn classify(method: &str, path: &str) -> Option<(String, Op)> {
