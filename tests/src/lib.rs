@@ -73,6 +73,7 @@ fn free_port() -> Result<u16> {
 pub struct Spec {
     config: ConfigSource,
     vars: Vec<(String, String)>,
+    swaps: Vec<(String, String)>,
     envs: Vec<(String, String)>,
     upstream: Options,
 }
@@ -89,6 +90,7 @@ impl Spec {
         Spec {
             config: ConfigSource::Template(t.to_string()),
             vars: Vec::new(),
+            swaps: Vec::new(),
             envs: Vec::new(),
             upstream: Options::default(),
         }
@@ -102,6 +104,7 @@ impl Spec {
         Spec {
             config: ConfigSource::Shipped(path),
             vars: Vec::new(),
+            swaps: Vec::new(),
             envs: Vec::new(),
             upstream: Options::default(),
         }
@@ -109,6 +112,11 @@ impl Spec {
     /// Set a template placeholder.
     pub fn var(mut self, name: &str, value: &str) -> Spec {
         self.vars.push((name.to_string(), value.to_string()));
+        self
+    }
+    /// Replace `from` (which must occur) by `to` in a shipped config, after the port swaps.
+    pub fn swap(mut self, from: &str, to: &str) -> Spec {
+        self.swaps.push((from.to_string(), to.to_string()));
         self
     }
     /// Set an environment variable of the Envoy process (what `host_env_keys` hands to VMs).
@@ -166,24 +174,34 @@ impl Env {
             }
             ConfigSource::Shipped(path) => {
                 let shipped = std::fs::read_to_string(repo.join(path))?;
-                let swaps = [
-                    ("port_value: 10000", format!("port_value: {listen_port}")),
-                    ("port_value: 9901", format!("port_value: {admin_port}")),
+                // The LLM configs listen on 10000 (admin 9901) in front of the demo upstream
+                // on 18080; the vector-database config (envoy/rag-acl.yaml) on 10001 (9902).
+                let (listen, admin) = if shipped.contains("port_value: 10001") {
+                    ("port_value: 10001", "port_value: 9902")
+                } else {
+                    ("port_value: 10000", "port_value: 9901")
+                };
+                let mut swaps = vec![
+                    (listen.to_string(), format!("port_value: {listen_port}")),
+                    (admin.to_string(), format!("port_value: {admin_port}")),
                     (
-                        "port_value: 18080",
-                        format!("port_value: {}", upstream.addr().port()),
-                    ),
-                    (
-                        "path: /dev/stdout",
+                        "path: /dev/stdout".to_string(),
                         format!("path: {}", access_log.display()),
                     ),
                 ];
+                if !shipped.contains("port_value: 8000") {
+                    swaps.push((
+                        "port_value: 18080".to_string(),
+                        format!("port_value: {}", upstream.addr().port()),
+                    ));
+                }
+                swaps.extend(spec.swaps.iter().cloned());
                 let mut c = shipped;
                 for (from, to) in swaps {
-                    if !c.contains(from) {
+                    if !c.contains(&from) {
                         bail!("{path} no longer contains {from:?}: update the harness");
                     }
-                    c = c.replace(from, &to);
+                    c = c.replace(&from, &to);
                 }
                 c
             }
@@ -410,6 +428,16 @@ impl Client {
     pub fn get(&self, path: &str) -> Req {
         Req::new(self.addr, "GET", path)
     }
+    /// Any method, with an optional JSON body.
+    pub fn request(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> Req {
+        let mut r = Req::new(self.addr, method, path);
+        if let Some(b) = body {
+            r.chunks = vec![b];
+            r.headers
+                .push(("content-type".into(), b"application/json".to_vec()));
+        }
+        r
+    }
     pub fn post(&self, path: &str, body: impl Into<Vec<u8>>) -> Req {
         let mut r = Req::new(self.addr, "POST", path);
         r.chunks = vec![body.into()];
@@ -606,4 +634,125 @@ pub fn assemble_stream(
         }
     }
     Ok(asm.result().clone())
+}
+
+/// Base64url without padding.
+pub fn b64url(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(data.len() * 4 / 3 + 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk.first().copied().unwrap_or(0),
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..=chunk.len() {
+            let idx = ((n >> (18 - 6 * i)) & 63) as usize;
+            out.push(char::from(A.get(idx).copied().unwrap_or(b'A')));
+        }
+    }
+    out
+}
+
+/// An HS256 JWT over `claims`, signed with `key` (Envoy's `jwt_authn` checks it against a JWKS
+/// with the same `oct` key, see [`hs256_jwks`]).
+pub fn hs256_jwt(key: &[u8], kid: &str, claims: &serde_json::Value) -> String {
+    use hmac::{Hmac, Mac};
+    let head = b64url(
+        serde_json::json!({"alg": "HS256", "typ": "JWT", "kid": kid})
+            .to_string()
+            .as_bytes(),
+    );
+    let body = b64url(claims.to_string().as_bytes());
+    let sig = match Hmac::<sha2::Sha256>::new_from_slice(key) {
+        Ok(mut mac) => {
+            mac.update(format!("{head}.{body}").as_bytes());
+            b64url(&mac.finalize().into_bytes())
+        }
+        Err(_) => String::new(),
+    };
+    format!("{head}.{body}.{sig}")
+}
+
+/// The JWKS (JSON) of one HS256 key.
+pub fn hs256_jwks(key: &[u8], kid: &str) -> String {
+    serde_json::json!({"keys": [{"kty": "oct", "alg": "HS256", "kid": kid, "k": b64url(key)}]})
+        .to_string()
+}
+
+/// A real Chroma server (PyPI `chromadb`, `chroma run` from the repo's `.venv`) on a free
+/// loopback port with a fresh data directory, telemetry off; killed on drop.
+pub struct Chroma {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    dir: PathBuf,
+}
+
+impl Chroma {
+    pub async fn start() -> Result<Chroma> {
+        let bin = repo_root().join(".venv/bin/chroma");
+        if !bin.exists() {
+            bail!(
+                "chroma not found at {}: run `make setup` (or `make test`, which runs it)",
+                bin.display()
+            );
+        }
+        let port = free_port()?;
+        let dir = std::env::temp_dir().join(format!("guard-chroma-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let log = std::fs::File::create(dir.join("chroma.log"))?;
+        let child = Command::new(bin)
+            .env("ANONYMIZED_TELEMETRY", "False")
+            .args([
+                "run",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--path",
+            ])
+            .arg(dir.join("data"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting chroma")?;
+        let mut c = Chroma {
+            child: Some(child),
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            dir,
+        };
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(ch) = c.child.as_mut() {
+                if let Some(status) = ch.try_wait()? {
+                    let log = std::fs::read_to_string(c.dir.join("chroma.log")).unwrap_or_default();
+                    bail!("chroma exited: {status}\n{log}");
+                }
+            }
+            if let Ok(r) = Client::new(c.addr).get("/api/v2/heartbeat").send().await {
+                if r.status == 200 {
+                    return Ok(c);
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("chroma did not answer its heartbeat within {WAIT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(self.addr)
+    }
+}
+
+impl Drop for Chroma {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }

@@ -973,12 +973,8 @@ impl<F: GuardFilter> GuardStream<F> {
 
     /// Replace a response whose headers are held: new status, JSON error body.
     fn replace_response(&mut self, host: &dyn Host, reply: &LocalReply, body_size: usize) {
-        let (api, rid) = self.reply_context();
-        let body = self
-            .info
-            .as_ref()
-            .and_then(|i| F::reply_body(i, reply))
-            .unwrap_or_else(|| reply.body(api, &rid));
+        let (_, rid) = self.reply_context();
+        let body = self.reply_bytes(reply);
         host.set_header(
             Dir::Response,
             ":status",
@@ -1002,9 +998,18 @@ impl<F: GuardFilter> GuardStream<F> {
         }
     }
 
-    fn send_reply(&mut self, host: &dyn Host, reply: &LocalReply) {
+    /// A local reply's body: the filter's own shape, else the LLM provider's.
+    fn reply_bytes(&self, reply: &LocalReply) -> Vec<u8> {
         let (api, rid) = self.reply_context();
-        let body = reply.body(api, &rid);
+        self.info
+            .as_ref()
+            .and_then(|i| F::reply_body(i, reply))
+            .unwrap_or_else(|| reply.body(api, &rid))
+    }
+
+    fn send_reply(&mut self, host: &dyn Host, reply: &LocalReply) {
+        let (_, rid) = self.reply_context();
+        let body = self.reply_bytes(reply);
         let headers: [(&str, &[u8]); 3] = [
             ("content-type", b"application/json"),
             ("x-guard-reason", reply.reason.as_bytes()),

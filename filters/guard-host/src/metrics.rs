@@ -37,6 +37,21 @@ pub const KNOWN_REASONS: &[&str] = &[
     "pii_redacted",
     "pii_detected",
     "pii_restored",
+    "acl_enforced",
+    "leak_prevented",
+    "no_identity",
+    "missing_claim",
+    "bad_claim",
+    "operation_denied",
+    "unknown_operation",
+    "collection_not_allowed",
+    "unknown_collection",
+    "acl_violation",
+    "not_owner",
+    "no_access",
+    "too_many_ids",
+    "bad_request",
+    "lookup_failed",
 ];
 
 /// Defines metrics on first use and caches their ids. One per VM (root context).

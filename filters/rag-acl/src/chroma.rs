@@ -357,6 +357,15 @@ pub fn rewrite_request(op: Op, body: &mut Value, acl: &Acl) -> Result<bool, Stri
     if !matches!(op, Op::Get | Op::Query) {
         return Ok(false);
     }
+    request_metadata(body)
+}
+
+/// Ask for `metadatas` in a read's `include` (the result check needs them). Returns whether
+/// they were added (to strip from the answer).
+pub fn request_metadata(body: &mut Value) -> Result<bool, String> {
+    let Value::Object(m) = body else {
+        return Err("the request body is not a JSON object".into());
+    };
     match m.get_mut("include") {
         // Chroma's default include has metadatas for get and query.
         None | Some(Value::Null) => Ok(false),

@@ -318,6 +318,14 @@ impl RagAcl {
                 self.note(cx);
                 Ok(Outcome::Continue)
             }
+            chroma::Op::Get | chroma::Op::Query if !Self::settings(cx).rewrite => {
+                let strip = chroma::request_metadata(&mut self.body).map_err(Error::unparsable)?;
+                self.answer = Answer::Chroma { op: t.op, strip };
+                self.note(cx);
+                Ok(Outcome::Replace(
+                    serde_json::to_vec(&self.body).unwrap_or_default(),
+                ))
+            }
             chroma::Op::Get | chroma::Op::Query | chroma::Op::Delete => {
                 let strip = chroma::rewrite_request(t.op, &mut self.body, &acl)
                     .map_err(Error::unparsable)?;

@@ -101,6 +101,11 @@ pub struct Settings {
     pub lookup: Option<Lookup>,
     /// Most ids a write may name (ownership checks look them all up).
     pub max_ids: usize,
+    /// Inject the ACL into reads (default). `false`: reads go out as the caller sent them and
+    /// only the result check removes what fails (answers come back short of `n_results`):
+    /// for measuring what an application would leak before enforcing. Writes and deletes are
+    /// always enforced.
+    pub rewrite: bool,
 }
 
 impl Default for Settings {
@@ -114,6 +119,7 @@ impl Default for Settings {
             collections: BTreeMap::new(),
             lookup: None,
             max_ids: 1000,
+            rewrite: true,
         }
     }
 }
