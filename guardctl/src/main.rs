@@ -31,6 +31,7 @@ use guard_core::body::RequestBody;
 use guard_core::config::{FailurePolicy, FilterConfig};
 use guard_host::GuardFilter;
 use llm_telemetry::Telemetry;
+use rag_acl::RagAcl;
 use serde_json::{json, Value};
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
@@ -91,8 +92,8 @@ fn run(args: &[String]) -> anyhow::Result<()> {
 }
 
 /// Validate a filter configuration with the same code as the filter's `on_configure`. The
-/// filter is recognised by its settings: prompt-guard's, pii-redact's, schema-guard's, else
-/// llm-telemetry's.
+/// filter is recognised by its settings: prompt-guard's, pii-redact's, schema-guard's,
+/// rag-acl's, else llm-telemetry's.
 fn lint(file: &str) -> anyhow::Result<()> {
     let bytes = std::fs::read(file).map_err(|e| anyhow::anyhow!("cannot read {file}: {e}"))?;
     type Summary = (String, String, Vec<String>);
@@ -100,7 +101,7 @@ fn lint(file: &str) -> anyhow::Result<()> {
     fn summary<C>(c: &FilterConfig<C>) -> Summary {
         (c.name.clone(), c.version.clone(), names(c.policy_names()))
     }
-    let parsers: [(&str, Parser<'_>); 4] = [
+    let parsers: [(&str, Parser<'_>); 5] = [
         ("prompt_guard", &|b| {
             prompt_guard::engine::parse_config(b)
                 .map(|c| summary(&c))
@@ -115,6 +116,15 @@ fn lint(file: &str) -> anyhow::Result<()> {
             schema_guard::filter::parse_config(b)
                 .map(|c| summary(&c))
                 .map_err(|e| e.to_string())
+        }),
+        ("rag_acl", &|b| {
+            FilterConfig::parse::<<RagAcl as GuardFilter>::Settings, _>(
+                b,
+                RagAcl::DEFAULT_FAILURE,
+                RagAcl::compile,
+            )
+            .map(|c| summary(&c))
+            .map_err(|e| e.to_string())
         }),
         ("llm_telemetry", &|b| {
             FilterConfig::parse::<<Telemetry as GuardFilter>::Settings, _>(

@@ -196,21 +196,6 @@ fn hmac_token(type_name: &str, canonical: &str) -> String {
     format!("[{type_name}:{hex}]")
 }
 
-fn base64url(data: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::new();
-    for c in data.chunks(3) {
-        let n = c
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-        for i in 0..=c.len() {
-            out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
-        }
-    }
-    out
-}
-
 // ------------------------------------------------------------------------------------------------
 
 /// 1. The upstream receives redacted text: placeholders for contact and card data, redaction
@@ -736,8 +721,8 @@ async fn hold_back_is_bounded_and_fails_closed() -> anyhow::Result<()> {
     );
 
     // A real JWT, far longer than the bound: redacted whole, or the stream stops; never leaked.
-    let header = base64url(br#"{"alg":"HS256","typ":"JWT"}"#);
-    let payload = base64url(
+    let header = e2e::b64url(br#"{"alg":"HS256","typ":"JWT"}"#);
+    let payload = e2e::b64url(
         json!({"sub": "1234567890", "name": "Jane Doe", "scope": "read:all write:all admin:all", "org": "e2e-tests-org-0123456789", "iat": 1_516_239_022, "exp": 1_916_239_022})
             .to_string()
             .as_bytes(),

@@ -9,11 +9,9 @@
     clippy::panic
 )]
 
-use e2e::{assemble_stream, raw_http1, Env, Spec, Version};
+use e2e::{assemble_stream, hs256_jwks, hs256_jwt, raw_http1, Env, Spec, Version};
 use guard_core::api::ApiShape;
-use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
-use sha2::Sha256;
 
 const TEMPLATE: &str = include_str!("../configs/telemetry.yaml");
 const SECRET: &[u8] = b"guard-test-secret-0123456789abcdef";
@@ -30,29 +28,8 @@ const PLUGIN_CONFIG: &str = r#"{
   }
 }"#;
 
-fn b64url(bytes: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..=chunk.len() {
-            out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
-        }
-    }
-    out
-}
-
 fn jwt(claims: &Value) -> String {
-    let head = b64url(br#"{"alg":"HS256","typ":"JWT","kid":"k1"}"#);
-    let body = b64url(claims.to_string().as_bytes());
-    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET).unwrap();
-    mac.update(format!("{head}.{body}").as_bytes());
-    format!("{head}.{body}.{}", b64url(&mac.finalize().into_bytes()))
+    hs256_jwt(SECRET, "k1", claims)
 }
 
 async fn start() -> anyhow::Result<Env> {
@@ -60,8 +37,7 @@ async fn start() -> anyhow::Result<Env> {
 }
 
 async fn start_with(opts: demo_upstream::Options) -> anyhow::Result<Env> {
-    let jwks =
-        json!({"keys":[{"kty":"oct","alg":"HS256","kid":"k1","k": b64url(SECRET)}]}).to_string();
+    let jwks = hs256_jwks(SECRET, "k1");
     let config = PLUGIN_CONFIG.replace('\n', " ");
     Env::start(
         Spec::template(TEMPLATE)
