@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# `make run`: Envoy with the guard filters in front of the demo upstream, on loopback.
-# Ports: ENVOY_PORT (10000), ENVOY_ADMIN_PORT (9901), DEMO_UPSTREAM_PORT (18080).
+# `make run`: Envoy with the guard filters in front of the demo upstream, and a second Envoy
+# with rag-acl in front of a local Chroma server (seeded with demo documents), on loopback.
+# Ports: ENVOY_PORT (10000), ENVOY_ADMIN_PORT (9901), DEMO_UPSTREAM_PORT (18080),
+# RAG_PORT (10001), RAG_ADMIN_PORT (9902), CHROMA_PORT (8000).
 # ENVOY_CONFIG picks the config (default envoy/envoy.yaml; `make run ALL=1` uses
 # envoy/envoy-all.yaml, every filter in one module). Ctrl-C stops both.
 set -euo pipefail
@@ -9,6 +11,9 @@ cd "$(dirname "$0")/.."
 ENVOY_PORT="${ENVOY_PORT:-10000}"
 ENVOY_ADMIN_PORT="${ENVOY_ADMIN_PORT:-9901}"
 DEMO_UPSTREAM_PORT="${DEMO_UPSTREAM_PORT:-18080}"
+RAG_PORT="${RAG_PORT:-10001}"
+RAG_ADMIN_PORT="${RAG_ADMIN_PORT:-9902}"
+CHROMA_PORT="${CHROMA_PORT:-8000}"
 
 mkdir -p .run
 base="${ENVOY_CONFIG:-envoy/envoy.yaml}"
@@ -28,6 +33,10 @@ if [ -z "${GUARD_AUDIT_KEY:-}" ]; then
   export GUARD_AUDIT_KEY
 fi
 
+sed -e "s/port_value: 10001/port_value: ${RAG_PORT}/" \
+    -e "s/port_value: 9902/port_value: ${RAG_ADMIN_PORT}/" \
+    -e "s/port_value: 8000/port_value: ${CHROMA_PORT}/" envoy/rag-acl.yaml > .run/rag-acl.yaml
+
 pids=()
 cleanup() {
   trap - INT TERM EXIT
@@ -45,11 +54,27 @@ pids+=($!)
   > >(tee .run/access.log) &
 pids+=($!)
 
+# Chroma (telemetry off) with its data in .run/chroma, and rag-acl's Envoy in front of it.
+ANONYMIZED_TELEMETRY=False .venv/bin/chroma run --host 127.0.0.1 --port "${CHROMA_PORT}" \
+  --path .run/chroma > .run/chroma.log 2>&1 &
+pids+=($!)
+.venv/bin/envoy -c .run/rag-acl.yaml --use-dynamic-base-id --concurrency 1 -l warn \
+  --log-path .run/rag-envoy.log > .run/rag-access.log &
+pids+=($!)
+
 for _ in $(seq 1 300); do
   if curl -fsS "http://127.0.0.1:${ENVOY_ADMIN_PORT}/ready" >/dev/null 2>&1; then break; fi
   if ! kill -0 "${pids[1]}" 2>/dev/null; then echo "envoy failed to start; see .run/envoy.log" >&2; cat .run/envoy.log >&2; exit 1; fi
   sleep 0.1
 done
+for _ in $(seq 1 300); do
+  if curl -fsS "http://127.0.0.1:${CHROMA_PORT}/api/v2/heartbeat" >/dev/null 2>&1 \
+    && curl -fsS "http://127.0.0.1:${RAG_ADMIN_PORT}/ready" >/dev/null 2>&1; then break; fi
+  if ! kill -0 "${pids[2]}" 2>/dev/null; then echo "chroma failed to start; see .run/chroma.log" >&2; cat .run/chroma.log >&2; exit 1; fi
+  if ! kill -0 "${pids[3]}" 2>/dev/null; then echo "rag-acl envoy failed to start; see .run/rag-envoy.log" >&2; cat .run/rag-envoy.log >&2; exit 1; fi
+  sleep 0.1
+done
+.venv/bin/python scripts/rag-demo.py seed "http://127.0.0.1:${CHROMA_PORT}" > .run/rag-collection-id
 
 L="http://127.0.0.1:${ENVOY_PORT}"
 cat <<MSG
@@ -72,6 +97,10 @@ Try, in another terminal:
   # the audit records in .run/access.log form HMAC chains; check them
   GUARD_AUDIT_KEY=\$(cat .run/audit.key) ./target/release/guardctl audit verify .run/access.log
 
-Ctrl-C stops both.
+rag-acl: Envoy on http://127.0.0.1:${RAG_PORT} in front of Chroma (127.0.0.1:${CHROMA_PORT}, collection
+"docs" with documents of tenants A and B); its access log is .run/rag-access.log. See README.md
+("Retrieval access control") for examples.
+
+Ctrl-C stops everything.
 MSG
 wait -n "${pids[@]}"

@@ -312,7 +312,7 @@ async fn a_tenant_never_receives_another_tenants_documents() {
 
     let stats = s.env.stats().await.unwrap();
     assert!(
-        stats.contains("wasmcustom.guard.rag_acl.collection.docs.op.query.rewritten: 6"),
+        stats.contains("wasmcustom.guard.rag_acl.collection.docs.op.query.queries_rewritten: 6"),
         "{stats}"
     );
     s.env.finish();
@@ -495,10 +495,10 @@ async fn identity_roles_and_collections_are_enforced() {
     );
     let stats = s.env.stats().await.unwrap();
     for want in [
-        "wasmcustom.guard.rag_acl.collection.none.op.add.refused: 1",
-        "wasmcustom.guard.rag_acl.collection.other.op.query.refused: 1",
-        "wasmcustom.guard.rag_acl.collection.none.op.query.refused: 1",
-        "wasmcustom.guard.rag_acl.collection.none.op.unknown.refused: 2",
+        "wasmcustom.guard.rag_acl.collection.none.op.add.operations_refused: 1",
+        "wasmcustom.guard.rag_acl.collection.other.op.query.operations_refused: 1",
+        "wasmcustom.guard.rag_acl.collection.none.op.query.operations_refused: 1",
+        "wasmcustom.guard.rag_acl.collection.none.op.unknown.operations_refused: 2",
     ] {
         assert!(stats.contains(want), "{want} missing:\n{stats}");
     }
@@ -683,10 +683,10 @@ async fn writes_stay_within_the_writers_tenant() {
 
     let stats = s.env.stats().await.unwrap();
     for want in [
-        "wasmcustom.guard.rag_acl.collection.docs.op.add.refused: 2",
-        "wasmcustom.guard.rag_acl.collection.docs.op.update.refused: 2",
-        "wasmcustom.guard.rag_acl.collection.docs.op.upsert.refused: 1",
-        "wasmcustom.guard.rag_acl.collection.docs.op.delete.rewritten: 2",
+        "wasmcustom.guard.rag_acl.collection.docs.op.add.operations_refused: 2",
+        "wasmcustom.guard.rag_acl.collection.docs.op.update.operations_refused: 2",
+        "wasmcustom.guard.rag_acl.collection.docs.op.upsert.operations_refused: 1",
+        "wasmcustom.guard.rag_acl.collection.docs.op.delete.queries_rewritten: 2",
     ] {
         assert!(stats.contains(want), "{want} missing:\n{stats}");
     }

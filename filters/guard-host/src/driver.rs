@@ -973,7 +973,6 @@ impl<F: GuardFilter> GuardStream<F> {
 
     /// Replace a response whose headers are held: new status, JSON error body.
     fn replace_response(&mut self, host: &dyn Host, reply: &LocalReply, body_size: usize) {
-        let (_, rid) = self.reply_context();
         let body = self.reply_bytes(reply);
         host.set_header(
             Dir::Response,

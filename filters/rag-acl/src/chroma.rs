@@ -587,4 +587,162 @@ mod tests {
         assert_eq!(bare["ids"], json!([]));
         assert!(check_response(Op::Get, &mut json!({"error":"x"}), &acl, false).is_err());
     }
+
+    #[test]
+    fn routes_every_known_endpoint_and_nothing_else() {
+        let b = "/api/v2/tenants/default_tenant/databases/default_database";
+        let cases: Vec<(&str, String, Option<&str>)> = vec![
+            ("GET", "/api/v2/heartbeat".into(), Some("server_info")),
+            ("GET", "/api/v2/auth/identity".into(), Some("server_info")),
+            (
+                "GET",
+                "/api/v2/tenants/t1/databases/d1".into(),
+                Some("server_info"),
+            ),
+            (
+                "GET",
+                format!("{b}/collections?limit=10"),
+                Some("list_collections"),
+            ),
+            (
+                "GET",
+                format!("{b}/collections_count"),
+                Some("count_collections"),
+            ),
+            (
+                "POST",
+                format!("{b}/collections"),
+                Some("create_collection"),
+            ),
+            (
+                "GET",
+                format!("{b}/collections/docs"),
+                Some("get_collection"),
+            ),
+            (
+                "GET",
+                format!("{b}/collections/by-id/{C}"),
+                Some("get_collection"),
+            ),
+            (
+                "PUT",
+                format!("{b}/collections/{C}"),
+                Some("update_collection"),
+            ),
+            (
+                "DELETE",
+                format!("{b}/collections/docs"),
+                Some("delete_collection"),
+            ),
+            ("POST", format!("{b}/collections/{C}/query"), Some("query")),
+            ("POST", "/api/v2/reset".into(), None),
+            ("POST", "/api/v2/tenants".into(), None),
+            ("POST", format!("{b}/collections/{C}/search"), None),
+            ("POST", format!("{b}/collections/{C}/fork"), None),
+            ("GET", "/api/v1/heartbeat".into(), None),
+            ("GET", format!("{b}/collections/d%6Fcs"), None),
+            ("DELETE", format!("{b}"), None),
+        ];
+        for (m, p, want) in cases {
+            assert_eq!(route(m, &p).map(|r| r.op()), want, "{m} {p}");
+        }
+        assert!(is_uuid(C) && !is_uuid("docs") && !is_uuid(&C.replace('-', "x")));
+    }
+
+    #[test]
+    fn writes_must_stay_inside_the_acl() {
+        let acl = tenant_a();
+        let ok = json!({"ids": ["x"], "metadatas": [{"tenant": "A"}]});
+        assert_eq!(check_written(Op::Add, &ok, &acl, 10).unwrap(), vec!["x"]);
+        for (body, reason) in [
+            (
+                json!({"ids": ["x"], "metadatas": [{"tenant": "B"}]}),
+                "acl_violation",
+            ),
+            (
+                json!({"ids": ["x", "y"], "metadatas": [{"tenant": "A"}]}),
+                "acl_violation",
+            ),
+            (json!({"ids": ["x"]}), "acl_violation"),
+            (json!({"ids": ["x"], "metadatas": [null]}), "acl_violation"),
+            (json!({"metadatas": [{"tenant": "A"}]}), "bad_request"),
+            (
+                json!({"ids": [1], "metadatas": [{"tenant": "A"}]}),
+                "bad_request",
+            ),
+        ] {
+            assert_eq!(
+                check_written(Op::Upsert, &body, &acl, 10)
+                    .unwrap_err()
+                    .reason,
+                reason,
+                "{body}"
+            );
+        }
+        let many = json!({"ids": (0..11).map(|i| i.to_string()).collect::<Vec<_>>()});
+        assert_eq!(
+            check_written(Op::Update, &many, &acl, 10)
+                .unwrap_err()
+                .reason,
+            "too_many_ids"
+        );
+        // Update: metadata optional here, checked once merged into the stored record.
+        assert!(check_written(Op::Update, &json!({"ids": ["x"]}), &acl, 10).is_ok());
+    }
+
+    #[test]
+    fn stored_records_must_be_the_callers() {
+        let acl = tenant_a();
+        let stored =
+            json!({"ids": ["a1", "b1"], "metadatas": [{"tenant": "A", "g": 1}, {"tenant": "B"}]});
+        let body = json!({"ids": ["a1", "b1"]});
+        assert_eq!(
+            check_owned(Op::Update, &body, &stored, &acl)
+                .unwrap_err()
+                .reason,
+            "not_owner"
+        );
+        let stored = json!({"ids": ["a1"], "metadatas": [{"tenant": "A", "g": 1}]});
+        assert!(check_owned(
+            Op::Update,
+            &json!({"ids": ["a1", "new"], "metadatas": [{"g": 2}, {"tenant": "A"}]}),
+            &stored,
+            &acl
+        )
+        .is_ok());
+        let moved = json!({"ids": ["a1"], "metadatas": [{"tenant": "B"}]});
+        assert_eq!(
+            check_owned(Op::Update, &moved, &stored, &acl)
+                .unwrap_err()
+                .reason,
+            "acl_violation"
+        );
+        // The last metadata for a repeated id is the one applied.
+        let twice = json!({"ids": ["a1", "a1"], "metadatas": [{"tenant": "A"}, {"tenant": "B"}]});
+        assert_eq!(
+            check_owned(Op::Update, &twice, &stored, &acl)
+                .unwrap_err()
+                .reason,
+            "acl_violation"
+        );
+        assert_eq!(
+            check_owned(Op::Upsert, &body, &json!({}), &acl)
+                .unwrap_err()
+                .reason,
+            "lookup_failed"
+        );
+        assert_eq!(
+            ownership_query(&["a".into()]),
+            json!({"ids": ["a"], "include": ["metadatas"]})
+        );
+    }
+
+    #[test]
+    fn collection_lists_keep_only_covered_names() {
+        let mut v =
+            json!([{"name": "docs", "id": "1"}, {"name": "secret", "id": "2"}, {"id": "3"}]);
+        assert_eq!(filter_collections(&mut v, |n| n == "docs").unwrap(), 2);
+        assert_eq!(v, json!([{"name": "docs", "id": "1"}]));
+        assert!(filter_collections(&mut json!({}), |_| true).is_err());
+    }
 }

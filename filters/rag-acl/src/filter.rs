@@ -128,7 +128,7 @@ impl RagAcl {
         reason: &str,
         msg: &str,
     ) -> Result<Outcome> {
-        self.count(cx, "refused", 1);
+        self.count(cx, "operations_refused", 1);
         self.note(cx);
         deny(status, reason, msg)
     }
@@ -332,7 +332,7 @@ impl RagAcl {
                 if t.op != chroma::Op::Delete {
                     self.answer = Answer::Chroma { op: t.op, strip };
                 }
-                self.count(cx, "rewritten", 1);
+                self.count(cx, "queries_rewritten", 1);
                 cx.info.record.decide(Decision::Modify, "acl_enforced");
                 self.note(cx);
                 Ok(Outcome::Replace(
@@ -388,7 +388,7 @@ impl RagAcl {
         match qdrant::rewrite_request(op, &mut self.body, &acl) {
             Ok(rewritten) => {
                 self.answer = Answer::Qdrant { op, rewritten };
-                self.count(cx, "rewritten", 1);
+                self.count(cx, "queries_rewritten", 1);
                 cx.info.record.decide(Decision::Modify, "acl_enforced");
                 self.note(cx);
                 Ok(Outcome::Replace(
@@ -623,7 +623,7 @@ impl GuardFilter for RagAcl {
                     .to_string();
                 if !cx.settings().covers(&name) {
                     self.collection = Some(name);
-                    self.count(cx, "refused", 1);
+                    self.count(cx, "operations_refused", 1);
                     self.note(cx);
                     cx.info
                         .record
