@@ -641,7 +641,7 @@ mod tests {
             ("POST", format!("{b}/collections/{C}/fork"), None),
             ("GET", "/api/v1/heartbeat".into(), None),
             ("GET", format!("{b}/collections/d%6Fcs"), None),
-            ("DELETE", format!("{b}"), None),
+            ("DELETE", b.to_string(), None),
         ];
         for (m, p, want) in cases {
             assert_eq!(route(m, &p).map(|r| r.op()), want, "{m} {p}");
