@@ -726,3 +726,56 @@ async fn the_result_check_removes_what_the_database_returned() {
     );
     s.env.finish();
 }
+
+/// Identity from a trusted claims header (`jwt_authn`'s `forward_payload_header`) instead of
+/// metadata: a client's own copy of the header never counts (the chain drops it before
+/// `jwt_authn`, which writes the verified payload).
+#[tokio::test]
+async fn claims_from_a_trusted_header_cannot_be_forged() {
+    let s = setup_with(&[(
+        r#""identity": { "jwt": { "payload_key": "jwt_payload" } }"#,
+        r#""identity": { "claims_header": "x-jwt-payload" }"#,
+    )])
+    .await;
+    let forged = e2e::b64url(
+        json!({"sub":"mallory","tenant":"B","groups":["finance","eng"],"clearance":9,"roles":["reader"]})
+            .to_string()
+            .as_bytes(),
+    );
+    let body = json!({"query_embeddings": [[1.0, 0.0, 0.0]], "n_results": 10});
+    let r = s
+        .env
+        .client()
+        .post(
+            &format!("{BASE}/collections/{}/query", s.collection),
+            body.to_string(),
+        )
+        .header("authorization", format!("Bearer {}", s.alice()))
+        .header("x-jwt-payload", &forged)
+        .header("x-request-id", "forged-claims")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(ids(&r.json().unwrap()), set(&["a1", "a2"]));
+    let rec = s
+        .env
+        .audit_record("rag_acl", "forged-claims")
+        .await
+        .unwrap();
+    assert_eq!(rec["identity"], "alice", "{rec}");
+    // Without a token the forged header alone gets nowhere.
+    let r = s
+        .env
+        .client()
+        .post(
+            &format!("{BASE}/collections/{}/query", s.collection),
+            body.to_string(),
+        )
+        .header("x-jwt-payload", &forged)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status, 401, "{}", r.text());
+    s.env.finish();
+}

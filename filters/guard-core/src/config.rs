@@ -150,8 +150,28 @@ pub struct IdentityConfig {
     /// A request header set by a trusted filter earlier in the chain (e.g. `jwt_authn`'s
     /// `claim_to_headers`, or an ext_authz filter).
     pub header: Option<String>,
+    /// A request header carrying the verified claims, set by a trusted filter earlier in the
+    /// chain: JSON, or base64url JSON as `jwt_authn`'s `forward_payload_header` writes it. The
+    /// chain must drop client copies of it first (Envoy's `header_mutation` filter).
+    pub claims_header: Option<String>,
     /// Claims that Envoy's `jwt_authn` filter wrote into dynamic metadata.
     pub jwt: Option<JwtIdentity>,
+}
+
+/// Claims from a claims header value: a JSON object, or base64url (padded or not) of one.
+pub fn decode_claims(value: &[u8]) -> Option<Value> {
+    use base64::Engine as _;
+    let text = std::str::from_utf8(value).ok()?.trim();
+    let json = if text.starts_with('{') {
+        text.as_bytes().to_vec()
+    } else {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(text.trim_end_matches('='))
+            .ok()?
+    };
+    serde_json::from_slice::<Value>(&json)
+        .ok()
+        .filter(Value::is_object)
 }
 
 /// Identity from `jwt_authn` dynamic metadata (`payload_in_metadata`).
@@ -261,13 +281,17 @@ impl<C> FilterConfig<C> {
             return Err(Error::config("/: configuration must be a json object"));
         }
         let raw: RawConfig = from_value_at(root, "")?;
-        if let Some(h) = &raw.identity.header {
+        for (field, h) in [
+            ("header", &raw.identity.header),
+            ("claims_header", &raw.identity.claims_header),
+        ] {
+            let Some(h) = h else { continue };
             if h.is_empty()
                 || h.bytes()
                     .any(|b| b.is_ascii_uppercase() || b == b':' || b <= b' ')
             {
                 return Err(Error::config(format!(
-                    "/identity/header: {h:?} is not a lower-case http header name"
+                    "/identity/{field}: {h:?} is not a lower-case http header name"
                 )));
             }
         }
@@ -520,5 +544,33 @@ mod tests {
             Some(ApiShape::AnthropicMessages)
         );
         assert_eq!(c.apis.shape_for_path("/v1/chat/completions"), None);
+    }
+
+    #[test]
+    fn claims_headers_decode_json_and_base64url() {
+        let want = serde_json::json!({"sub": "alice", "tenant": "A"});
+        assert_eq!(
+            decode_claims(br#" {"sub":"alice","tenant":"A"} "#),
+            Some(want.clone())
+        );
+        // jwt_authn's forward_payload_header: base64url without padding.
+        assert_eq!(
+            decode_claims(b"eyJzdWIiOiJhbGljZSIsInRlbmFudCI6IkEifQ"),
+            Some(want.clone())
+        );
+        assert_eq!(
+            decode_claims(b"eyJzdWIiOiJhbGljZSIsInRlbmFudCI6IkEifQ=="),
+            Some(want)
+        );
+        for bad in [&b"alice"[..], b"[1]", b"e30", b"\xff", b""] {
+            assert_eq!(
+                decode_claims(bad).filter(|v| v.as_object().is_some_and(|m| !m.is_empty())),
+                None
+            );
+        }
+        assert!(parse(r#"{"identity":{"claims_header":"X-Bad"}}"#)
+            .unwrap_err()
+            .to_string()
+            .contains("/identity/claims_header"));
     }
 }

@@ -1163,8 +1163,8 @@ pub fn route_metadata_string(host: &dyn Host, namespace: &str, key: &str) -> Opt
         .filter(|s| !s.is_empty())
 }
 
-/// The caller's identity: from the configured trusted header, else from `jwt_authn` claims in
-/// dynamic metadata (protobuf `Struct` bytes, decoded by [`guard_core::protobuf`]).
+/// The caller's identity: from the configured trusted header, else from a trusted claims
+/// header, else from `jwt_authn` claims in dynamic metadata (protobuf `Struct` bytes, decoded by [`guard_core::protobuf`]).
 pub fn resolve_identity<C>(host: &dyn Host, config: &FilterConfig<C>) -> Option<Identity> {
     if let Some(name) = config.identity.header.as_deref() {
         if let Some(v) = host.header(Dir::Request, name) {
@@ -1177,6 +1177,19 @@ pub fn resolve_identity<C>(host: &dyn Host, config: &FilterConfig<C>) -> Option<
                     });
                 }
             }
+        }
+    }
+    if let Some(name) = config.identity.claims_header.as_deref() {
+        // A value that is not claims names nobody (never a guess); the jwt metadata may.
+        if let Some(claims) = host
+            .header(Dir::Request, name)
+            .and_then(|v| guard_core::config::decode_claims(&v))
+        {
+            let subject = match claims.get("sub") {
+                Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+                _ => None,
+            };
+            return Some(Identity { subject, claims });
         }
     }
     let jwt = config.identity.jwt.as_ref()?;
