@@ -1,6 +1,6 @@
 # The two commands a newcomer needs: `make run` and `make test`. Each installs what is missing.
 SHELL := /bin/bash
-FILTERS := llm-telemetry schema-guard pii-redact prompt-guard rag-acl
+FILTERS := llm-telemetry schema-guard pii-redact prompt-guard rag-acl approval-gate
 # The combined module links the four filters without their own entry points (feature `export`
 # off): it is built in its own cargo run, as features unify within one.
 COMBINED := guard-all

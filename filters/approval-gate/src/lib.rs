@@ -9,9 +9,19 @@
 //! - [`digest`]: the approval digest of a call (tool name, canonical arguments, caller,
 //!   conversation), so an approval covers exactly that call and no swapped arguments.
 //!
-//! Still to come: the proxy-wasm adapter (tool calls in answers, streamed or not; MCP
-//! `tools/call`), the hold and defer flows with the approval service, the service itself
-//! (REST API, SQLite store, web console) and the end-to-end tests.
+//! - [`filter`]: the proxy-wasm adapter's first surface, MCP `tools/call` requests: allow,
+//!   deny, or create an approval request at the approval service (docs/approval-api.md) and
+//!   `hold` the request (long polls, bounded) or `defer` it (a retry naming the approval passes
+//!   once, only with the approved digest).
+//!
+//! Still to come: tool calls in model answers (streamed or not), the approval service's own
+//! crate (`approval-service`), and the end-to-end tests.
 
 pub mod digest;
+pub mod filter;
 pub mod policy;
+
+pub use filter::ApprovalGate;
+
+#[cfg(feature = "export")]
+guard_host::export_guard_filter!(crate::filter::ApprovalGate);

@@ -233,8 +233,8 @@ pub trait GuardFilter: Sized + 'static {
     }
 }
 
-/// Most call-outs one request may make (a filter chaining lookups).
-pub const MAX_CALLOUTS: u8 = 4;
+/// Most call-outs one request may make (a filter chaining lookups, or long polls of a hold).
+pub const MAX_CALLOUTS: u8 = 8;
 
 /// Request body handling state.
 #[derive(Debug, PartialEq)]

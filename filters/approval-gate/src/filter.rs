@@ -1,0 +1,502 @@
+//! The proxy-wasm adapter, first surface: MCP `tools/call` requests (JSON-RPC over HTTP) from
+//! an agent to an MCP server. A gated call is held before it goes upstream (`hold`: the request
+//! waits, long-polling the approval service, bounded by `hold_max_ms`) or refused at once with
+//! the approval id (`defer`: a retry carrying `params._meta.approval_id` passes once, only if
+//! approved and its digest matches). Refusals are JSON-RPC errors (HTTP 200), so agents see
+//! them as tool errors. Tool calls in model answers come next (they need call-outs in the
+//! response phase).
+
+use crate::digest::approval_digest;
+use crate::policy::{self, Outcome as RuleOutcome, Policy};
+use guard_core::config::{FailurePolicy, FilterConfig};
+use guard_core::error::{Error, Result};
+use guard_core::verdict::{Decision, LocalReply};
+use guard_host::driver::{
+    CallOut, CallOutResult, Cx, GuardFilter, Outcome, RequestInfo, ResponsePlan,
+};
+use guard_host::host::Dir;
+use guard_host::metrics::Metrics;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::rc::Rc;
+
+pub const NAME: &str = "approval_gate";
+
+/// Hold the request or answer at once with the approval id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    #[default]
+    Hold,
+    Defer,
+}
+
+/// Where the approval service is.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    /// The Envoy cluster of the approval service.
+    pub cluster: String,
+    #[serde(default)]
+    pub authority: Option<String>,
+    /// Timeout of a create or consume call (ms).
+    #[serde(default = "default_call_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_call_ms() -> u64 {
+    2000
+}
+
+/// The filter's own policy fields.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Rules over tool calls ([`policy::RuleDef`]); the first that matches decides.
+    pub rules: Vec<policy::RuleDef>,
+    /// Outcome when no rule matches.
+    pub default: RuleOutcome,
+    pub mode: Mode,
+    pub service: Option<Service>,
+    /// Longest a held request waits for a person (ms).
+    pub hold_max_ms: u64,
+    /// How long an approval request stays open (s).
+    pub expires_in_s: u64,
+    /// When the service is down or slow: `deny` (default) or `allow`.
+    pub on_service_failure: RuleOutcome,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            rules: Vec::new(),
+            default: RuleOutcome::Allow,
+            mode: Mode::Hold,
+            service: None,
+            hold_max_ms: 120_000,
+            expires_in_s: 300,
+            on_service_failure: RuleOutcome::Deny,
+        }
+    }
+}
+
+pub struct Compiled {
+    pub settings: Settings,
+    pub policy: Policy,
+}
+
+/// Longest single long poll (the service caps `wait` at 120 s; shorter polls bound a lost one).
+const WAIT_SLICE_MS: u64 = 30_000;
+
+pub struct Shared {
+    metrics: Rc<Metrics>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Pending {
+    None,
+    Create,
+    Wait { id: String },
+    Consume { id: String },
+}
+
+/// One tool call under judgement.
+#[derive(Debug, Clone, Default)]
+struct Call {
+    tool: String,
+    args: Value,
+    digest: String,
+    rule: Option<String>,
+}
+
+pub struct ApprovalGate {
+    call: Call,
+    pending: Pending,
+    deadline_ns: u64,
+}
+
+/// JSON-RPC error code of a refused tool call (server-defined range).
+pub const REFUSED_CODE: i64 = -32001;
+
+impl ApprovalGate {
+    fn service<'a>(cx: &'a Cx<'_, Self>) -> Option<&'a Service> {
+        cx.settings().settings.service.as_ref()
+    }
+
+    fn call_out(
+        cx: &Cx<'_, Self>,
+        method: &'static str,
+        path: String,
+        body: Value,
+        timeout_ms: u64,
+    ) -> Option<CallOut> {
+        let s = Self::service(cx)?;
+        Some(CallOut {
+            cluster: s.cluster.clone(),
+            method,
+            authority: s.authority.clone().unwrap_or_else(|| s.cluster.clone()),
+            path,
+            headers: Vec::new(),
+            body: if body.is_null() {
+                Vec::new()
+            } else {
+                body.to_string().into_bytes()
+            },
+            timeout_ms,
+        })
+    }
+
+    fn count(cx: &Cx<'_, Self>, outcome: &str) {
+        cx.shared
+            .metrics
+            .counter(&format!("guard.{NAME}.outcome.{outcome}.tool_calls"), 1);
+    }
+
+    /// Refuse the call: a JSON-RPC error (the reply body is built in `reply_body`).
+    fn refuse(&self, cx: &mut Cx<'_, Self>, reason: &str, message: &str) -> Result<Outcome> {
+        Self::count(cx, reason);
+        cx.info.record.extra.insert("outcome".into(), json!(reason));
+        Ok(Outcome::Reply(LocalReply::new(200, reason, message)))
+    }
+
+    fn pass(&self, cx: &mut Cx<'_, Self>, outcome: &str) -> Result<Outcome> {
+        Self::count(cx, outcome);
+        cx.info
+            .record
+            .extra
+            .insert("outcome".into(), json!(outcome));
+        Ok(Outcome::Continue)
+    }
+
+    fn service_failed(&mut self, cx: &mut Cx<'_, Self>) -> Result<Outcome> {
+        if cx.settings().settings.on_service_failure == RuleOutcome::Allow {
+            cx.info
+                .record
+                .decide(Decision::Flag, "approval_unavailable");
+            return self.pass(cx, "service_failed_allowed");
+        }
+        cx.info
+            .record
+            .decide(Decision::Block, "approval_unavailable");
+        self.refuse(
+            cx,
+            "approval_unavailable",
+            "the approval service is unavailable; the tool call was not run",
+        )
+    }
+
+    fn wait(&mut self, cx: &mut Cx<'_, Self>, id: String) -> Result<Outcome> {
+        let now = cx.host.now_nanos();
+        let left_ms = self.deadline_ns.saturating_sub(now) / 1_000_000;
+        if left_ms == 0 {
+            cx.info.record.decide(Decision::Block, "approval_expired");
+            return self.refuse(
+                cx,
+                "approval_expired",
+                "nobody approved the tool call in time",
+            );
+        }
+        let slice = left_ms.min(WAIT_SLICE_MS);
+        let path = format!("/v1/approvals/{id}/wait?timeout_ms={slice}");
+        let Some(call) = Self::call_out(cx, "GET", path, Value::Null, slice.saturating_add(2000))
+        else {
+            return self.service_failed(cx);
+        };
+        self.pending = Pending::Wait { id };
+        Ok(Outcome::CallOut(call))
+    }
+
+    /// The record's status decides a held call.
+    fn decided(&mut self, cx: &mut Cx<'_, Self>, id: String, record: &Value) -> Result<Outcome> {
+        match record.get("status").and_then(Value::as_str) {
+            Some("approved") => {
+                cx.info.record.decide(Decision::Allow, "approved");
+                self.pass(cx, "approved")
+            }
+            Some("denied") => {
+                cx.info.record.decide(Decision::Block, "approval_denied");
+                let why = record
+                    .get("reason")
+                    .and_then(Value::as_str)
+                    .unwrap_or("no reason given");
+                self.refuse(
+                    cx,
+                    "approval_denied",
+                    &format!("a person denied the tool call: {why}"),
+                )
+            }
+            Some("pending") => self.wait(cx, id),
+            _ => {
+                cx.info.record.decide(Decision::Block, "approval_expired");
+                self.refuse(
+                    cx,
+                    "approval_expired",
+                    "nobody approved the tool call in time",
+                )
+            }
+        }
+    }
+}
+
+/// The JSON-RPC id of a request body, for the reply.
+fn rpc_id(v: &Value) -> Value {
+    v.get("id").cloned().unwrap_or(Value::Null)
+}
+
+impl GuardFilter for ApprovalGate {
+    type Settings = Settings;
+    type Compiled = Compiled;
+    type Shared = Shared;
+    const NAME: &'static str = NAME;
+    const DEFAULT_FAILURE: FailurePolicy = FailurePolicy::FailClosed;
+    const ALL_REQUESTS: bool = true;
+
+    fn compile(settings: Settings, path: &str) -> Result<Compiled> {
+        let policy = policy::compile(
+            policy::Settings {
+                rules: settings.rules.clone(),
+                default: settings.default,
+            },
+            path,
+        )?;
+        let needs_service = settings.default == RuleOutcome::RequireApproval
+            || settings
+                .rules
+                .iter()
+                .any(|r| r.outcome == RuleOutcome::RequireApproval);
+        if needs_service && settings.service.is_none() {
+            return Err(Error::config(format!(
+                "{path}/service: a rule requires approval, so the approval service's cluster is needed"
+            )));
+        }
+        if !(1_000..=600_000).contains(&settings.hold_max_ms) {
+            return Err(Error::config(format!(
+                "{path}/hold_max_ms: {} is not within 1000..=600000",
+                settings.hold_max_ms
+            )));
+        }
+        if !(1..=86_400).contains(&settings.expires_in_s) {
+            return Err(Error::config(format!(
+                "{path}/expires_in_s: {} is not within 1..=86400",
+                settings.expires_in_s
+            )));
+        }
+        if settings.on_service_failure == RuleOutcome::RequireApproval {
+            return Err(Error::config(format!(
+                "{path}/on_service_failure: allow or deny"
+            )));
+        }
+        Ok(Compiled { settings, policy })
+    }
+
+    fn init_shared(metrics: &Rc<Metrics>, _config: &FilterConfig<Compiled>) -> Shared {
+        Shared {
+            metrics: Rc::clone(metrics),
+        }
+    }
+
+    fn new_stream() -> Self {
+        ApprovalGate {
+            call: Call::default(),
+            pending: Pending::None,
+            deadline_ns: 0,
+        }
+    }
+
+    fn on_request_body(&mut self, cx: &mut Cx<'_, Self>, body: &[u8]) -> Result<Outcome> {
+        let Ok(v) = serde_json::from_slice::<Value>(body) else {
+            return Ok(Outcome::Continue); // not JSON-RPC: not a tool call
+        };
+        cx.info.record.extra.insert("rpc_id".into(), rpc_id(&v));
+        if v.is_array() {
+            // Batches (dropped from MCP in 2025-06): any tools/call in one is judged strictly.
+            let gated = v
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|m| m.get("method") == Some(&json!("tools/call")));
+            if gated {
+                cx.info.record.decide(Decision::Block, "batched_tool_call");
+                return self.refuse(
+                    cx,
+                    "batched_tool_call",
+                    "tool calls in a JSON-RPC batch are not accepted here",
+                );
+            }
+            return Ok(Outcome::Continue);
+        }
+        if v.get("method").and_then(Value::as_str) != Some("tools/call") {
+            return Ok(Outcome::Continue);
+        }
+        let params = v.get("params").cloned().unwrap_or(Value::Null);
+        let tool = params
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let args = params
+            .get("arguments")
+            .cloned()
+            .unwrap_or_else(|| json!({}));
+        let claims = cx
+            .info
+            .identity
+            .as_ref()
+            .map(|i| i.claims.clone())
+            .unwrap_or(Value::Null);
+        let caller = cx
+            .info
+            .identity
+            .as_ref()
+            .and_then(|i| i.subject.clone())
+            .unwrap_or_else(|| "anonymous".into());
+        let conversation = cx
+            .host
+            .header(Dir::Request, "mcp-session-id")
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        let verdict = cx.settings().policy.evaluate(&tool, &args, &claims);
+        cx.info.record.extra.insert("tool".into(), json!(tool));
+        if let Some(r) = &verdict.rule {
+            cx.info.record.rules.push(r.clone());
+        }
+        self.call = Call {
+            digest: approval_digest(&tool, &args, &caller, &conversation),
+            tool,
+            args,
+            rule: verdict.rule,
+        };
+        match verdict.outcome {
+            RuleOutcome::Allow => self.pass(cx, "allowed"),
+            RuleOutcome::Deny => {
+                cx.info.record.decide(Decision::Block, "tool_denied");
+                self.refuse(
+                    cx,
+                    "tool_denied",
+                    "the policy does not allow this tool call",
+                )
+            }
+            RuleOutcome::RequireApproval => {
+                // A retry of a deferred call names its approval.
+                let approval_id = params
+                    .pointer("/_meta/approval_id")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+                if let Some(id) = approval_id
+                    .filter(|id| !id.is_empty() && id.len() <= 128 && !id.contains(['/', '?', '#']))
+                {
+                    let body = json!({"digest": self.call.digest});
+                    let timeout = Self::service(cx).map_or(2000, |s| s.timeout_ms);
+                    let Some(call) = Self::call_out(
+                        cx,
+                        "POST",
+                        format!("/v1/approvals/{id}/consume"),
+                        body,
+                        timeout,
+                    ) else {
+                        return self.service_failed(cx);
+                    };
+                    cx.info.record.extra.insert("approval_id".into(), json!(id));
+                    self.pending = Pending::Consume { id };
+                    return Ok(Outcome::CallOut(call));
+                }
+                let s = &cx.settings().settings;
+                let mode = s.mode;
+                let body = json!({
+                    "tool": self.call.tool,
+                    "arguments": self.call.args,
+                    "digest": self.call.digest,
+                    "caller": caller,
+                    "conversation": conversation,
+                    "excerpt": "",
+                    "rule": self.call.rule,
+                    "mode": match mode { Mode::Hold => "hold", Mode::Defer => "defer" },
+                    "expires_in_s": s.expires_in_s,
+                    "request_id": cx.info.request_id,
+                });
+                self.deadline_ns = cx
+                    .host
+                    .now_nanos()
+                    .saturating_add(s.hold_max_ms.saturating_mul(1_000_000));
+                let timeout = Self::service(cx).map_or(2000, |s| s.timeout_ms);
+                let Some(call) = Self::call_out(cx, "POST", "/v1/approvals".into(), body, timeout)
+                else {
+                    return self.service_failed(cx);
+                };
+                self.pending = Pending::Create;
+                Ok(Outcome::CallOut(call))
+            }
+        }
+    }
+
+    fn on_callout(&mut self, cx: &mut Cx<'_, Self>, result: CallOutResult) -> Result<Outcome> {
+        let pending = std::mem::replace(&mut self.pending, Pending::None);
+        let (status, body) = match result {
+            CallOutResult::Response { status, body } => (status, body),
+            CallOutResult::Failed => return self.service_failed(cx),
+        };
+        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        match pending {
+            Pending::None => Ok(Outcome::Continue),
+            Pending::Create => {
+                let Some(id) = v
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .filter(|_| status == 201)
+                    .map(str::to_string)
+                else {
+                    return self.service_failed(cx);
+                };
+                cx.info.record.extra.insert("approval_id".into(), json!(id));
+                if cx.settings().settings.mode == Mode::Defer {
+                    cx.info.record.decide(Decision::Block, "approval_required");
+                    return self.refuse(cx, "approval_required", &format!("the tool call waits for a person's approval (approval id {id}); retry it unchanged with params._meta.approval_id once approved"));
+                }
+                self.wait(cx, id)
+            }
+            Pending::Wait { id } => {
+                if status != 200 {
+                    return self.service_failed(cx);
+                }
+                self.decided(cx, id, &v)
+            }
+            Pending::Consume { id: _ } => match (status, v.get("error").and_then(Value::as_str)) {
+                (200, _) => {
+                    cx.info.record.decide(Decision::Allow, "approved");
+                    self.pass(cx, "approved")
+                }
+                (409 | 410 | 404, Some(code)) => {
+                    let code = match code {
+                        "digest_mismatch" => "approval_mismatch",
+                        "already_used" => "approval_used",
+                        "expired" => "approval_expired",
+                        _ => "approval_not_granted",
+                    };
+                    cx.info.record.decide(Decision::Block, code);
+                    self.refuse(cx, code, "the approval does not cover this tool call (not approved, already used, expired, or the arguments changed)")
+                }
+                _ => self.service_failed(cx),
+            },
+        }
+    }
+
+    fn response_plan(&mut self, _cx: &mut Cx<'_, Self>, _streaming: bool) -> ResponsePlan {
+        ResponsePlan::Skip
+    }
+
+    fn reply_body(info: &RequestInfo<Compiled>, reply: &LocalReply) -> Option<Vec<u8>> {
+        let extra = &info.record.extra;
+        let mut data = serde_json::Map::new();
+        data.insert("reason".into(), json!(reply.reason));
+        data.insert("request_id".into(), json!(info.request_id));
+        if let Some(id) = extra.get("approval_id") {
+            data.insert("approval_id".into(), id.clone());
+        }
+        let v = json!({
+            "jsonrpc": "2.0",
+            "id": extra.get("rpc_id").cloned().unwrap_or(Value::Null),
+            "error": {"code": REFUSED_CODE, "message": reply.message, "data": data},
+        });
+        serde_json::to_vec(&v).ok()
+    }
+}
