@@ -4,7 +4,8 @@
 //! Routes: `GET /healthz` → `ok`; `GET /__recorded` → the record as JSON; `POST` to any path
 //! ending in `/v1/chat/completions`, `/v1/responses` or `/v1/messages` → the scripted answer;
 //! `POST` to any path ending in `/v1/moderations` or `/classify` → the classifier answer (see
-//! [`crate::guard`]); anything else → 404 (405 for a known path with another method).
+//! [`crate::guard`]); `POST` to any path ending in `/mcp` → a minimal MCP server (JSON-RPC:
+//! `initialize`, `tools/list`, `tools/call` echoing the call); anything else → 404 (405 for a known path with another method).
 //!
 //! Per-request headers: `x-demo-scenario` / `x-demo-json` (see [`crate::scenario`]),
 //! `x-demo-chunk-size` (bytes, 0 = one chunk) and `x-demo-chunk-delay-ms` (at most 60000);
@@ -90,6 +91,7 @@ pub(crate) async fn handle(state: &State, request: Request<Incoming>) -> Respons
             let body = recorded_json(&state.received()).to_string();
             full(StatusCode::OK, JSON, Bytes::from(body))
         }
+        (&Method::POST, p, None) if p.ends_with("/mcp") => mcp(&collected.data),
         (&Method::POST, _, Some(api)) => answer(state, api, &parts.headers, &collected.data),
         (_, _, Some(api)) => error(
             Some(api),
@@ -194,6 +196,40 @@ async fn classifier(
         Ok(value) => full(StatusCode::OK, JSON, Bytes::from(value.to_string())),
         Err(message) => error(None, 400, &message),
     }
+}
+
+/// A minimal MCP server (JSON-RPC 2.0 over HTTP POST): `initialize`, `tools/list` (one tool,
+/// `pay`) and `tools/call`, whose result echoes the tool and its arguments, so a test sees
+/// exactly which call reached the server.
+fn mcp(body: &[u8]) -> Response<RespBody> {
+    let Ok(req) = serde_json::from_slice::<Value>(body) else {
+        let v = serde_json::json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32700, "message": "parse error"}});
+        return full(StatusCode::OK, JSON, Bytes::from(v.to_string()));
+    };
+    let id = req.get("id").cloned().unwrap_or(Value::Null);
+    let result = match req.get("method").and_then(Value::as_str) {
+        Some("initialize") => serde_json::json!({
+            "protocolVersion": "2025-06-18",
+            "capabilities": {"tools": {}},
+            "serverInfo": {"name": "demo-upstream", "version": "0.1.0"}
+        }),
+        Some("tools/list") => serde_json::json!({"tools": [{
+            "name": "pay",
+            "description": "Send a payment",
+            "inputSchema": {"type": "object", "properties": {"amount": {"type": "number"}, "currency": {"type": "string"}, "to": {"type": "string"}}}
+        }]}),
+        Some("tools/call") => {
+            let params = req.get("params").cloned().unwrap_or(Value::Null);
+            let text = serde_json::json!({"executed": params.get("name"), "arguments": params.get("arguments")}).to_string();
+            serde_json::json!({"content": [{"type": "text", "text": text}], "isError": false})
+        }
+        _ => {
+            let v = serde_json::json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": "method not found"}});
+            return full(StatusCode::OK, JSON, Bytes::from(v.to_string()));
+        }
+    };
+    let v = serde_json::json!({"jsonrpc": "2.0", "id": id, "result": result});
+    full(StatusCode::OK, JSON, Bytes::from(v.to_string()))
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, String> {
