@@ -1,0 +1,510 @@
+//! The persistent store: one SQLite file (WAL), schema in `schema.sql`. Every state change
+//! (create, decide, expire, consume) is one transaction that also appends to `events`.
+//! Expiry is evaluated on read: a pending record past `expires_at` is stored as `expired`
+//! by the read that notices it.
+//!
+//! Calls are synchronous; the server runs them on tokio's blocking pool and never holds the
+//! connection while a request waits.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use anyhow::Context as _;
+use rusqlite::{params, Connection, OptionalExtension as _, Row, Transaction};
+use serde_json::{json, Value};
+
+/// The schema, also shipped as `approval-service/schema.sql`.
+pub const SCHEMA: &str = include_str!("../schema.sql");
+
+/// Actor recorded for expiry events.
+const SYSTEM: &str = "system";
+
+const COLUMNS: &str = "id, status, tool, arguments, digest, caller, conversation, excerpt, \
+    excerpt_raw, rule, mode, request_id, created_at, expires_at, decided_at, decided_by, \
+    reason, consumed_at";
+
+/// One approval request as stored.
+#[derive(Clone, Debug)]
+pub struct Record {
+    pub id: String,
+    pub status: String,
+    pub tool: String,
+    /// JSON text.
+    pub arguments: String,
+    pub digest: String,
+    pub caller: String,
+    pub conversation: String,
+    pub excerpt: String,
+    pub excerpt_raw: Option<String>,
+    pub rule: String,
+    pub mode: String,
+    pub request_id: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub decided_at: Option<i64>,
+    pub decided_by: Option<String>,
+    pub reason: Option<String>,
+    pub consumed_at: Option<i64>,
+}
+
+impl Record {
+    fn from_row(row: &Row<'_>) -> rusqlite::Result<Record> {
+        Ok(Record {
+            id: row.get(0)?,
+            status: row.get(1)?,
+            tool: row.get(2)?,
+            arguments: row.get(3)?,
+            digest: row.get(4)?,
+            caller: row.get(5)?,
+            conversation: row.get(6)?,
+            excerpt: row.get(7)?,
+            excerpt_raw: row.get(8)?,
+            rule: row.get(9)?,
+            mode: row.get(10)?,
+            request_id: row.get(11)?,
+            created_at: row.get(12)?,
+            expires_at: row.get(13)?,
+            decided_at: row.get(14)?,
+            decided_by: row.get(15)?,
+            reason: row.get(16)?,
+            consumed_at: row.get(17)?,
+        })
+    }
+
+    /// The API's JSON shape (no excerpts: those are for the console only).
+    pub fn to_json(&self) -> Value {
+        let arguments: Value =
+            serde_json::from_str(&self.arguments).unwrap_or(Value::String(self.arguments.clone()));
+        json!({
+            "id": self.id,
+            "status": self.status,
+            "tool": self.tool,
+            "arguments": arguments,
+            "digest": self.digest,
+            "caller": self.caller,
+            "conversation": self.conversation,
+            "rule": self.rule,
+            "mode": self.mode,
+            "request_id": self.request_id,
+            "created_at": self.created_at,
+            "expires_at": self.expires_at,
+            "decided_at": self.decided_at,
+            "decided_by": self.decided_by,
+            "reason": self.reason,
+            "consumed_at": self.consumed_at,
+        })
+    }
+
+    pub fn is_pending(&self) -> bool {
+        self.status == "pending"
+    }
+}
+
+/// A new request, validated by the API layer.
+#[derive(Clone, Debug)]
+pub struct NewRecord {
+    pub id: String,
+    pub tool: String,
+    pub arguments: String,
+    pub digest: String,
+    pub caller: String,
+    pub conversation: String,
+    pub excerpt: String,
+    pub excerpt_raw: Option<String>,
+    pub rule: String,
+    pub mode: String,
+    pub request_id: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+/// Approve or deny.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Approve,
+    Deny,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Approve => "approve",
+            Decision::Deny => "deny",
+        }
+    }
+
+    fn status(self) -> &'static str {
+        match self {
+            Decision::Approve => "approved",
+            Decision::Deny => "denied",
+        }
+    }
+}
+
+/// Why a decision was refused.
+#[derive(Debug)]
+pub enum DecideError {
+    NotFound,
+    AlreadyDecided(Box<Record>),
+    Expired(Box<Record>),
+    Db(anyhow::Error),
+}
+
+/// Why a consume was refused (the API's error codes).
+#[derive(Debug)]
+pub enum ConsumeError {
+    NotFound,
+    DigestMismatch,
+    NotApproved,
+    AlreadyUsed,
+    Expired,
+    Db(anyhow::Error),
+}
+
+impl ConsumeError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ConsumeError::NotFound => "not_found",
+            ConsumeError::DigestMismatch => "digest_mismatch",
+            ConsumeError::NotApproved => "not_approved",
+            ConsumeError::AlreadyUsed => "already_used",
+            ConsumeError::Expired => "expired",
+            ConsumeError::Db(_) => "internal",
+        }
+    }
+}
+
+/// One audit event, joined with its request's tool and caller.
+#[derive(Clone, Debug)]
+pub struct Event {
+    pub seq: i64,
+    pub approval_id: String,
+    pub kind: String,
+    pub actor: String,
+    pub at: i64,
+    pub decision: Option<String>,
+    pub reason: Option<String>,
+    pub tool: String,
+    pub caller: String,
+}
+
+/// The store. Cheap to share behind an `Arc`.
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path`, switches it to WAL and applies the
+    /// schema.
+    pub fn open(path: &Path) -> anyhow::Result<Store> {
+        let conn = Connection::open(path)
+            .with_context(|| format!("opening the database {}", path.display()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .context("setting the busy timeout")?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .context("switching the database to WAL")?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            anyhow::bail!("the database {} refused WAL mode ({mode})", path.display());
+        }
+        conn.pragma_update(None, "synchronous", "FULL")
+            .context("setting synchronous=FULL")?;
+        conn.execute_batch(SCHEMA)
+            .context("applying the schema (schema.sql)")?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Stores a new pending request.
+    pub fn create(&self, new: &NewRecord) -> anyhow::Result<Record> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO approvals (id, status, tool, arguments, digest, caller, conversation, \
+             excerpt, excerpt_raw, rule, mode, request_id, created_at, expires_at) \
+             VALUES (?1, 'pending', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            params![
+                new.id,
+                new.tool,
+                new.arguments,
+                new.digest,
+                new.caller,
+                new.conversation,
+                new.excerpt,
+                new.excerpt_raw,
+                new.rule,
+                new.mode,
+                new.request_id,
+                new.created_at,
+                new.expires_at
+            ],
+        )?;
+        append_event(
+            &tx,
+            &new.id,
+            "created",
+            &new.caller,
+            new.created_at,
+            None,
+            None,
+        )?;
+        let record = select(&tx, &new.id)?.context("the new record vanished")?;
+        tx.commit()?;
+        Ok(record)
+    }
+
+    /// The record, with expiry applied (and stored) as of `now`.
+    pub fn get(&self, id: &str, now: i64) -> anyhow::Result<Option<Record>> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let Some(record) = select(&tx, id)? else {
+            return Ok(None);
+        };
+        let record = expire_if_due(&tx, record, now)?;
+        tx.commit()?;
+        Ok(Some(record))
+    }
+
+    /// Approves or denies a pending request (single use).
+    pub fn decide(
+        &self,
+        id: &str,
+        decision: Decision,
+        by: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<Record, DecideError> {
+        let db = |e: rusqlite::Error| DecideError::Db(e.into());
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(db)?;
+        let Some(record) = select(&tx, id).map_err(db)? else {
+            return Err(DecideError::NotFound);
+        };
+        let record = expire_if_due(&tx, record, now).map_err(db)?;
+        if record.status == "expired" {
+            tx.commit().map_err(db)?;
+            return Err(DecideError::Expired(Box::new(record)));
+        }
+        if !record.is_pending() {
+            return Err(DecideError::AlreadyDecided(Box::new(record)));
+        }
+        let changed = tx
+            .execute(
+                "UPDATE approvals SET status = ?1, decided_at = ?2, decided_by = ?3, reason = ?4 \
+                 WHERE id = ?5 AND status = 'pending'",
+                params![decision.status(), now, by, reason, id],
+            )
+            .map_err(db)?;
+        if changed != 1 {
+            return Err(DecideError::AlreadyDecided(Box::new(record)));
+        }
+        append_event(
+            &tx,
+            id,
+            "decided",
+            by,
+            now,
+            Some(decision.as_str()),
+            Some(reason),
+        )
+        .map_err(db)?;
+        let record = select(&tx, id).map_err(db)?.ok_or(DecideError::NotFound)?;
+        tx.commit().map_err(db)?;
+        Ok(record)
+    }
+
+    /// Marks an approved, unexpired request with a matching digest as consumed: one UPDATE,
+    /// so two concurrent consumes succeed at most once. On refusal, says why.
+    pub fn consume(&self, id: &str, digest: &str, now: i64) -> Result<Record, ConsumeError> {
+        let db = |e: rusqlite::Error| ConsumeError::Db(e.into());
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(db)?;
+        let changed = tx
+            .execute(
+                "UPDATE approvals SET status = 'consumed', consumed_at = ?1 \
+                 WHERE id = ?2 AND status = 'approved' AND digest = ?3 \
+                 AND consumed_at IS NULL AND expires_at > ?1",
+                params![now, id, digest],
+            )
+            .map_err(db)?;
+        if changed == 1 {
+            append_event(&tx, id, "consumed", "client", now, None, None).map_err(db)?;
+            let record = select(&tx, id).map_err(db)?.ok_or(ConsumeError::NotFound)?;
+            tx.commit().map_err(db)?;
+            return Ok(record);
+        }
+        let Some(record) = select(&tx, id).map_err(db)? else {
+            return Err(ConsumeError::NotFound);
+        };
+        let record = expire_if_due(&tx, record, now).map_err(db)?;
+        tx.commit().map_err(db)?;
+        Err(match record.status.as_str() {
+            "expired" => ConsumeError::Expired,
+            "approved" if record.expires_at <= now => ConsumeError::Expired,
+            "approved" | "consumed" if record.digest != digest => ConsumeError::DigestMismatch,
+            "consumed" => ConsumeError::AlreadyUsed,
+            "approved" if record.consumed_at.is_some() => ConsumeError::AlreadyUsed,
+            _ => ConsumeError::NotApproved,
+        })
+    }
+
+    /// Pending requests (after storing the expiry of overdue ones), soonest expiry first.
+    pub fn pending(&self, now: i64, limit: u32) -> anyhow::Result<Vec<Record>> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        expire_overdue(&tx, now)?;
+        let records = query_records(
+            &tx,
+            &format!(
+                "SELECT {COLUMNS} FROM approvals WHERE status = 'pending' \
+                 ORDER BY expires_at, id LIMIT ?1"
+            ),
+            limit,
+        )?;
+        tx.commit()?;
+        Ok(records)
+    }
+
+    /// Requests no longer pending, newest first.
+    pub fn recent(&self, now: i64, limit: u32) -> anyhow::Result<Vec<Record>> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        expire_overdue(&tx, now)?;
+        let records = query_records(
+            &tx,
+            &format!(
+                "SELECT {COLUMNS} FROM approvals WHERE status <> 'pending' \
+                 ORDER BY created_at DESC, id LIMIT ?1"
+            ),
+            limit,
+        )?;
+        tx.commit()?;
+        Ok(records)
+    }
+
+    /// The audit trail, newest first.
+    pub fn events(&self, now: i64, limit: u32) -> anyhow::Result<Vec<Event>> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        expire_overdue(&tx, now)?;
+        let events = {
+            let mut stmt = tx.prepare(
+                "SELECT e.seq, e.approval_id, e.kind, e.actor, e.at, e.decision, e.reason, \
+                 a.tool, a.caller FROM events e JOIN approvals a ON a.id = e.approval_id \
+                 ORDER BY e.seq DESC LIMIT ?1",
+            )?;
+            let rows = stmt.query_map(params![limit], |row| {
+                Ok(Event {
+                    seq: row.get(0)?,
+                    approval_id: row.get(1)?,
+                    kind: row.get(2)?,
+                    actor: row.get(3)?,
+                    at: row.get(4)?,
+                    decision: row.get(5)?,
+                    reason: row.get(6)?,
+                    tool: row.get(7)?,
+                    caller: row.get(8)?,
+                })
+            })?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()?
+        };
+        tx.commit()?;
+        Ok(events)
+    }
+
+    /// The events of one request, oldest first.
+    pub fn events_of(&self, id: &str) -> anyhow::Result<Vec<Event>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT e.seq, e.approval_id, e.kind, e.actor, e.at, e.decision, e.reason, \
+             a.tool, a.caller FROM events e JOIN approvals a ON a.id = e.approval_id \
+             WHERE e.approval_id = ?1 ORDER BY e.seq",
+        )?;
+        let rows = stmt.query_map(params![id], |row| {
+            Ok(Event {
+                seq: row.get(0)?,
+                approval_id: row.get(1)?,
+                kind: row.get(2)?,
+                actor: row.get(3)?,
+                at: row.get(4)?,
+                decision: row.get(5)?,
+                reason: row.get(6)?,
+                tool: row.get(7)?,
+                caller: row.get(8)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+}
+
+fn select(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<Option<Record>> {
+    tx.query_row(
+        &format!("SELECT {COLUMNS} FROM approvals WHERE id = ?1"),
+        params![id],
+        Record::from_row,
+    )
+    .optional()
+}
+
+fn query_records(tx: &Transaction<'_>, sql: &str, limit: u32) -> rusqlite::Result<Vec<Record>> {
+    let mut stmt = tx.prepare(sql)?;
+    let rows = stmt.query_map(params![limit], Record::from_row)?;
+    rows.collect()
+}
+
+fn append_event(
+    tx: &Transaction<'_>,
+    id: &str,
+    kind: &str,
+    actor: &str,
+    at: i64,
+    decision: Option<&str>,
+    reason: Option<&str>,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO events (seq, approval_id, kind, actor, at, decision, reason) \
+         SELECT COALESCE(MAX(seq), 0) + 1, ?1, ?2, ?3, ?4, ?5, ?6 FROM events",
+        params![id, kind, actor, at, decision, reason],
+    )?;
+    Ok(())
+}
+
+/// Stores `expired` for a pending record past its expiry; returns the record as it now is.
+fn expire_if_due(tx: &Transaction<'_>, mut record: Record, now: i64) -> rusqlite::Result<Record> {
+    if record.is_pending() && now >= record.expires_at {
+        let changed = tx.execute(
+            "UPDATE approvals SET status = 'expired' WHERE id = ?1 AND status = 'pending'",
+            params![record.id],
+        )?;
+        if changed == 1 {
+            append_event(tx, &record.id, "expired", SYSTEM, now, None, None)?;
+        }
+        "expired".clone_into(&mut record.status);
+    }
+    Ok(record)
+}
+
+/// Stores `expired` for every overdue pending record.
+fn expire_overdue(tx: &Transaction<'_>, now: i64) -> rusqlite::Result<()> {
+    let ids: Vec<String> = {
+        let mut stmt = tx.prepare(
+            "SELECT id FROM approvals WHERE status = 'pending' AND expires_at <= ?1 \
+             ORDER BY expires_at LIMIT 1000",
+        )?;
+        let rows = stmt.query_map(params![now], |r| r.get(0))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    for id in ids {
+        tx.execute(
+            "UPDATE approvals SET status = 'expired' WHERE id = ?1 AND status = 'pending'",
+            params![id],
+        )?;
+        append_event(tx, &id, "expired", SYSTEM, now, None, None)?;
+    }
+    Ok(())
+}
