@@ -321,9 +321,7 @@ pub fn decide_error(e: DecideError) -> Resp {
             "already_decided",
             &format!("the request is already {}", r.status),
         ),
-        DecideError::Expired(_) => {
-            http::error(StatusCode::GONE, "expired", "the request has expired")
-        }
+        DecideError::Expired => http::error(StatusCode::GONE, "expired", "the request has expired"),
         DecideError::Db(e) => {
             eprintln!("approval-service: decide: {e:#}");
             internal()

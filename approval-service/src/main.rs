@@ -9,7 +9,6 @@
 //!
 //! Prints `approval-service listening on ADDR` when ready; stops on SIGINT/SIGTERM.
 
-#![allow(dead_code)] // TEMP: the console uses the rest
 mod api;
 mod auth;
 mod console;

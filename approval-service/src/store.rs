@@ -146,7 +146,7 @@ impl Decision {
 pub enum DecideError {
     NotFound,
     AlreadyDecided(Box<Record>),
-    Expired(Box<Record>),
+    Expired,
     Db(anyhow::Error),
 }
 
@@ -288,7 +288,7 @@ impl Store {
         let record = expire_if_due(&tx, record, now).map_err(db)?;
         if record.status == "expired" {
             tx.commit().map_err(db)?;
-            return Err(DecideError::Expired(Box::new(record)));
+            return Err(DecideError::Expired);
         }
         if !record.is_pending() {
             return Err(DecideError::AlreadyDecided(Box::new(record)));
