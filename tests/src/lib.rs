@@ -756,3 +756,103 @@ impl Drop for Chroma {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// The approval service (our `approval-service` binary, built by `cargo test --workspace`) on a
+/// free loopback port with its SQLite file in a fresh directory; killed on drop.
+pub struct ApprovalService {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+    args: Vec<String>,
+}
+
+impl ApprovalService {
+    /// The binary: `$APPROVAL_SERVICE_BIN`, else `target/{debug,release}/approval-service`.
+    pub fn bin() -> Result<PathBuf> {
+        if let Ok(p) = std::env::var("APPROVAL_SERVICE_BIN") {
+            return Ok(PathBuf::from(p));
+        }
+        for profile in ["debug", "release"] {
+            let p = repo_root().join(format!("target/{profile}/approval-service"));
+            if p.exists() {
+                return Ok(p);
+            }
+        }
+        bail!("approval-service is not built: run `cargo build -p approval-service`")
+    }
+
+    /// Start with extra flags (`--approver-token NAME:ROLES:TOKEN`, ...).
+    pub async fn start(args: &[&str]) -> Result<ApprovalService> {
+        let port = free_port()?;
+        let dir =
+            std::env::temp_dir().join(format!("guard-approvals-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let mut s = ApprovalService {
+            child: None,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            dir,
+            args: args.iter().map(|a| a.to_string()).collect(),
+        };
+        s.spawn().await?;
+        Ok(s)
+    }
+
+    async fn spawn(&mut self) -> Result<()> {
+        let log = std::fs::File::create(self.dir.join("service.log"))?;
+        let child = Command::new(Self::bin()?)
+            .arg("--addr")
+            .arg(self.addr.to_string())
+            .arg("--db")
+            .arg(self.dir.join("approvals.db"))
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting approval-service")?;
+        self.child = Some(child);
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(ch) = self.child.as_mut() {
+                if let Some(status) = ch.try_wait()? {
+                    let log =
+                        std::fs::read_to_string(self.dir.join("service.log")).unwrap_or_default();
+                    bail!("approval-service exited: {status}\n{log}");
+                }
+            }
+            if let Ok(r) = Client::new(self.addr).get("/healthz").send().await {
+                if r.status == 200 {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("approval-service did not answer /healthz within {WAIT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stop the process (the database stays).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start it again on the same port and database.
+    pub async fn restart(&mut self) -> Result<()> {
+        self.stop();
+        self.spawn().await
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(self.addr)
+    }
+}
+
+impl Drop for ApprovalService {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

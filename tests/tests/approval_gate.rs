@@ -1,0 +1,225 @@
+//! approval-gate on an MCP route through a real Envoy, with the real approval-service process
+//! (SQLite) and the demo upstream as the MCP server. Decisions here are made through the
+//! service's API (an approver token); the console is driven by a browser in its own test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use e2e::{ApprovalService, Env, Resp, Spec};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+const TEMPLATE: &str = include_str!("../configs/approval_gate.yaml");
+const APPROVER: &str = "ops:approver:approver-secret";
+
+async fn start() -> (ApprovalService, Env) {
+    let svc = ApprovalService::start(&["--approver-token", APPROVER])
+        .await
+        .unwrap();
+    let env =
+        Env::start(Spec::template(TEMPLATE).var("APPROVAL_PORT", &svc.addr.port().to_string()))
+            .await
+            .unwrap();
+    (svc, env)
+}
+
+fn call(tool: &str, args: Value, approval: Option<&str>) -> String {
+    let mut params = json!({"name": tool, "arguments": args});
+    if let Some(id) = approval {
+        params["_meta"] = json!({"approval_id": id});
+    }
+    json!({"jsonrpc": "2.0", "id": 42, "method": "tools/call", "params": params}).to_string()
+}
+
+async fn mcp(env: &Env, path: &str, body: String) -> Resp {
+    env.client()
+        .post(path, body)
+        .header("x-user", "alice")
+        .header("mcp-session-id", "session-1")
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The ids of pending approvals, read off the console's list page and confirmed by the API.
+async fn pending(svc: &ApprovalService) -> Vec<String> {
+    let r = svc
+        .client()
+        .get("/")
+        .header("authorization", "Bearer approver-secret")
+        .send()
+        .await
+        .unwrap();
+    let html = r.text();
+    let mut ids = Vec::new();
+    for part in html.split("/approvals/").skip(1) {
+        let id: String = part
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+            .collect();
+        if !id.is_empty() && !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    // The page lists history too: keep what the API says is pending.
+    let mut out = Vec::new();
+    for id in ids {
+        let r = svc
+            .client()
+            .get(&format!("/v1/approvals/{id}"))
+            .send()
+            .await
+            .unwrap();
+        if r.status == 200 && r.json().unwrap()["status"] == "pending" {
+            out.push(id);
+        }
+    }
+    out
+}
+
+async fn wait_pending(svc: &ApprovalService) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(id) = pending(svc).await.into_iter().next() {
+            return id;
+        }
+        assert!(Instant::now() < deadline, "no pending approval appeared");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn decide(svc: &ApprovalService, id: &str, decision: &str) {
+    let r = svc
+        .client()
+        .post(
+            &format!("/v1/approvals/{id}/decision"),
+            json!({"decision": decision, "reason": "checked with the customer"}).to_string(),
+        )
+        .header("authorization", "Bearer approver-secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+fn executed(r: &Resp) -> Value {
+    let v = r.json().unwrap();
+    let text = v["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not a tool result: {v}"));
+    serde_json::from_str(text).unwrap()
+}
+
+fn refused(r: &Resp) -> Value {
+    let v = r.json().unwrap();
+    assert_eq!(v["error"]["code"], -32001, "{v}");
+    assert_eq!(v["id"], 42, "{v}");
+    v["error"]["data"].clone()
+}
+
+#[tokio::test]
+async fn a_held_tool_call_runs_only_after_a_person_approves() {
+    let (svc, env) = start().await;
+    // Small payments and other tools pass at once; deletes never.
+    let r = mcp(&env, "/mcp", call("pay", json!({"amount": 20}), None)).await;
+    assert_eq!(executed(&r)["arguments"]["amount"], 20);
+    let r = mcp(&env, "/mcp", call("delete_account", json!({"id": 1}), None)).await;
+    assert_eq!(refused(&r)["reason"], "tool_denied");
+
+    for (decision, want) in [("approve", None), ("deny", Some("approval_denied"))] {
+        let env2 = &env;
+        let held = tokio::spawn({
+            let client = env2.client();
+            async move {
+                client
+                    .post(
+                        "/mcp",
+                        call("pay", json!({"amount": 1500, "currency": "EUR"}), None),
+                    )
+                    .header("x-user", "alice")
+                    .header("mcp-session-id", "session-1")
+                    .send()
+                    .await
+                    .unwrap()
+            }
+        });
+        let id = wait_pending(&svc).await;
+        // Still held: nothing reached the MCP server yet.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!held.is_finished(), "the call did not wait");
+        decide(&svc, &id, decision).await;
+        let r = held.await.unwrap();
+        match want {
+            None => assert_eq!(executed(&r)["arguments"]["amount"], 1500),
+            Some(reason) => {
+                let d = refused(&r);
+                assert_eq!(
+                    (d["reason"].clone(), d["approval_id"].clone()),
+                    (json!(reason), json!(id))
+                );
+            }
+        }
+    }
+    env.finish();
+}
+
+#[tokio::test]
+async fn a_deferred_approval_covers_exactly_its_call_once() {
+    let (svc, env) = start().await;
+    let args = json!({"amount": 2500, "to": "DE89370400440532013000"});
+    let r = mcp(&env, "/defer/mcp", call("pay", args.clone(), None)).await;
+    let d = refused(&r);
+    assert_eq!(d["reason"], "approval_required");
+    let id = d["approval_id"].as_str().unwrap().to_string();
+    // Before a decision the retry does not pass.
+    let r = mcp(&env, "/defer/mcp", call("pay", args.clone(), Some(&id))).await;
+    assert_eq!(refused(&r)["reason"], "approval_not_granted");
+    decide(&svc, &id, "approve").await;
+    // Swapped arguments: refused; the approved call: runs, once.
+    let r = mcp(
+        &env,
+        "/defer/mcp",
+        call(
+            "pay",
+            json!({"amount": 9500, "to": "DE89370400440532013000"}),
+            Some(&id),
+        ),
+    )
+    .await;
+    assert_eq!(refused(&r)["reason"], "approval_mismatch");
+    let r = mcp(&env, "/defer/mcp", call("pay", args.clone(), Some(&id))).await;
+    assert_eq!(executed(&r)["arguments"], args);
+    let r = mcp(&env, "/defer/mcp", call("pay", args.clone(), Some(&id))).await;
+    assert_eq!(refused(&r)["reason"], "approval_used");
+    env.finish();
+}
+
+#[tokio::test]
+async fn a_stopped_service_gives_the_failure_policy_and_a_restart_loses_nothing() {
+    let (mut svc, env) = start().await;
+    let r = mcp(
+        &env,
+        "/defer/mcp",
+        call("pay", json!({"amount": 3000}), None),
+    )
+    .await;
+    let id = refused(&r)["approval_id"].as_str().unwrap().to_string();
+    svc.stop();
+    let r = mcp(&env, "/mcp", call("pay", json!({"amount": 3000}), None)).await;
+    assert_eq!(refused(&r)["reason"], "approval_unavailable");
+    svc.restart().await.unwrap();
+    // The pending request survived the restart and can still be decided and used.
+    assert_eq!(pending(&svc).await, vec![id.clone()]);
+    decide(&svc, &id, "approve").await;
+    let r = mcp(
+        &env,
+        "/defer/mcp",
+        call("pay", json!({"amount": 3000}), Some(&id)),
+    )
+    .await;
+    assert_eq!(executed(&r)["arguments"]["amount"], 3000);
+    env.finish();
+}
