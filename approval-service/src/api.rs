@@ -293,11 +293,28 @@ pub async fn apply_decision(
     Ok(result)
 }
 
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
+}
+
 /// `POST /v1/approvals/{id}/decision` (approver).
 pub async fn decide(state: &State, req: Request<Incoming>, id: &str) -> Resp {
     let Some(who) = state.auth.approver_from_headers(req.headers()) else {
         return unauthorized("needs an approver's bearer token");
     };
+    // Browsers cannot send this content type cross-site without a CORS preflight: with
+    // identity headers from a proxy in front, this is what stops a forged cross-site post.
+    if !is_json(req.headers()) {
+        return http::error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "a decision must be sent as content-type: application/json",
+        );
+    }
     let body: DecisionBody = match json_body(req).await {
         Ok(b) => b,
         Err(resp) => return resp,

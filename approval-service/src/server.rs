@@ -121,19 +121,12 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Resp {
             let id = (*id).to_owned();
             api::consume(&state, req, &id).await
         }
-        (_, ["v1", ..]) | (_, ["healthz"]) => http::error(
-            if matches!(segments.as_slice(), ["v1", "approvals", ..] | ["healthz"]) {
-                StatusCode::METHOD_NOT_ALLOWED
-            } else {
-                StatusCode::NOT_FOUND
-            },
-            if matches!(segments.as_slice(), ["v1", "approvals", ..] | ["healthz"]) {
-                "method_not_allowed"
-            } else {
-                "not_found"
-            },
-            "no such endpoint or method",
+        (_, ["v1", "approvals", ..] | ["healthz"]) => http::error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "method not allowed on this endpoint",
         ),
+        (_, ["v1", ..]) => http::error(StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
         _ => console::handle(&state, req, &segments).await,
     }
 }

@@ -508,3 +508,84 @@ fn expire_overdue(tx: &Transaction<'_>, now: i64) -> rusqlite::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new_record(id: &str, now: i64, expires_in_ms: i64) -> NewRecord {
+        NewRecord {
+            id: id.to_owned(),
+            tool: "payments.send".to_owned(),
+            arguments: "{\"amount\":1}".to_owned(),
+            digest: "a".repeat(64),
+            caller: "alice".to_owned(),
+            conversation: "c".to_owned(),
+            excerpt: String::new(),
+            excerpt_raw: None,
+            rule: "r".to_owned(),
+            mode: "defer".to_owned(),
+            request_id: "q".to_owned(),
+            created_at: now,
+            expires_at: now + expires_in_ms,
+        }
+    }
+
+    #[test]
+    fn every_change_is_an_event() {
+        let dir = std::env::temp_dir().join(format!("approval-store-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::open(&dir.join("db")).unwrap();
+        store.create(&new_record("aa", 1000, 500)).unwrap();
+        store.create(&new_record("bb", 1000, 500)).unwrap();
+        let r = store
+            .decide("aa", Decision::Approve, "ops", "fine", 1200)
+            .unwrap();
+        assert_eq!(
+            (r.status.as_str(), r.decided_by.as_deref()),
+            ("approved", Some("ops"))
+        );
+        assert!(matches!(
+            store.decide("aa", Decision::Deny, "pia", "", 1300),
+            Err(DecideError::AlreadyDecided(_))
+        ));
+        assert!(matches!(
+            store.consume("aa", &"b".repeat(64), 1300),
+            Err(ConsumeError::DigestMismatch)
+        ));
+        store.consume("aa", &"a".repeat(64), 1300).unwrap();
+        assert!(matches!(
+            store.consume("aa", &"a".repeat(64), 1301),
+            Err(ConsumeError::AlreadyUsed)
+        ));
+        // Read past expiry: stored as expired, once.
+        assert_eq!(store.get("bb", 1500).unwrap().unwrap().status, "expired");
+        assert_eq!(store.get("bb", 1600).unwrap().unwrap().status, "expired");
+        assert!(matches!(
+            store.decide("bb", Decision::Approve, "ops", "", 1700),
+            Err(DecideError::Expired)
+        ));
+        let events: Vec<(String, String, String)> = store
+            .events(1800, 100)
+            .unwrap()
+            .into_iter()
+            .rev()
+            .map(|e| (e.approval_id, e.kind, e.actor))
+            .collect();
+        let want = [
+            ("aa", "created", "alice"),
+            ("bb", "created", "alice"),
+            ("aa", "decided", "ops"),
+            ("aa", "consumed", "client"),
+            ("bb", "expired", "system"),
+        ];
+        let want: Vec<(String, String, String)> = want
+            .iter()
+            .map(|(a, b, c)| ((*a).to_owned(), (*b).to_owned(), (*c).to_owned()))
+            .collect();
+        assert_eq!(events, want);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -181,6 +181,22 @@ fn decide_auth_and_single_use() {
     }
     let r = svc.approver(OPS, "POST", &path, Some(&json!({"decision": "maybe"})));
     assert_eq!(r.status, 400);
+    // Not JSON by content type (what a cross-site form could send): refused.
+    let auth = format!("Bearer {OPS}");
+    for ct in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+    ] {
+        let mut headers = vec![("authorization", auth.as_str())];
+        headers.extend(ct.map(|c| ("content-type", c)));
+        let r = svc.request("POST", &path, &headers, body.as_bytes());
+        assert_eq!(
+            (r.status, r.error().as_str()),
+            (415, "unsupported_media_type"),
+            "{ct:?}"
+        );
+    }
     let r = approve(&svc, &id, OPS);
     assert_eq!(r.status, 200, "{}", r.text());
     let j = r.json();
@@ -218,7 +234,11 @@ fn trusted_identity_headers() {
     let r = svc.request(
         "POST",
         &format!("/v1/approvals/{id}/decision"),
-        &[("x-approver", "carol"), ("x-approver-roles", "approver")],
+        &[
+            ("x-approver", "carol"),
+            ("x-approver-roles", "approver"),
+            ("content-type", "application/json"),
+        ],
         br#"{"decision":"approve"}"#,
     );
     assert_eq!(r.status, 200, "{}", r.text());
