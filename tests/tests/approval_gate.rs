@@ -223,3 +223,84 @@ async fn a_stopped_service_gives_the_failure_policy_and_a_restart_loses_nothing(
     assert_eq!(executed(&r)["arguments"]["amount"], 3000);
     env.finish();
 }
+
+fn chat(tool: &str, stream: bool) -> String {
+    json!({
+        "model": "gpt-4o",
+        "stream": stream,
+        "messages": [{"role": "user", "content": "move the money [[tool_call]]"}],
+        "tools": [{"type": "function", "function": {"name": tool, "parameters": {"type": "object"}}}]
+    })
+    .to_string()
+}
+
+/// Tool calls in model answers, streamed or not: a gated call is held (nothing reaches the
+/// client) until a person decides; approved → the answer unchanged, denied → the provider's
+/// error shape.
+#[tokio::test]
+async fn a_gated_tool_call_in_an_answer_is_held_until_decided() {
+    let (svc, env) = start().await;
+    // A tool the policy does not gate: the answer passes at once.
+    let r = env
+        .client()
+        .post("/v1/chat/completions", chat("get_weather", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.json().unwrap()["choices"][0]["message"]["tool_calls"][0]["function"]["name"],
+        "get_weather"
+    );
+    for stream in [false, true] {
+        for (decision, want_status) in [("approve", 200), ("deny", 403)] {
+            let held = tokio::spawn({
+                let client = env.client();
+                async move {
+                    client
+                        .post("/v1/chat/completions", chat("transfer_funds", stream))
+                        .header("x-user", "alice")
+                        .send()
+                        .await
+                        .unwrap()
+                }
+            });
+            let id = wait_pending(&svc).await;
+            let rec = svc
+                .client()
+                .get(&format!("/v1/approvals/{id}"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .unwrap();
+            assert_eq!(
+                (rec["tool"].clone(), rec["caller"].clone()),
+                (json!("transfer_funds"), json!("alice")),
+                "{rec}"
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert!(
+                !held.is_finished(),
+                "the answer was not held (stream {stream})"
+            );
+            decide(&svc, &id, decision).await;
+            let r = held.await.unwrap();
+            assert_eq!(
+                r.status,
+                want_status,
+                "stream {stream} {decision}: {}",
+                r.text()
+            );
+            if want_status == 200 {
+                assert!(r.text().contains("transfer_funds"), "{}", r.text());
+                if stream {
+                    assert!(r.text().contains("data: [DONE]"), "{}", r.text());
+                }
+            } else {
+                let v = r.json().unwrap();
+                assert_eq!(v["error"]["code"], "approval_denied", "{v}");
+            }
+        }
+    }
+    env.finish();
+}

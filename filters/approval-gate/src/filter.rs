@@ -8,8 +8,12 @@
 
 use crate::digest::approval_digest;
 use crate::policy::{self, Outcome as RuleOutcome, Policy};
+use guard_core::api::ApiShape;
+use guard_core::body::{ResponseBody, ToolArgs};
 use guard_core::config::{FailurePolicy, FilterConfig};
 use guard_core::error::{Error, Result};
+use guard_core::sse::SseParser;
+use guard_core::stream::{StreamAssembler, StreamDecoder};
 use guard_core::verdict::{Decision, LocalReply};
 use guard_host::driver::{
     CallOut, CallOutResult, Cx, GuardFilter, Outcome, RequestInfo, ResponsePlan,
@@ -113,6 +117,13 @@ pub struct ApprovalGate {
     call: Call,
     pending: Pending,
     deadline_ns: u64,
+    /// An LLM API request: its answer's tool calls are judged.
+    api: Option<ApiShape>,
+    streaming: bool,
+    /// Gated calls of the answer still to be approved (after `call`), last first.
+    queue: Vec<Call>,
+    caller: String,
+    conversation: String,
 }
 
 /// JSON-RPC error code of a refused tool call (server-defined range).
@@ -156,7 +167,91 @@ impl ApprovalGate {
     fn refuse(&self, cx: &mut Cx<'_, Self>, reason: &str, message: &str) -> Result<Outcome> {
         Self::count(cx, reason);
         cx.info.record.extra.insert("outcome".into(), json!(reason));
-        Ok(Outcome::Reply(LocalReply::new(200, reason, message)))
+        // JSON-RPC errors travel in a 200; an answer's refusal is the provider's error shape.
+        let status = if self.api.is_some() { 403 } else { 200 };
+        Ok(Outcome::Reply(LocalReply::new(status, reason, message)))
+    }
+
+    /// Ask the service for an approval of `self.call`.
+    fn create(&mut self, cx: &mut Cx<'_, Self>) -> Result<Outcome> {
+        let s = &cx.settings().settings;
+        // Answers are held: a deferred answer would need the model to repeat the call.
+        let mode = if self.api.is_some() {
+            Mode::Hold
+        } else {
+            s.mode
+        };
+        let body = json!({
+            "tool": self.call.tool,
+            "arguments": self.call.args,
+            "digest": self.call.digest,
+            "caller": self.caller,
+            "conversation": self.conversation,
+            "excerpt": "",
+            "rule": self.call.rule,
+            "mode": match mode { Mode::Hold => "hold", Mode::Defer => "defer" },
+            "expires_in_s": s.expires_in_s,
+            "request_id": cx.info.request_id,
+        });
+        if self.deadline_ns == 0 {
+            self.deadline_ns = cx
+                .host
+                .now_nanos()
+                .saturating_add(s.hold_max_ms.saturating_mul(1_000_000));
+        }
+        let timeout = Self::service(cx).map_or(2000, |s| s.timeout_ms);
+        let Some(call) = Self::call_out(cx, "POST", "/v1/approvals".into(), body, timeout) else {
+            return self.service_failed(cx);
+        };
+        self.pending = Pending::Create;
+        Ok(Outcome::CallOut(call))
+    }
+
+    /// The answer's tool calls (name, arguments), from a whole body or an assembled stream.
+    fn answer_calls(
+        &self,
+        cx: &Cx<'_, Self>,
+        api: ApiShape,
+        body: &[u8],
+    ) -> Result<Vec<(String, Value)>> {
+        let args_of = |text: &str| {
+            serde_json::from_str::<Value>(text).unwrap_or_else(|_| Value::String(text.to_string()))
+        };
+        if !self.streaming {
+            let resp = ResponseBody::parse(api, body)?;
+            return Ok(resp
+                .tool_calls()
+                .into_iter()
+                .map(|c| {
+                    let args = match c.arguments {
+                        ToolArgs::Text(t) => args_of(t),
+                        ToolArgs::Json(v) => v.clone(),
+                    };
+                    (c.name.to_string(), args)
+                })
+                .collect());
+        }
+        let mut parser = SseParser::new(cx.max_sse_event_bytes());
+        let mut events = Vec::new();
+        parser.push(body, &mut |e| events.push(e))?;
+        parser.finish(&mut |e| events.push(e))?;
+        let mut decoder = StreamDecoder::new(api);
+        let mut asm = StreamAssembler::new(body.len().saturating_add(1024));
+        let mut deltas = Vec::new();
+        for ev in &events {
+            deltas.clear();
+            decoder.decode(ev, &mut deltas)?;
+            for d in &deltas {
+                asm.apply(d)?;
+            }
+        }
+        Ok(asm
+            .result()
+            .choices
+            .iter()
+            .flat_map(|c| c.tool_calls.iter())
+            .map(|t| (t.name.clone().unwrap_or_default(), args_of(&t.arguments)))
+            .collect())
     }
 
     fn pass(&self, cx: &mut Cx<'_, Self>, outcome: &str) -> Result<Outcome> {
@@ -210,6 +305,11 @@ impl ApprovalGate {
     fn decided(&mut self, cx: &mut Cx<'_, Self>, id: String, record: &Value) -> Result<Outcome> {
         match record.get("status").and_then(Value::as_str) {
             Some("approved") => {
+                if let Some(next) = self.queue.pop() {
+                    // The answer's next gated call.
+                    self.call = next;
+                    return self.create(cx);
+                }
                 cx.info.record.decide(Decision::Allow, "approved");
                 self.pass(cx, "approved")
             }
@@ -300,13 +400,46 @@ impl GuardFilter for ApprovalGate {
             call: Call::default(),
             pending: Pending::None,
             deadline_ns: 0,
+            api: None,
+            streaming: false,
+            queue: Vec::new(),
+            caller: String::new(),
+            conversation: String::new(),
         }
     }
 
     fn on_request_body(&mut self, cx: &mut Cx<'_, Self>, body: &[u8]) -> Result<Outcome> {
         let Ok(v) = serde_json::from_slice::<Value>(body) else {
-            return Ok(Outcome::Continue); // not JSON-RPC: not a tool call
+            return Ok(Outcome::Continue); // neither JSON-RPC nor an LLM request
         };
+        self.caller = cx
+            .info
+            .identity
+            .as_ref()
+            .and_then(|i| i.subject.clone())
+            .unwrap_or_else(|| "anonymous".into());
+        let jsonrpc = v.get("jsonrpc").is_some()
+            || v.as_array()
+                .is_some_and(|a| a.iter().any(|m| m.get("jsonrpc").is_some()));
+        if !jsonrpc {
+            // An LLM API request: the answer's tool calls are judged.
+            let api = cx
+                .config
+                .apis
+                .shape_for_path(&cx.info.path)
+                .or_else(|| ApiShape::sniff_request(&v));
+            if let Some(api) = api {
+                self.api = Some(api);
+                cx.info.api = Some(api);
+                cx.info.record.api = Some(api);
+                self.conversation = cx
+                    .host
+                    .header(Dir::Request, "x-conversation-id")
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .unwrap_or_default();
+            }
+            return Ok(Outcome::Continue);
+        }
         cx.info.record.extra.insert("rpc_id".into(), rpc_id(&v));
         if v.is_array() {
             // Batches (dropped from MCP in 2025-06): any tools/call in one is judged strictly.
@@ -344,12 +477,7 @@ impl GuardFilter for ApprovalGate {
             .as_ref()
             .map(|i| i.claims.clone())
             .unwrap_or(Value::Null);
-        let caller = cx
-            .info
-            .identity
-            .as_ref()
-            .and_then(|i| i.subject.clone())
-            .unwrap_or_else(|| "anonymous".into());
+        let caller = self.caller.clone();
         let conversation = cx
             .host
             .header(Dir::Request, "mcp-session-id")
@@ -360,6 +488,7 @@ impl GuardFilter for ApprovalGate {
         if let Some(r) = &verdict.rule {
             cx.info.record.rules.push(r.clone());
         }
+        self.conversation = conversation.clone();
         self.call = Call {
             digest: approval_digest(&tool, &args, &caller, &conversation),
             tool,
@@ -400,31 +529,7 @@ impl GuardFilter for ApprovalGate {
                     self.pending = Pending::Consume { id };
                     return Ok(Outcome::CallOut(call));
                 }
-                let s = &cx.settings().settings;
-                let mode = s.mode;
-                let body = json!({
-                    "tool": self.call.tool,
-                    "arguments": self.call.args,
-                    "digest": self.call.digest,
-                    "caller": caller,
-                    "conversation": conversation,
-                    "excerpt": "",
-                    "rule": self.call.rule,
-                    "mode": match mode { Mode::Hold => "hold", Mode::Defer => "defer" },
-                    "expires_in_s": s.expires_in_s,
-                    "request_id": cx.info.request_id,
-                });
-                self.deadline_ns = cx
-                    .host
-                    .now_nanos()
-                    .saturating_add(s.hold_max_ms.saturating_mul(1_000_000));
-                let timeout = Self::service(cx).map_or(2000, |s| s.timeout_ms);
-                let Some(call) = Self::call_out(cx, "POST", "/v1/approvals".into(), body, timeout)
-                else {
-                    return self.service_failed(cx);
-                };
-                self.pending = Pending::Create;
-                Ok(Outcome::CallOut(call))
+                self.create(cx)
             }
         }
     }
@@ -480,12 +585,74 @@ impl GuardFilter for ApprovalGate {
         }
     }
 
-    fn response_plan(&mut self, _cx: &mut Cx<'_, Self>, _streaming: bool) -> ResponsePlan {
-        ResponsePlan::Skip
+    fn response_plan(&mut self, cx: &mut Cx<'_, Self>, streaming: bool) -> ResponsePlan {
+        if self.api.is_none() || !cx.response_ok() {
+            return ResponsePlan::Skip;
+        }
+        // A gated call must not reach the client before it is judged: the whole answer waits,
+        // streamed ones included (bounded by max_response_body_bytes).
+        self.streaming = streaming;
+        ResponsePlan::Buffer { hold_headers: true }
+    }
+
+    fn on_response_body(&mut self, cx: &mut Cx<'_, Self>, body: &[u8]) -> Result<Outcome> {
+        let Some(api) = self.api else {
+            return Ok(Outcome::Continue);
+        };
+        let calls = self.answer_calls(cx, api, body)?;
+        let claims = cx
+            .info
+            .identity
+            .as_ref()
+            .map(|i| i.claims.clone())
+            .unwrap_or(Value::Null);
+        let mut gated = Vec::new();
+        for (tool, args) in calls {
+            let verdict = cx.settings().policy.evaluate(&tool, &args, &claims);
+            if let Some(r) = &verdict.rule {
+                cx.info.record.rules.push(r.clone());
+            }
+            match verdict.outcome {
+                RuleOutcome::Allow => {}
+                RuleOutcome::Deny => {
+                    cx.info.record.extra.insert("tool".into(), json!(tool));
+                    cx.info.record.decide(Decision::Block, "tool_denied");
+                    let msg = format!("the model called {tool:?}, which the policy does not allow");
+                    return self.refuse(cx, "tool_denied", &msg);
+                }
+                RuleOutcome::RequireApproval => gated.push(Call {
+                    digest: approval_digest(&tool, &args, &self.caller, &self.conversation),
+                    tool,
+                    args,
+                    rule: verdict.rule,
+                }),
+            }
+        }
+        if gated.is_empty() {
+            return self.pass(cx, "allowed");
+        }
+        cx.info
+            .record
+            .extra
+            .insert("gated_calls".into(), json!(gated.len()));
+        gated.reverse();
+        let Some(first) = gated.pop() else {
+            return Ok(Outcome::Continue);
+        };
+        cx.info
+            .record
+            .extra
+            .insert("tool".into(), json!(first.tool));
+        self.queue = gated;
+        self.call = first;
+        self.create(cx)
     }
 
     fn reply_body(info: &RequestInfo<Compiled>, reply: &LocalReply) -> Option<Vec<u8>> {
         let extra = &info.record.extra;
+        if info.api.is_some() || !extra.contains_key("rpc_id") {
+            return None; // the provider's error shape
+        }
         let mut data = serde_json::Map::new();
         data.insert("reason".into(), json!(reply.reason));
         data.insert("request_id".into(), json!(info.request_id));

@@ -193,7 +193,8 @@ pub trait GuardFilter: Sized + 'static {
     }
     /// The whole request body. The API shape is known (from the path or sniffed).
     fn on_request_body(&mut self, cx: &mut Cx<'_, Self>, body: &[u8]) -> Result<Outcome>;
-    /// The answer to a call-out the filter asked for in `on_request_body`. It may ask for
+    /// The answer to a call-out the filter asked for in `on_request_body` (or in
+    /// `on_response_body`, when the answer's headers are held). It may ask for
     /// another (up to [`MAX_CALLOUTS`] per request; past that the next is treated as a failed
     /// call-out).
     fn on_callout(&mut self, _cx: &mut Cx<'_, Self>, _result: CallOutResult) -> Result<Outcome> {
@@ -260,6 +261,12 @@ enum RespState {
     Streaming,
     /// A fail-closed stream was stopped: drop everything else the upstream sends.
     StreamStopped,
+    /// A whole answer waits for call-out `token` (its headers held when `hold`).
+    Waiting {
+        token: u32,
+        hold: bool,
+        body_size: usize,
+    },
     Done,
 }
 
@@ -640,6 +647,21 @@ impl<F: GuardFilter> GuardStream<F> {
 
     /// The answer (or failure) of a call-out this stream started.
     pub fn on_callout_response(&mut self, host: &dyn Host, token: u32, body_size: usize) {
+        if let RespState::Waiting {
+            token: want,
+            hold,
+            body_size: answer_size,
+        } = self.resp
+        {
+            if want != token {
+                return;
+            }
+            self.resp = RespState::Done;
+            let result = callout_result(host, body_size);
+            let outcome = self.with_cx(host, |f, cx| f.on_callout(cx, result));
+            self.apply_response_outcome(host, outcome, hold, answer_size, true);
+            return;
+        }
         let ReqState::Waiting {
             token: want,
             buffered,
@@ -651,17 +673,7 @@ impl<F: GuardFilter> GuardStream<F> {
             return;
         }
         self.req = ReqState::Done;
-        let status = host
-            .call_response_header(":status")
-            .and_then(|s| String::from_utf8(s).ok())
-            .and_then(|s| s.parse::<u16>().ok());
-        let result = match status {
-            Some(status) => CallOutResult::Response {
-                status,
-                body: host.call_response_body(body_size).unwrap_or_default(),
-            },
-            None => CallOutResult::Failed,
-        };
+        let result = callout_result(host, body_size);
         let outcome = self.with_cx(host, |f, cx| f.on_callout(cx, result));
         match outcome {
             None => host.resume(Dir::Request),
@@ -805,6 +817,8 @@ impl<F: GuardFilter> GuardStream<F> {
                 Action::Continue
             }
             RespState::Streaming => self.stream_chunk(host, body_size, end_of_stream),
+            // The whole answer waits for a call-out: keep it.
+            RespState::Waiting { .. } => Action::Pause,
             RespState::StreamStopped => {
                 host.set_body(Dir::Response, 0, body_size, b"");
                 if end_of_stream {
@@ -831,6 +845,7 @@ impl<F: GuardFilter> GuardStream<F> {
             }
             RespState::Rejecting(_) => self.on_response_body(host, self.read, true),
             RespState::Streaming => self.stream_chunk(host, 0, true),
+            RespState::Waiting { .. } => Action::Pause,
             _ => {
                 self.finish(host);
                 Action::Continue
@@ -844,9 +859,62 @@ impl<F: GuardFilter> GuardStream<F> {
         self.capture(true, &body);
         let outcome = self.with_cx(host, |f, cx| f.on_response_body(cx, &body));
         self.buf = body;
+        self.apply_response_outcome(host, outcome, hold, body_size, false)
+    }
+
+    /// Carry out a filter's verdict on a whole answer. `resumed`: outside a response callback
+    /// (a call-out's answer), so continuing means resuming the paused response.
+    fn apply_response_outcome(
+        &mut self,
+        host: &dyn Host,
+        outcome: Option<Result<Outcome>>,
+        hold: bool,
+        body_size: usize,
+        resumed: bool,
+    ) -> Action {
+        self.resp = RespState::Done;
         let action = match outcome {
-            // Call-outs are for requests only: an answer continues.
-            None | Some(Ok(Outcome::Continue | Outcome::CallOut(_))) => Action::Continue,
+            // A call-out while the answer waits: only with its headers held (the verdict may
+            // still replace the answer), within the per-request bound.
+            Some(Ok(Outcome::CallOut(call))) if hold && self.callouts < MAX_CALLOUTS => {
+                self.callouts += 1;
+                let mut headers: Vec<(&str, &str)> = vec![
+                    (":method", call.method),
+                    (":path", call.path.as_str()),
+                    (":authority", call.authority.as_str()),
+                    ("content-type", "application/json"),
+                ];
+                headers.extend(call.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+                match host.dispatch_http_call(&call.cluster, &headers, &call.body, call.timeout_ms)
+                {
+                    Some(token) => {
+                        self.resp = RespState::Waiting {
+                            token,
+                            hold,
+                            body_size,
+                        };
+                        return Action::Pause;
+                    }
+                    None => {
+                        let next =
+                            self.with_cx(host, |f, cx| f.on_callout(cx, CallOutResult::Failed));
+                        return self.apply_response_outcome(host, next, hold, body_size, resumed);
+                    }
+                }
+            }
+            Some(Ok(Outcome::CallOut(_))) => {
+                let next = self.with_cx(host, |f, cx| f.on_callout(cx, CallOutResult::Failed));
+                if matches!(next, Some(Ok(Outcome::CallOut(_)))) {
+                    let err = Error::new(ErrorKind::BadLocation, "too many call-outs");
+                    let a = self.response_failure(host, err, hold, body_size, true);
+                    if resumed {
+                        host.resume(Dir::Response);
+                    }
+                    return a;
+                }
+                return self.apply_response_outcome(host, next, hold, body_size, resumed);
+            }
+            None | Some(Ok(Outcome::Continue)) => Action::Continue,
             Some(Ok(Outcome::Replace(new))) => {
                 host.set_body(Dir::Response, 0, body_size, &new);
                 if hold {
@@ -867,9 +935,18 @@ impl<F: GuardFilter> GuardStream<F> {
                 }
                 Action::Continue
             }
-            Some(Err(e)) => return self.response_failure(host, e, hold, body_size, true),
+            Some(Err(e)) => {
+                let a = self.response_failure(host, e, hold, body_size, true);
+                if resumed {
+                    host.resume(Dir::Response);
+                }
+                return a;
+            }
         };
         self.finish(host);
+        if resumed {
+            host.resume(Dir::Response);
+        }
         action
     }
 
@@ -1148,6 +1225,21 @@ fn starts_with_ascii_ci(hay: &[u8], prefix: &[u8]) -> bool {
 }
 
 /// The route name (Envoy's `xds.route_name`, older `route_name`).
+/// What came back from the call-out whose answer is being delivered.
+fn callout_result(host: &dyn Host, body_size: usize) -> CallOutResult {
+    let status = host
+        .call_response_header(":status")
+        .and_then(|s| String::from_utf8(s).ok())
+        .and_then(|s| s.parse::<u16>().ok());
+    match status {
+        Some(status) => CallOutResult::Response {
+            status,
+            body: host.call_response_body(body_size).unwrap_or_default(),
+        },
+        None => CallOutResult::Failed,
+    }
+}
+
 pub fn route_name(host: &dyn Host) -> Option<String> {
     host.property(&["xds", "route_name"])
         .or_else(|| host.property(&["route_name"]))
