@@ -14,15 +14,21 @@ use std::time::{Duration, Instant};
 
 const TEMPLATE: &str = include_str!("../configs/approval_gate.yaml");
 const APPROVER: &str = "ops:approver:approver-secret";
+const CLIENT_TOKEN: &str = "client-secret-0123";
 
 async fn start() -> (ApprovalService, Env) {
-    let svc = ApprovalService::start(&["--approver-token", APPROVER])
-        .await
-        .unwrap();
-    let env =
-        Env::start(Spec::template(TEMPLATE).var("APPROVAL_PORT", &svc.addr.port().to_string()))
+    // The filter authenticates with a client token from its VM environment.
+    let svc =
+        ApprovalService::start(&["--approver-token", APPROVER, "--client-token", CLIENT_TOKEN])
             .await
             .unwrap();
+    let env = Env::start(
+        Spec::template(TEMPLATE)
+            .var("APPROVAL_PORT", &svc.addr.port().to_string())
+            .env("GUARD_APPROVAL_CLIENT_TOKEN", CLIENT_TOKEN),
+    )
+    .await
+    .unwrap();
     (svc, env)
 }
 
@@ -70,6 +76,7 @@ async fn pending(svc: &ApprovalService) -> Vec<String> {
         let r = svc
             .client()
             .get(&format!("/v1/approvals/{id}"))
+            .header("x-approval-client-token", CLIENT_TOKEN)
             .send()
             .await
             .unwrap();
@@ -268,6 +275,7 @@ async fn a_gated_tool_call_in_an_answer_is_held_until_decided() {
             let rec = svc
                 .client()
                 .get(&format!("/v1/approvals/{id}"))
+                .header("x-approval-client-token", CLIENT_TOKEN)
                 .send()
                 .await
                 .unwrap()

@@ -46,6 +46,15 @@ pub struct Service {
     /// Timeout of a create or consume call (ms).
     #[serde(default = "default_call_ms")]
     pub timeout_ms: u64,
+    /// VM environment variable holding the service's client token (sent as
+    /// `x-approval-client-token`; a secret, so never in the plugin config). Unset or empty:
+    /// no token is sent.
+    #[serde(default = "default_token_env")]
+    pub client_token_env: String,
+}
+
+fn default_token_env() -> String {
+    "GUARD_APPROVAL_CLIENT_TOKEN".to_string()
 }
 
 fn default_call_ms() -> u64 {
@@ -87,6 +96,8 @@ impl Default for Settings {
 pub struct Compiled {
     pub settings: Settings,
     pub policy: Policy,
+    /// The client token, read from the VM environment at configure time.
+    client_token: Option<String>,
 }
 
 /// Longest single long poll (the service caps `wait` at 120 s; shorter polls bound a lost one).
@@ -147,7 +158,12 @@ impl ApprovalGate {
             method,
             authority: s.authority.clone().unwrap_or_else(|| s.cluster.clone()),
             path,
-            headers: Vec::new(),
+            headers: cx
+                .settings()
+                .client_token
+                .iter()
+                .map(|t| ("x-approval-client-token".to_string(), t.clone()))
+                .collect(),
             body: if body.is_null() {
                 Vec::new()
             } else {
@@ -386,7 +402,16 @@ impl GuardFilter for ApprovalGate {
                 "{path}/on_service_failure: allow or deny"
             )));
         }
-        Ok(Compiled { settings, policy })
+        let client_token = settings
+            .service
+            .as_ref()
+            .and_then(|s| std::env::var(&s.client_token_env).ok())
+            .filter(|t| !t.is_empty());
+        Ok(Compiled {
+            settings,
+            policy,
+            client_token,
+        })
     }
 
     fn init_shared(metrics: &Rc<Metrics>, _config: &FilterConfig<Compiled>) -> Shared {
