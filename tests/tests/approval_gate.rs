@@ -258,6 +258,17 @@ async fn a_gated_tool_call_in_an_answer_is_held_until_decided() {
         r.json().unwrap()["choices"][0]["message"]["tool_calls"][0]["function"]["name"],
         "get_weather"
     );
+    let r = env
+        .client()
+        .post("/v1/chat/completions", chat("get_weather", true))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.text().contains("get_weather") && r.text().contains("data: [DONE]"),
+        "{}",
+        r.text()
+    );
     for stream in [false, true] {
         for (decision, want_status) in [("approve", 200), ("deny", 403)] {
             let held = tokio::spawn({

@@ -9,7 +9,7 @@
 use crate::digest::approval_digest;
 use crate::policy::{self, Outcome as RuleOutcome, Policy};
 use guard_core::api::ApiShape;
-use guard_core::body::{ResponseBody, ToolArgs};
+use guard_core::body::{RequestBody, ResponseBody, ToolArgs};
 use guard_core::config::{FailurePolicy, FilterConfig};
 use guard_core::error::{Error, Result};
 use guard_core::sse::SseParser;
@@ -131,6 +131,8 @@ pub struct ApprovalGate {
     /// An LLM API request: its answer's tool calls are judged.
     api: Option<ApiShape>,
     streaming: bool,
+    /// A streamed answer could hold a gated call (else it streams through unheld).
+    stream_may_gate: bool,
     /// Gated calls of the answer still to be approved (after `call`), last first.
     queue: Vec<Call>,
     caller: String,
@@ -221,6 +223,27 @@ impl ApprovalGate {
         };
         self.pending = Pending::Create;
         Ok(Outcome::CallOut(call))
+    }
+
+    /// Whether a streamed answer to this LLM request could hold a call the policy gates: the
+    /// request declares tools and one of them could be gated (a tool the body model cannot
+    /// name, such as a provider's built-in or remote tool, counts as gated). Otherwise the stream
+    /// is not held and keeps its time to first token; a call of an undeclared tool in it is
+    /// schema-guard's to refuse (`undeclared_tool`). Whole answers are always judged.
+    fn answer_may_need_judging(&self, cx: &Cx<'_, Self>, api: ApiShape, v: &Value) -> bool {
+        let declared = v.get("tools").and_then(Value::as_array).map_or(0, Vec::len);
+        if declared == 0 {
+            return false;
+        }
+        let Ok(req) = RequestBody::from_value(api, v.clone()) else {
+            return true;
+        };
+        let tools = req.tools();
+        let policy = &cx.settings().policy;
+        tools.len() < declared
+            || tools
+                .iter()
+                .any(|t| t.name.is_empty() || policy.could_gate(t.name))
     }
 
     /// The answer's tool calls (name, arguments), from a whole body or an assembled stream.
@@ -427,6 +450,7 @@ impl GuardFilter for ApprovalGate {
             deadline_ns: 0,
             api: None,
             streaming: false,
+            stream_may_gate: true,
             queue: Vec::new(),
             caller: String::new(),
             conversation: String::new(),
@@ -454,6 +478,7 @@ impl GuardFilter for ApprovalGate {
                 .shape_for_path(&cx.info.path)
                 .or_else(|| ApiShape::sniff_request(&v));
             if let Some(api) = api {
+                self.stream_may_gate = self.answer_may_need_judging(cx, api, &v);
                 self.api = Some(api);
                 cx.info.api = Some(api);
                 cx.info.record.api = Some(api);
@@ -611,7 +636,7 @@ impl GuardFilter for ApprovalGate {
     }
 
     fn response_plan(&mut self, cx: &mut Cx<'_, Self>, streaming: bool) -> ResponsePlan {
-        if self.api.is_none() || !cx.response_ok() {
+        if self.api.is_none() || !cx.response_ok() || (streaming && !self.stream_may_gate) {
             return ResponsePlan::Skip;
         }
         // A gated call must not reach the client before it is judged: the whole answer waits,

@@ -303,6 +303,17 @@ fn claim<'a>(claims: &'a Value, path: &str) -> Option<&'a Value> {
 }
 
 impl Policy {
+    /// Whether some call of `tool` could be denied or need approval (a rule that is not
+    /// `allow` names it, or a non-allow default): an answer that can only call tools for which
+    /// this is false needs no hold.
+    pub fn could_gate(&self, tool: &str) -> bool {
+        self.default != Outcome::Allow
+            || self.rules.iter().any(|r| {
+                r.outcome != Outcome::Allow
+                    && (r.tools.is_empty() || r.tools.iter().any(|g| glob(g, tool)))
+            })
+    }
+
     /// The outcome for a call of `tool` with `args` by a caller with `claims`: the first rule
     /// whose tools, predicates and claims all match, else the default.
     pub fn evaluate(&self, tool: &str, args: &Value, claims: &Value) -> Verdict {
@@ -453,6 +464,21 @@ mod tests {
                 "{tool} {args} {claims}"
             );
         }
+    }
+
+    #[test]
+    fn which_tools_could_be_gated() {
+        let p = policy(json!({"rules": [
+            {"id": "a", "tools": ["pay*"], "outcome": "require_approval"},
+            {"id": "b", "tools": ["get_*"], "outcome": "allow"}
+        ]}));
+        assert!(p.could_gate("payments") && !p.could_gate("get_weather") && !p.could_gate("x"));
+        let p = policy(
+            json!({"rules": [{"id": "a", "outcome": "deny", "when": [{"pointer": "/x", "op": "exists"}]}]}),
+        );
+        assert!(p.could_gate("anything"));
+        let p = policy(json!({"default": "require_approval"}));
+        assert!(p.could_gate("x"));
     }
 
     #[test]
