@@ -26,6 +26,7 @@
 //! actions carried out (placeholders numbered per line), or the text itself when the policy
 //! changes nothing (no hit, `allow`, `dry_run`, or `requests: false`).
 
+use approval_gate::ApprovalGate;
 use guard_core::api::ApiShape;
 use guard_core::body::RequestBody;
 use guard_core::config::{FailurePolicy, FilterConfig};
@@ -93,7 +94,7 @@ fn run(args: &[String]) -> anyhow::Result<()> {
 
 /// Validate a filter configuration with the same code as the filter's `on_configure`. The
 /// filter is recognised by its settings: prompt-guard's, pii-redact's, schema-guard's,
-/// rag-acl's, else llm-telemetry's.
+/// rag-acl's, approval-gate's, else llm-telemetry's.
 fn lint(file: &str) -> anyhow::Result<()> {
     let bytes = std::fs::read(file).map_err(|e| anyhow::anyhow!("cannot read {file}: {e}"))?;
     type Summary = (String, String, Vec<String>);
@@ -101,7 +102,7 @@ fn lint(file: &str) -> anyhow::Result<()> {
     fn summary<C>(c: &FilterConfig<C>) -> Summary {
         (c.name.clone(), c.version.clone(), names(c.policy_names()))
     }
-    let parsers: [(&str, Parser<'_>); 5] = [
+    let parsers: [(&str, Parser<'_>); 6] = [
         ("prompt_guard", &|b| {
             prompt_guard::engine::parse_config(b)
                 .map(|c| summary(&c))
@@ -122,6 +123,15 @@ fn lint(file: &str) -> anyhow::Result<()> {
                 b,
                 RagAcl::DEFAULT_FAILURE,
                 RagAcl::compile,
+            )
+            .map(|c| summary(&c))
+            .map_err(|e| e.to_string())
+        }),
+        ("approval_gate", &|b| {
+            FilterConfig::parse::<<ApprovalGate as GuardFilter>::Settings, _>(
+                b,
+                ApprovalGate::DEFAULT_FAILURE,
+                ApprovalGate::compile,
             )
             .map(|c| summary(&c))
             .map_err(|e| e.to_string())
