@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ENVOY_VERSION="1.40.0"
-APT_PACKAGES=(curl prometheus)
+APT_PACKAGES=(curl prometheus chromium chromium-driver)
 
 log() { printf 'setup: %s\n' "$*"; }
 
