@@ -18,7 +18,7 @@ wasm: setup
 	@ls -l $(WASM_DIR)/*.wasm
 
 build: wasm
-	$(CARGO) build --release -p demo-upstream -p guardctl
+	$(CARGO) build --release -p demo-upstream -p guardctl -p approval-service
 
 # ALL=1: every filter in one module (envoy/envoy-all.yaml) instead of four.
 run: build

@@ -178,6 +178,9 @@ impl Env {
                 // on 18080; the vector-database config (envoy/rag-acl.yaml) on 10001 (9902).
                 let (listen, admin) = if shipped.contains("port_value: 10001") {
                     ("port_value: 10001", "port_value: 9902")
+                } else if shipped.contains("port_value: 10002") {
+                    // envoy/approval-gate.yaml: 10002 (admin 9903).
+                    ("port_value: 10002", "port_value: 9903")
                 } else {
                     ("port_value: 10000", "port_value: 9901")
                 };

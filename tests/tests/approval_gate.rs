@@ -323,3 +323,41 @@ async fn a_gated_tool_call_in_an_answer_is_held_until_decided() {
     }
     env.finish();
 }
+
+/// The shipped `envoy/approval-gate.yaml` holds a gated MCP call until a person approves it.
+#[tokio::test]
+async fn the_shipped_config_holds_a_gated_call() {
+    let svc =
+        ApprovalService::start(&["--approver-token", APPROVER, "--client-token", CLIENT_TOKEN])
+            .await
+            .unwrap();
+    let env = Env::start(
+        Spec::shipped_file("envoy/approval-gate.yaml")
+            .swap(
+                "port_value: 18090",
+                &format!("port_value: {}", svc.addr.port()),
+            )
+            .env("GUARD_APPROVAL_CLIENT_TOKEN", CLIENT_TOKEN),
+    )
+    .await
+    .unwrap();
+    let held = tokio::spawn({
+        let client = env.client();
+        async move {
+            client
+                .post(
+                    "/mcp",
+                    call("pay", json!({"amount": 4200, "currency": "EUR"}), None),
+                )
+                .header("x-user", "alice")
+                .send()
+                .await
+                .unwrap()
+        }
+    });
+    let id = wait_pending(&svc).await;
+    assert!(!held.is_finished());
+    decide(&svc, &id, "approve").await;
+    assert_eq!(executed(&held.await.unwrap())["arguments"]["amount"], 4200);
+    env.finish();
+}
