@@ -269,8 +269,24 @@ async fn a_gated_tool_call_in_an_answer_is_held_until_decided() {
         "{}",
         r.text()
     );
+    // A tool the policy denies: removed from a whole answer at once, no person asked.
+    let r = env
+        .client()
+        .post("/v1/chat/completions", chat("delete_account", false))
+        .send()
+        .await
+        .unwrap();
+    let v = r.json().unwrap();
+    assert_eq!(
+        v["choices"][0]["message"]["content"],
+        "The tool call `delete_account` was not run: the policy does not allow it.",
+        "{v}"
+    );
     for stream in [false, true] {
-        for (decision, want_status) in [("approve", 200), ("deny", 403)] {
+        // A denied call in a whole answer is replaced by a deterministic message (200); a
+        // stream already on its way is refused (403).
+        let deny_status = if stream { 403 } else { 200 };
+        for (decision, want_status) in [("approve", 200), ("deny", deny_status)] {
             let held = tokio::spawn({
                 let client = env.client();
                 async move {
@@ -310,7 +326,17 @@ async fn a_gated_tool_call_in_an_answer_is_held_until_decided() {
                 "stream {stream} {decision}: {}",
                 r.text()
             );
-            if want_status == 200 {
+            if decision == "deny" && !stream {
+                let v = r.json().unwrap();
+                let m = &v["choices"][0]["message"];
+                assert!(m.get("tool_calls").is_none(), "{v}");
+                assert_eq!(v["choices"][0]["finish_reason"], "stop", "{v}");
+                assert_eq!(
+                    m["content"],
+                    "The tool call `transfer_funds` was not run: a person denied it (checked with the customer).",
+                    "{v}"
+                );
+            } else if want_status == 200 {
                 assert!(r.text().contains("transfer_funds"), "{}", r.text());
                 if stream {
                     assert!(r.text().contains("data: [DONE]"), "{}", r.text());

@@ -12,6 +12,7 @@ use guard_core::api::ApiShape;
 use guard_core::body::{RequestBody, ResponseBody, ToolArgs};
 use guard_core::config::{FailurePolicy, FilterConfig};
 use guard_core::error::{Error, Result};
+use guard_core::segment::Step;
 use guard_core::sse::SseParser;
 use guard_core::stream::{StreamAssembler, StreamDecoder};
 use guard_core::verdict::{Decision, LocalReply};
@@ -122,6 +123,8 @@ struct Call {
     args: Value,
     digest: String,
     rule: Option<String>,
+    /// Where the call sits in a whole answer, and its choice (to remove it when refused).
+    loc: Option<(Vec<Step>, usize)>,
 }
 
 pub struct ApprovalGate {
@@ -137,7 +140,14 @@ pub struct ApprovalGate {
     queue: Vec<Call>,
     caller: String,
     conversation: String,
+    /// The whole answer under judgement (non-streamed), to rewrite when a call is refused.
+    answer: Vec<u8>,
+    /// Refused calls of a whole answer, with why.
+    refused: Vec<(Call, String)>,
 }
+
+/// A tool call of an answer: name, arguments, location (whole answers) and choice.
+type AnswerCall = (String, Value, Option<(Vec<Step>, usize)>);
 
 /// JSON-RPC error code of a refused tool call (server-defined range).
 pub const REFUSED_CODE: i64 = -32001;
@@ -252,7 +262,7 @@ impl ApprovalGate {
         cx: &Cx<'_, Self>,
         api: ApiShape,
         body: &[u8],
-    ) -> Result<Vec<(String, Value)>> {
+    ) -> Result<Vec<AnswerCall>> {
         let args_of = |text: &str| {
             serde_json::from_str::<Value>(text).unwrap_or_else(|_| Value::String(text.to_string()))
         };
@@ -266,7 +276,8 @@ impl ApprovalGate {
                         ToolArgs::Text(t) => args_of(t),
                         ToolArgs::Json(v) => v.clone(),
                     };
-                    (c.name.to_string(), args)
+                    let loc = Some((c.path.0.clone(), c.choice.unwrap_or(0)));
+                    (c.name.to_string(), args, loc)
                 })
                 .collect());
         }
@@ -289,7 +300,13 @@ impl ApprovalGate {
             .choices
             .iter()
             .flat_map(|c| c.tool_calls.iter())
-            .map(|t| (t.name.clone().unwrap_or_default(), args_of(&t.arguments)))
+            .map(|t| {
+                (
+                    t.name.clone().unwrap_or_default(),
+                    args_of(&t.arguments),
+                    None,
+                )
+            })
             .collect())
     }
 
@@ -323,12 +340,7 @@ impl ApprovalGate {
         let now = cx.host.now_nanos();
         let left_ms = self.deadline_ns.saturating_sub(now) / 1_000_000;
         if left_ms == 0 {
-            cx.info.record.decide(Decision::Block, "approval_expired");
-            return self.refuse(
-                cx,
-                "approval_expired",
-                "nobody approved the tool call in time",
-            );
+            return self.not_granted(cx, "approval_expired", "nobody approved it in time".into());
         }
         let slice = left_ms.min(WAIT_SLICE_MS);
         let path = format!("/v1/approvals/{id}/wait?timeout_ms={slice}");
@@ -344,36 +356,79 @@ impl ApprovalGate {
     fn decided(&mut self, cx: &mut Cx<'_, Self>, id: String, record: &Value) -> Result<Outcome> {
         match record.get("status").and_then(Value::as_str) {
             Some("approved") => {
-                if let Some(next) = self.queue.pop() {
-                    // The answer's next gated call.
-                    self.call = next;
-                    return self.create(cx);
-                }
-                cx.info.record.decide(Decision::Allow, "approved");
-                self.pass(cx, "approved")
+                Self::count(cx, "approved");
+                self.next_or_finish(cx)
             }
             Some("denied") => {
-                cx.info.record.decide(Decision::Block, "approval_denied");
                 let why = record
                     .get("reason")
                     .and_then(Value::as_str)
+                    .filter(|r| !r.is_empty())
                     .unwrap_or("no reason given");
-                self.refuse(
-                    cx,
-                    "approval_denied",
-                    &format!("a person denied the tool call: {why}"),
-                )
+                self.not_granted(cx, "approval_denied", format!("a person denied it ({why})"))
             }
             Some("pending") => self.wait(cx, id),
-            _ => {
-                cx.info.record.decide(Decision::Block, "approval_expired");
-                self.refuse(
-                    cx,
-                    "approval_expired",
-                    "nobody approved the tool call in time",
-                )
-            }
+            _ => self.not_granted(cx, "approval_expired", "nobody approved it in time".into()),
         }
+    }
+
+    /// The current call was not granted: a whole answer goes on without it (the call replaced
+    /// by a deterministic message), anything else is refused.
+    fn not_granted(&mut self, cx: &mut Cx<'_, Self>, reason: &str, why: String) -> Result<Outcome> {
+        if self.api.is_some() && !self.streaming {
+            Self::count(cx, reason);
+            cx.info.record.reasons.push(reason.to_string());
+            let call = std::mem::take(&mut self.call);
+            self.refused.push((call, why));
+            return self.next_or_finish(cx);
+        }
+        cx.info.record.decide(Decision::Block, reason);
+        let msg = format!("the tool call was not run: {why}");
+        self.refuse(cx, reason, &msg)
+    }
+
+    /// The answer's next gated call, or the end: the answer unchanged when every call was
+    /// granted, else rewritten without the refused calls.
+    fn next_or_finish(&mut self, cx: &mut Cx<'_, Self>) -> Result<Outcome> {
+        if let Some(next) = self.queue.pop() {
+            self.call = next;
+            return self.create(cx);
+        }
+        if self.refused.is_empty() {
+            // Every gated call was granted (each counted as `approved` when decided).
+            cx.info.record.decide(Decision::Allow, "approved");
+            cx.info
+                .record
+                .extra
+                .insert("outcome".into(), json!("approved"));
+            return Ok(Outcome::Continue);
+        }
+        let Some(api) = self.api else {
+            return Ok(Outcome::Continue);
+        };
+        let mut resp = ResponseBody::parse(api, &self.answer)?;
+        let locs: Vec<(&[Step], usize)> = self
+            .refused
+            .iter()
+            .filter_map(|(c, _)| c.loc.as_ref().map(|(l, ch)| (l.as_slice(), *ch)))
+            .collect();
+        let message = self
+            .refused
+            .iter()
+            .map(|(c, why)| format!("The tool call `{}` was not run: {why}.", c.tool))
+            .collect::<Vec<_>>()
+            .join(" ");
+        if locs.len() != self.refused.len() || !resp.remove_tool_calls(&locs, &message) {
+            return Err(Error::unparsable(
+                "a refused tool call could not be located in the answer",
+            ));
+        }
+        cx.info.record.decide(Decision::Modify, "tool_call_removed");
+        cx.info
+            .record
+            .extra
+            .insert("calls_removed".into(), json!(self.refused.len()));
+        Ok(Outcome::Replace(resp.to_bytes()))
     }
 }
 
@@ -454,6 +509,8 @@ impl GuardFilter for ApprovalGate {
             queue: Vec::new(),
             caller: String::new(),
             conversation: String::new(),
+            answer: Vec::new(),
+            refused: Vec::new(),
         }
     }
 
@@ -544,6 +601,7 @@ impl GuardFilter for ApprovalGate {
             tool,
             args,
             rule: verdict.rule,
+            loc: None,
         };
         match verdict.outcome {
             RuleOutcome::Allow => self.pass(cx, "allowed"),
@@ -650,6 +708,9 @@ impl GuardFilter for ApprovalGate {
             return Ok(Outcome::Continue);
         };
         let calls = self.answer_calls(cx, api, body)?;
+        if !self.streaming {
+            self.answer = body.to_vec();
+        }
         let claims = cx
             .info
             .identity
@@ -657,13 +718,26 @@ impl GuardFilter for ApprovalGate {
             .map(|i| i.claims.clone())
             .unwrap_or(Value::Null);
         let mut gated = Vec::new();
-        for (tool, args) in calls {
+        for (tool, args, loc) in calls {
             let verdict = cx.settings().policy.evaluate(&tool, &args, &claims);
             if let Some(r) = &verdict.rule {
                 cx.info.record.rules.push(r.clone());
             }
             match verdict.outcome {
                 RuleOutcome::Allow => {}
+                RuleOutcome::Deny if !self.streaming => {
+                    // A whole answer goes on without the call.
+                    Self::count(cx, "tool_denied");
+                    cx.info.record.reasons.push("tool_denied".into());
+                    let call = Call {
+                        tool,
+                        args,
+                        loc,
+                        ..Call::default()
+                    };
+                    self.refused
+                        .push((call, "the policy does not allow it".into()));
+                }
                 RuleOutcome::Deny => {
                     cx.info.record.extra.insert("tool".into(), json!(tool));
                     cx.info.record.decide(Decision::Block, "tool_denied");
@@ -675,10 +749,14 @@ impl GuardFilter for ApprovalGate {
                     tool,
                     args,
                     rule: verdict.rule,
+                    loc,
                 }),
             }
         }
         if gated.is_empty() {
+            if !self.refused.is_empty() {
+                return self.next_or_finish(cx);
+            }
             return self.pass(cx, "allowed");
         }
         cx.info

@@ -35,7 +35,7 @@
 
 use crate::api::ApiShape;
 use crate::error::{Error, ErrorKind, Result};
-use crate::segment::{JsonPath, Segment, Source};
+use crate::segment::{JsonPath, Segment, Source, Step};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
@@ -248,6 +248,99 @@ impl ResponseBody {
     /// Direct access for rewrites beyond text; later walks skip anything no longer well typed.
     pub fn json_mut(&mut self) -> &mut Value {
         &mut self.json
+    }
+
+    /// Remove tool calls from the answer and say why in a deterministic assistant text, in the
+    /// shape's own way: Chat (the calls leave `message.tool_calls`, the text joins `content`,
+    /// `finish_reason` becomes `stop` when no call is left), Anthropic (a text block,
+    /// `stop_reason` `end_turn` when no `tool_use` is left), Responses (an assistant message
+    /// item). `calls`: each call's location (any path inside the call, e.g. its arguments'
+    /// [`ToolCall::path`]) and its choice. Returns false when a call cannot be located.
+    pub fn remove_tool_calls(&mut self, calls: &[(&[Step], usize)], message: &str) -> bool {
+        // (array location, index) of each call, last first so indexes stay valid.
+        let mut targets: Vec<(Vec<Step>, usize, usize)> = Vec::new();
+        for (loc, choice) in calls {
+            let Some(pos) = loc.iter().rposition(
+                |s| matches!(s, Step::Key(k) if k == "tool_calls" || k == "content" || k == "output"),
+            ) else {
+                return false;
+            };
+            let Some(Step::Index(i)) = loc.get(pos + 1) else {
+                return false;
+            };
+            targets.push((loc.get(..=pos).unwrap_or_default().to_vec(), *i, *choice));
+        }
+        targets.sort_by_key(|t| std::cmp::Reverse(t.1));
+        targets.dedup();
+        let shape = self.shape;
+        let json = &mut self.json;
+        let mut choices: Vec<usize> = Vec::new();
+        for (arr, idx, choice) in &targets {
+            let Some(Value::Array(a)) = value_at_mut(json, arr) else {
+                return false;
+            };
+            if *idx < a.len() {
+                a.remove(*idx);
+            }
+            if !choices.contains(choice) {
+                choices.push(*choice);
+            }
+        }
+        match shape {
+            ApiShape::OpenAiChat => {
+                for c in choices {
+                    let Some(choice) = json.get_mut("choices").and_then(|v| v.get_mut(c)) else {
+                        continue;
+                    };
+                    let empty = choice
+                        .get("message")
+                        .and_then(|m| m.get("tool_calls"))
+                        .and_then(Value::as_array)
+                        .is_some_and(Vec::is_empty);
+                    if let Some(m) = choice.get_mut("message").and_then(Value::as_object_mut) {
+                        if empty {
+                            m.remove("tool_calls");
+                        }
+                        let text = match m.get("content").and_then(Value::as_str) {
+                            Some(t) if !t.is_empty() => format!("{t}\n\n{message}"),
+                            _ => message.to_string(),
+                        };
+                        m.insert("content".into(), Value::String(text));
+                    }
+                    if empty {
+                        if let Some(o) = choice.as_object_mut() {
+                            o.insert("finish_reason".into(), Value::String("stop".into()));
+                        }
+                    }
+                }
+            }
+            ApiShape::AnthropicMessages => {
+                let any_left = json
+                    .get("content")
+                    .and_then(Value::as_array)
+                    .is_some_and(|a| {
+                        a.iter()
+                            .any(|b| b.get("type").and_then(Value::as_str) == Some("tool_use"))
+                    });
+                if let Some(a) = json.get_mut("content").and_then(Value::as_array_mut) {
+                    a.push(serde_json::json!({"type": "text", "text": message}));
+                }
+                if !any_left {
+                    if let Some(o) = json.as_object_mut() {
+                        o.insert("stop_reason".into(), Value::String("end_turn".into()));
+                    }
+                }
+            }
+            ApiShape::OpenAiResponses => {
+                if let Some(a) = json.get_mut("output").and_then(Value::as_array_mut) {
+                    a.push(serde_json::json!({
+                        "type": "message", "role": "assistant", "status": "completed",
+                        "content": [{"type": "output_text", "text": message, "annotations": []}]
+                    }));
+                }
+            }
+        }
+        true
     }
     pub fn into_json(self) -> Value {
         self.json
@@ -1144,4 +1237,16 @@ impl<'a> Walk<'a> {
             }
         }
     }
+}
+
+/// The value at `path`, mutable.
+fn value_at_mut<'a>(root: &'a mut Value, path: &[Step]) -> Option<&'a mut Value> {
+    let mut cur = root;
+    for s in path {
+        cur = match s {
+            Step::Key(k) => cur.get_mut(k.as_str())?,
+            Step::Index(i) => cur.get_mut(*i)?,
+        };
+    }
+    Some(cur)
 }

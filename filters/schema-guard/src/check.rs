@@ -311,104 +311,15 @@ pub fn dropped_message(findings: &[&Finding]) -> String {
 
 /// Remove the tool calls of `findings` (with locations) from a non-streamed answer and add the
 /// deterministic message. Returns false when a call could not be located.
-pub fn drop_tool_calls(shape: ApiShape, resp: &mut ResponseBody, findings: &[&Finding]) -> bool {
-    // (array location, index) of each call, last first so indexes stay valid.
-    let mut targets: Vec<(Vec<Step>, usize, usize)> = Vec::new();
+pub fn drop_tool_calls(_shape: ApiShape, resp: &mut ResponseBody, findings: &[&Finding]) -> bool {
+    let mut calls = Vec::with_capacity(findings.len());
     for f in findings {
         let Some(loc) = &f.location else {
             return false;
         };
-        let Some(pos) = loc.iter().rposition(
-            |s| matches!(s, Step::Key(k) if k == "tool_calls" || k == "content" || k == "output"),
-        ) else {
-            return false;
-        };
-        let Some(Step::Index(i)) = loc.get(pos + 1) else {
-            return false;
-        };
-        targets.push((loc.get(..=pos).unwrap_or_default().to_vec(), *i, f.choice));
+        calls.push((loc.as_slice(), f.choice));
     }
-    targets.sort_by_key(|t| std::cmp::Reverse(t.1));
-    let message = dropped_message(findings);
-    let json = resp.json_mut();
-    let mut choices: Vec<usize> = Vec::new();
-    for (arr, idx, choice) in &targets {
-        let Some(Value::Array(a)) = get_mut(json, arr) else {
-            return false;
-        };
-        if *idx < a.len() {
-            a.remove(*idx);
-        }
-        if !choices.contains(choice) {
-            choices.push(*choice);
-        }
-    }
-    match shape {
-        ApiShape::OpenAiChat => {
-            for c in choices {
-                let Some(choice) = json.get_mut("choices").and_then(|v| v.get_mut(c)) else {
-                    continue;
-                };
-                let empty = choice
-                    .get("message")
-                    .and_then(|m| m.get("tool_calls"))
-                    .and_then(Value::as_array)
-                    .is_some_and(Vec::is_empty);
-                if let Some(m) = choice.get_mut("message").and_then(Value::as_object_mut) {
-                    if empty {
-                        m.remove("tool_calls");
-                    }
-                    let text = match m.get("content").and_then(Value::as_str) {
-                        Some(t) if !t.is_empty() => format!("{t}\n\n{message}"),
-                        _ => message.clone(),
-                    };
-                    m.insert("content".into(), Value::String(text));
-                }
-                if empty {
-                    if let Some(o) = choice.as_object_mut() {
-                        o.insert("finish_reason".into(), json!("stop"));
-                    }
-                }
-            }
-        }
-        ApiShape::AnthropicMessages => {
-            let any_left = json
-                .get("content")
-                .and_then(Value::as_array)
-                .is_some_and(|a| {
-                    a.iter()
-                        .any(|b| b.get("type").and_then(Value::as_str) == Some("tool_use"))
-                });
-            if let Some(a) = json.get_mut("content").and_then(Value::as_array_mut) {
-                a.push(json!({"type": "text", "text": message}));
-            }
-            if !any_left {
-                if let Some(o) = json.as_object_mut() {
-                    o.insert("stop_reason".into(), json!("end_turn"));
-                }
-            }
-        }
-        ApiShape::OpenAiResponses => {
-            if let Some(a) = json.get_mut("output").and_then(Value::as_array_mut) {
-                a.push(json!({
-                    "type": "message", "role": "assistant", "status": "completed",
-                    "content": [{"type": "output_text", "text": message, "annotations": []}]
-                }));
-            }
-        }
-    }
-    true
-}
-
-fn get_mut<'a>(root: &'a mut Value, path: &[Step]) -> Option<&'a mut Value> {
-    let mut cur = root;
-    for s in path {
-        cur = match s {
-            Step::Key(k) => cur.get_mut(k.as_str())?,
-            Step::Index(i) => cur.get_mut(*i)?,
-        };
-    }
-    Some(cur)
+    resp.remove_tool_calls(&calls, &dropped_message(findings))
 }
 
 #[cfg(test)]
