@@ -387,3 +387,32 @@ async fn the_shipped_config_holds_a_gated_call() {
     assert_eq!(executed(&held.await.unwrap())["arguments"]["amount"], 4200);
     env.finish();
 }
+
+/// Nobody decides within the hold bound: the held call gets `approval_expired`, in about the
+/// bound (1.5 s on this route), and never reaches the MCP server.
+#[tokio::test]
+async fn an_undecided_hold_expires_into_a_refusal() {
+    let (svc, env) = start().await;
+    let t = Instant::now();
+    let r = mcp(
+        &env,
+        "/quick/mcp",
+        call("pay", json!({"amount": 1500}), None),
+    )
+    .await;
+    let took = t.elapsed();
+    let d = refused(&r);
+    assert_eq!(d["reason"], "approval_expired", "{d}");
+    assert!(
+        took >= Duration::from_millis(1400) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
+    // The request is still pending at the service (its own expiry is later): nobody ran it.
+    assert_eq!(pending(&svc).await.len(), 1);
+    let recorded = env.upstream.received();
+    assert!(
+        recorded.iter().all(|r| !r.path.ends_with("/mcp")),
+        "the call reached the MCP server"
+    );
+    env.finish();
+}
