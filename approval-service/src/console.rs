@@ -376,16 +376,7 @@ async fn detail(
         escape(excerpt)
     );
     if record.is_pending() {
-        let csrf = who
-            .via
-            .csrf()
-            .map(|t| {
-                format!(
-                    "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
-                    escape(t)
-                )
-            })
-            .unwrap_or_default();
+        let csrf = csrf_field(&who.via);
         let _ = write!(
             body,
             "<h2>Decision</h2><form method=\"post\" action=\"/approvals/{id}/decision\">{csrf}\
@@ -565,20 +556,23 @@ async fn login(state: &State, req: Request<Incoming>) -> Resp {
     )
 }
 
-fn logout_form(state: &State, headers: &HeaderMap) -> Resp {
-    let Some(who) = state.auth.approver_for_console(headers) else {
-        return http::redirect("/login", &[]);
-    };
-    let csrf = who
-        .via
-        .csrf()
+/// The hidden CSRF field of a form, when the approver's session has a token.
+fn csrf_field(via: &auth::Via) -> String {
+    via.csrf()
         .map(|t| {
             format!(
                 "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
                 escape(t)
             )
         })
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+fn logout_form(state: &State, headers: &HeaderMap) -> Resp {
+    let Some(who) = state.auth.approver_for_console(headers) else {
+        return http::redirect("/login", &[]);
+    };
+    let csrf = csrf_field(&who.via);
     let body = format!(
         "<form method=\"post\" action=\"/logout\">{csrf}<p><button type=\"submit\">Sign out</button></p></form>"
     );

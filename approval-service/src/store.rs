@@ -393,24 +393,8 @@ impl Store {
         let tx = conn.transaction()?;
         expire_overdue(&tx, now)?;
         let events = {
-            let mut stmt = tx.prepare(
-                "SELECT e.seq, e.approval_id, e.kind, e.actor, e.at, e.decision, e.reason, \
-                 a.tool, a.caller FROM events e JOIN approvals a ON a.id = e.approval_id \
-                 ORDER BY e.seq DESC LIMIT ?1",
-            )?;
-            let rows = stmt.query_map(params![limit], |row| {
-                Ok(Event {
-                    seq: row.get(0)?,
-                    approval_id: row.get(1)?,
-                    kind: row.get(2)?,
-                    actor: row.get(3)?,
-                    at: row.get(4)?,
-                    decision: row.get(5)?,
-                    reason: row.get(6)?,
-                    tool: row.get(7)?,
-                    caller: row.get(8)?,
-                })
-            })?;
+            let mut stmt = tx.prepare(&format!("{EVENT_SELECT} ORDER BY e.seq DESC LIMIT ?1"))?;
+            let rows = stmt.query_map(params![limit], event_row)?;
             rows.collect::<rusqlite::Result<Vec<_>>>()?
         };
         tx.commit()?;
@@ -420,26 +404,30 @@ impl Store {
     /// The events of one request, oldest first.
     pub fn events_of(&self, id: &str) -> anyhow::Result<Vec<Event>> {
         let conn = self.lock();
-        let mut stmt = conn.prepare(
-            "SELECT e.seq, e.approval_id, e.kind, e.actor, e.at, e.decision, e.reason, \
-             a.tool, a.caller FROM events e JOIN approvals a ON a.id = e.approval_id \
-             WHERE e.approval_id = ?1 ORDER BY e.seq",
-        )?;
-        let rows = stmt.query_map(params![id], |row| {
-            Ok(Event {
-                seq: row.get(0)?,
-                approval_id: row.get(1)?,
-                kind: row.get(2)?,
-                actor: row.get(3)?,
-                at: row.get(4)?,
-                decision: row.get(5)?,
-                reason: row.get(6)?,
-                tool: row.get(7)?,
-                caller: row.get(8)?,
-            })
-        })?;
+        let mut stmt = conn.prepare(&format!(
+            "{EVENT_SELECT} WHERE e.approval_id = ?1 ORDER BY e.seq"
+        ))?;
+        let rows = stmt.query_map(params![id], event_row)?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
+}
+
+/// The columns of an [`Event`] row (events joined with their request), for [`event_row`].
+const EVENT_SELECT: &str = "SELECT e.seq, e.approval_id, e.kind, e.actor, e.at, e.decision, \
+     e.reason, a.tool, a.caller FROM events e JOIN approvals a ON a.id = e.approval_id";
+
+fn event_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
+    Ok(Event {
+        seq: row.get(0)?,
+        approval_id: row.get(1)?,
+        kind: row.get(2)?,
+        actor: row.get(3)?,
+        at: row.get(4)?,
+        decision: row.get(5)?,
+        reason: row.get(6)?,
+        tool: row.get(7)?,
+        caller: row.get(8)?,
+    })
 }
 
 fn select(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<Option<Record>> {

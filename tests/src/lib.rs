@@ -853,6 +853,33 @@ impl ApprovalService {
     }
 }
 
+/// The approver of the approval tests (`NAME:ROLES:TOKEN`: `ops`, token `approver-secret`).
+pub const APPROVER: &str = "ops:approver:approver-secret";
+/// The approval service's client token the approval tests give approval-gate.
+pub const APPROVAL_CLIENT_TOKEN: &str = "client-secret-0123";
+
+impl ApprovalService {
+    /// The service (with [`APPROVER`] and [`APPROVAL_CLIENT_TOKEN`]) and an Envoy from
+    /// `template` (`{{APPROVAL_PORT}}` is the service's port) whose approval-gate gets the
+    /// client token from its VM environment.
+    pub async fn with_envoy(template: &str) -> Result<(ApprovalService, Env)> {
+        let svc = ApprovalService::start(&[
+            "--approver-token",
+            APPROVER,
+            "--client-token",
+            APPROVAL_CLIENT_TOKEN,
+        ])
+        .await?;
+        let env = Env::start(
+            Spec::template(template)
+                .var("APPROVAL_PORT", &svc.addr.port().to_string())
+                .env("GUARD_APPROVAL_CLIENT_TOKEN", APPROVAL_CLIENT_TOKEN),
+        )
+        .await?;
+        Ok((svc, env))
+    }
+}
+
 impl Drop for ApprovalService {
     fn drop(&mut self) {
         self.stop();

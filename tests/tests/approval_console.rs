@@ -14,7 +14,7 @@
     clippy::panic
 )]
 
-use e2e::{repo_root, ApprovalService, Client, Env, Resp, Spec};
+use e2e::{repo_root, ApprovalService, Client, Env, Resp};
 use serde_json::{json, Value};
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -24,8 +24,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const TEMPLATE: &str = include_str!("../configs/approval_gate.yaml");
-const APPROVER: &str = "ops:approver:approver-secret";
-const CLIENT_TOKEN: &str = "client-secret-0123";
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 /// Bound on one WebDriver command (a navigation included).
@@ -36,18 +34,8 @@ const UNTIL: Duration = Duration::from_secs(15);
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 async fn start() -> (ApprovalService, Env) {
-    let svc =
-        ApprovalService::start(&["--approver-token", APPROVER, "--client-token", CLIENT_TOKEN])
-            .await
-            .unwrap();
-    let env = Env::start(
-        Spec::template(TEMPLATE)
-            .var("APPROVAL_PORT", &svc.addr.port().to_string())
-            .env("GUARD_APPROVAL_CLIENT_TOKEN", CLIENT_TOKEN),
-    )
-    .await
-    .unwrap();
-    (svc, env)
+    // The filter authenticates with a client token from its VM environment.
+    ApprovalService::with_envoy(TEMPLATE).await.unwrap()
 }
 
 /// `chromedriver` on a free port in its own process group, with one browser session; the

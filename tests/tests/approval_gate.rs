@@ -13,23 +13,12 @@ use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 const TEMPLATE: &str = include_str!("../configs/approval_gate.yaml");
-const APPROVER: &str = "ops:approver:approver-secret";
-const CLIENT_TOKEN: &str = "client-secret-0123";
+use e2e::APPROVER;
+const CLIENT_TOKEN: &str = e2e::APPROVAL_CLIENT_TOKEN;
 
 async fn start() -> (ApprovalService, Env) {
     // The filter authenticates with a client token from its VM environment.
-    let svc =
-        ApprovalService::start(&["--approver-token", APPROVER, "--client-token", CLIENT_TOKEN])
-            .await
-            .unwrap();
-    let env = Env::start(
-        Spec::template(TEMPLATE)
-            .var("APPROVAL_PORT", &svc.addr.port().to_string())
-            .env("GUARD_APPROVAL_CLIENT_TOKEN", CLIENT_TOKEN),
-    )
-    .await
-    .unwrap();
-    (svc, env)
+    ApprovalService::with_envoy(TEMPLATE).await.unwrap()
 }
 
 fn call(tool: &str, args: Value, approval: Option<&str>) -> String {

@@ -195,6 +195,12 @@ fn ids(v: &Value) -> BTreeSet<String> {
     out
 }
 
+/// Status and reason code of an answer (a refusal in Chroma's error shape).
+fn refusal(r: &Resp) -> (u16, Value) {
+    let code = r.json().map(|v| v["code"].clone()).unwrap_or(Value::Null);
+    (r.status, code)
+}
+
 fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
@@ -375,24 +381,15 @@ async fn identity_roles_and_collections_are_enforced() {
     let r = s
         .call("POST", "add", Some(&alice), Some(json!({"ids":["x"],"embeddings":[[1,0,0]],"metadatas":[{"tenant":"A","acl_groups":["eng"],"clearance":1}]})), "reader-writes")
         .await;
-    assert_eq!(
-        (r.status, r.json().unwrap()["code"].clone()),
-        (403, json!("operation_denied"))
-    );
+    assert_eq!(refusal(&r), (403, json!("operation_denied")));
     let r = s
         .call("POST", "/api/v2/reset", Some(&alice), None, "reset")
         .await;
-    assert_eq!(
-        (r.status, r.json().unwrap()["code"].clone()),
-        (403, json!("unknown_operation"))
-    );
+    assert_eq!(refusal(&r), (403, json!("unknown_operation")));
     let r = s
         .call("POST", "search", Some(&alice), Some(json!({})), "search")
         .await;
-    assert_eq!(
-        (r.status, r.json().unwrap()["code"].clone()),
-        (403, json!("unknown_operation"))
-    );
+    assert_eq!(refusal(&r), (403, json!("unknown_operation")));
     let r = s
         .call(
             "GET",
@@ -402,10 +399,7 @@ async fn identity_roles_and_collections_are_enforced() {
             "secret-by-name",
         )
         .await;
-    assert_eq!(
-        (r.status, r.json().unwrap()["code"].clone()),
-        (403, json!("collection_not_allowed"))
-    );
+    assert_eq!(refusal(&r), (403, json!("collection_not_allowed")));
     let secret_id = s
         .chroma
         .get(&format!("{BASE}/collections/secret"))
@@ -427,7 +421,7 @@ async fn identity_roles_and_collections_are_enforced() {
         )
         .await;
     assert_eq!(
-        (r.status, r.json().unwrap()["code"].clone()),
+        refusal(&r),
         (403, json!("collection_not_allowed")),
         "{}",
         r.text()
@@ -525,12 +519,7 @@ async fn writes_stay_within_the_writers_tenant() {
             "add-cross",
         )
         .await;
-    assert_eq!(
-        (r.status, r.json().unwrap()["code"].clone()),
-        (403, json!("acl_violation")),
-        "{}",
-        r.text()
-    );
+    assert_eq!(refusal(&r), (403, json!("acl_violation")), "{}", r.text());
     let r = s
         .call(
             "POST",
@@ -566,12 +555,7 @@ async fn writes_stay_within_the_writers_tenant() {
             "update-cross",
         )
         .await;
-    assert_eq!(
-        (r.status, r.json().unwrap()["code"].clone()),
-        (403, json!("not_owner")),
-        "{}",
-        r.text()
-    );
+    assert_eq!(refusal(&r), (403, json!("not_owner")), "{}", r.text());
     let r = s
         .call(
             "POST",
@@ -584,12 +568,7 @@ async fn writes_stay_within_the_writers_tenant() {
             "upsert-cross",
         )
         .await;
-    assert_eq!(
-        (r.status, r.json().unwrap()["code"].clone()),
-        (403, json!("not_owner")),
-        "{}",
-        r.text()
-    );
+    assert_eq!(refusal(&r), (403, json!("not_owner")), "{}", r.text());
     // Moving one's own record to another tenant: refused (merged metadata re-checked).
     let r = s
         .call(
@@ -600,12 +579,7 @@ async fn writes_stay_within_the_writers_tenant() {
             "update-move",
         )
         .await;
-    assert_eq!(
-        (r.status, r.json().unwrap()["code"].clone()),
-        (403, json!("acl_violation")),
-        "{}",
-        r.text()
-    );
+    assert_eq!(refusal(&r), (403, json!("acl_violation")), "{}", r.text());
     // An update of one's own record: accepted.
     let r = s
         .call(

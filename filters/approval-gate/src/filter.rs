@@ -140,8 +140,9 @@ pub struct ApprovalGate {
     queue: Vec<Call>,
     caller: String,
     conversation: String,
-    /// The whole answer under judgement (non-streamed), to rewrite when a call is refused.
-    answer: Vec<u8>,
+    /// The whole answer under judgement (non-streamed), parsed, to rewrite when a call is
+    /// refused.
+    answer: Option<ResponseBody>,
     /// Refused calls of a whole answer, with why.
     refused: Vec<(Call, String)>,
 }
@@ -240,12 +241,12 @@ impl ApprovalGate {
     /// name, such as a provider's built-in or remote tool, counts as gated). Otherwise the stream
     /// is not held and keeps its time to first token; a call of an undeclared tool in it is
     /// schema-guard's to refuse (`undeclared_tool`). Whole answers are always judged.
-    fn answer_may_need_judging(&self, cx: &Cx<'_, Self>, api: ApiShape, v: &Value) -> bool {
+    fn answer_may_need_judging(&self, cx: &Cx<'_, Self>, api: ApiShape, v: Value) -> bool {
         let declared = v.get("tools").and_then(Value::as_array).map_or(0, Vec::len);
         if declared == 0 {
             return false;
         }
-        let Ok(req) = RequestBody::from_value(api, v.clone()) else {
+        let Ok(req) = RequestBody::from_value(api, v) else {
             return true;
         };
         let tools = req.tools();
@@ -258,7 +259,7 @@ impl ApprovalGate {
 
     /// The answer's tool calls (name, arguments), from a whole body or an assembled stream.
     fn answer_calls(
-        &self,
+        &mut self,
         cx: &Cx<'_, Self>,
         api: ApiShape,
         body: &[u8],
@@ -268,7 +269,7 @@ impl ApprovalGate {
         };
         if !self.streaming {
             let resp = ResponseBody::parse(api, body)?;
-            return Ok(resp
+            let calls = resp
                 .tool_calls()
                 .into_iter()
                 .map(|c| {
@@ -279,7 +280,10 @@ impl ApprovalGate {
                     let loc = Some((c.path.0.clone(), c.choice.unwrap_or(0)));
                     (c.name.to_string(), args, loc)
                 })
-                .collect());
+                .collect();
+            // Kept parsed, to rewrite when a call is refused.
+            self.answer = Some(resp);
+            return Ok(calls);
         }
         let mut parser = SseParser::new(cx.max_sse_event_bytes());
         let mut events = Vec::new();
@@ -403,10 +407,12 @@ impl ApprovalGate {
                 .insert("outcome".into(), json!("approved"));
             return Ok(Outcome::Continue);
         }
-        let Some(api) = self.api else {
-            return Ok(Outcome::Continue);
+        // Refused calls exist only for whole answers, which are kept parsed.
+        let Some(mut resp) = self.answer.take() else {
+            return Err(Error::unparsable(
+                "a refused tool call has no answer to be removed from",
+            ));
         };
-        let mut resp = ResponseBody::parse(api, &self.answer)?;
         let locs: Vec<(&[Step], usize)> = self
             .refused
             .iter()
@@ -509,7 +515,7 @@ impl GuardFilter for ApprovalGate {
             queue: Vec::new(),
             caller: String::new(),
             conversation: String::new(),
-            answer: Vec::new(),
+            answer: None,
             refused: Vec::new(),
         }
     }
@@ -535,7 +541,7 @@ impl GuardFilter for ApprovalGate {
                 .shape_for_path(&cx.info.path)
                 .or_else(|| ApiShape::sniff_request(&v));
             if let Some(api) = api {
-                self.stream_may_gate = self.answer_may_need_judging(cx, api, &v);
+                self.stream_may_gate = self.answer_may_need_judging(cx, api, v);
                 self.api = Some(api);
                 cx.info.api = Some(api);
                 cx.info.record.api = Some(api);
@@ -708,9 +714,6 @@ impl GuardFilter for ApprovalGate {
             return Ok(Outcome::Continue);
         };
         let calls = self.answer_calls(cx, api, body)?;
-        if !self.streaming {
-            self.answer = body.to_vec();
-        }
         let claims = cx
             .info
             .identity

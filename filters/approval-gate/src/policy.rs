@@ -14,6 +14,7 @@
 //! }
 //! ```
 
+use guard_core::config::claim_at;
 use guard_core::error::{Error, Result};
 use serde::Deserialize;
 use serde_json::Value;
@@ -294,14 +295,6 @@ impl Predicate {
     }
 }
 
-fn claim<'a>(claims: &'a Value, path: &str) -> Option<&'a Value> {
-    let mut cur = claims;
-    for part in path.split('.') {
-        cur = cur.get(part)?;
-    }
-    Some(cur)
-}
-
 impl Policy {
     /// Whether some call of `tool` could be denied or need approval (a rule that is not
     /// `allow` names it, or a non-allow default): an answer that can only call tools for which
@@ -327,7 +320,7 @@ impl Policy {
             let claims_ok = r
                 .claims
                 .iter()
-                .all(|(path, accepted)| match claim(claims, path) {
+                .all(|(path, accepted)| match claim_at(claims, path) {
                     Some(Value::Array(items)) => {
                         items.iter().any(|i| accepted.iter().any(|a| same(i, a)))
                     }

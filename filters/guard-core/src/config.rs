@@ -158,6 +158,11 @@ pub struct IdentityConfig {
     pub jwt: Option<JwtIdentity>,
 }
 
+/// A claim by dot-separated path (`org.tenant`) in a JWT payload.
+pub fn claim_at<'a>(claims: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.').try_fold(claims, |cur, part| cur.get(part))
+}
+
 /// Claims from a claims header value: a JSON object, or base64url (padded or not) of one.
 pub fn decode_claims(value: &[u8]) -> Option<Value> {
     use base64::Engine as _;

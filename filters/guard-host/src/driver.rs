@@ -596,15 +596,7 @@ impl<F: GuardFilter> GuardStream<F> {
             }
             Ok(Outcome::CallOut(call)) if self.callouts < MAX_CALLOUTS => {
                 self.callouts += 1;
-                let mut headers: Vec<(&str, &str)> = vec![
-                    (":method", call.method),
-                    (":path", call.path.as_str()),
-                    (":authority", call.authority.as_str()),
-                    ("content-type", "application/json"),
-                ];
-                headers.extend(call.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-                match host.dispatch_http_call(&call.cluster, &headers, &call.body, call.timeout_ms)
-                {
+                match dispatch(host, &call) {
                     Some(token) => {
                         self.req = ReqState::Waiting { token, buffered };
                         return Action::Pause;
@@ -878,15 +870,7 @@ impl<F: GuardFilter> GuardStream<F> {
             // still replace the answer), within the per-request bound.
             Some(Ok(Outcome::CallOut(call))) if hold && self.callouts < MAX_CALLOUTS => {
                 self.callouts += 1;
-                let mut headers: Vec<(&str, &str)> = vec![
-                    (":method", call.method),
-                    (":path", call.path.as_str()),
-                    (":authority", call.authority.as_str()),
-                    ("content-type", "application/json"),
-                ];
-                headers.extend(call.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-                match host.dispatch_http_call(&call.cluster, &headers, &call.body, call.timeout_ms)
-                {
+                match dispatch(host, &call) {
                     Some(token) => {
                         self.resp = RespState::Waiting {
                             token,
@@ -1225,6 +1209,18 @@ fn starts_with_ascii_ci(hay: &[u8], prefix: &[u8]) -> bool {
 }
 
 /// The route name (Envoy's `xds.route_name`, older `route_name`).
+/// Send a call-out through Envoy: its token, or `None` when Envoy refused it at once.
+fn dispatch(host: &dyn Host, call: &CallOut) -> Option<u32> {
+    let mut headers: Vec<(&str, &str)> = vec![
+        (":method", call.method),
+        (":path", call.path.as_str()),
+        (":authority", call.authority.as_str()),
+        ("content-type", "application/json"),
+    ];
+    headers.extend(call.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    host.dispatch_http_call(&call.cluster, &headers, &call.body, call.timeout_ms)
+}
+
 /// What came back from the call-out whose answer is being delivered.
 fn callout_result(host: &dyn Host, body_size: usize) -> CallOutResult {
     let status = host

@@ -343,23 +343,10 @@ impl GuardFilter for Telemetry {
 fn tenant_of(cx: &Cx<'_, Telemetry>) -> Option<String> {
     let t = &cx.settings().tenant;
     if let (Some(path), Some(id)) = (&t.claim, &cx.info.identity) {
-        let mut cur = &id.claims;
-        let mut found = true;
-        for part in path.split('.') {
-            match cur.get(part) {
-                Some(v) => cur = v,
-                None => {
-                    found = false;
-                    break;
-                }
-            }
-        }
-        if found {
-            match cur {
-                Value::String(s) if !s.is_empty() => return Some(s.clone()),
-                Value::Number(n) => return Some(n.to_string()),
-                _ => {}
-            }
+        match guard_core::config::claim_at(&id.claims, path) {
+            Some(Value::String(s)) if !s.is_empty() => return Some(s.clone()),
+            Some(Value::Number(n)) => return Some(n.to_string()),
+            _ => {}
         }
     }
     let h = t.header.as_ref()?;

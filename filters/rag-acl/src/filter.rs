@@ -172,7 +172,6 @@ impl RagAcl {
         let Some(route) = self.route.clone() else {
             return Ok(Outcome::Continue);
         };
-        let compiled = cx.settings();
         match &route {
             Route::Server | Route::ListCollections { .. } | Route::CountCollections { .. } => {
                 if matches!(route, Route::ListCollections { .. }) {
@@ -187,14 +186,8 @@ impl RagAcl {
                     .get("name")
                     .and_then(Value::as_str)
                     .unwrap_or_default();
-                self.collection = Some(name.to_string());
-                if !compiled.covers(name) {
-                    return self.refuse(
-                        cx,
-                        403,
-                        "collection_not_allowed",
-                        "the policy does not cover this collection",
-                    );
+                if let Some(refusal) = self.enter(cx, name.to_string()) {
+                    return refusal;
                 }
                 self.note(cx);
                 Ok(Outcome::Continue)
@@ -205,32 +198,15 @@ impl RagAcl {
                     (None, Some(id)) => self.known_name(cx, base, id),
                     (None, None) => None,
                 };
-                match name {
-                    Some(n) => {
-                        self.collection = Some(n.clone());
-                        if !compiled.covers(&n) {
-                            return self.refuse(
-                                cx,
-                                403,
-                                "collection_not_allowed",
-                                "the policy does not cover this collection",
-                            );
-                        }
-                        self.answer = Answer::LearnId {
-                            key_base: base.clone(),
-                        };
-                        self.note(cx);
-                        Ok(Outcome::Continue)
-                    }
-                    // By id, not known yet: the answer names it; check it there.
-                    None => {
-                        self.answer = Answer::LearnId {
-                            key_base: base.clone(),
-                        };
-                        self.note(cx);
-                        Ok(Outcome::Continue)
-                    }
+                // By id and not known yet: the answer names it, and is checked there.
+                if let Some(refusal) = name.and_then(|n| self.enter(cx, n)) {
+                    return refusal;
                 }
+                self.answer = Answer::LearnId {
+                    key_base: base.clone(),
+                };
+                self.note(cx);
+                Ok(Outcome::Continue)
             }
             Route::UpdateCollection { base, slot } | Route::DeleteCollection { base, slot } => {
                 let name = if chroma::is_uuid(slot) {
@@ -241,14 +217,8 @@ impl RagAcl {
                 } else {
                     slot.clone()
                 };
-                self.collection = Some(name.clone());
-                if !compiled.covers(&name) {
-                    return self.refuse(
-                        cx,
-                        403,
-                        "collection_not_allowed",
-                        "the policy does not cover this collection",
-                    );
+                if let Some(refusal) = self.enter(cx, name) {
+                    return refusal;
                 }
                 self.note(cx);
                 Ok(Outcome::Continue)
@@ -259,18 +229,26 @@ impl RagAcl {
                     Some(n) => n,
                     None => return self.resolve(cx, &base, &t.collection),
                 };
-                self.collection = Some(name.clone());
-                if !compiled.covers(&name) {
-                    return self.refuse(
-                        cx,
-                        403,
-                        "collection_not_allowed",
-                        "the policy does not cover this collection",
-                    );
+                if let Some(refusal) = self.enter(cx, name) {
+                    return refusal;
                 }
                 self.record_op(cx, t)
             }
         }
+    }
+
+    /// The request's collection is `name`: the refusal when the policy does not cover it.
+    fn enter(&mut self, cx: &mut Cx<'_, Self>, name: String) -> Option<Result<Outcome>> {
+        let covered = cx.settings().covers(&name);
+        self.collection = Some(name);
+        (!covered).then(|| {
+            self.refuse(
+                cx,
+                403,
+                "collection_not_allowed",
+                "the policy does not cover this collection",
+            )
+        })
     }
 
     /// The name of a collection id: from the policy, else from the VM's cache.
@@ -373,14 +351,8 @@ impl RagAcl {
         let Some((collection, op)) = self.qdrant.clone() else {
             return Ok(Outcome::Continue);
         };
-        self.collection = Some(collection.clone());
-        if !cx.settings().covers(&collection) {
-            return self.refuse(
-                cx,
-                403,
-                "collection_not_allowed",
-                "the policy does not cover this collection",
-            );
+        if let Some(refusal) = self.enter(cx, collection) {
+            return refusal;
         }
         let Some(acl) = self.acl.clone() else {
             return Err(Error::new(ErrorKind::BadLocation, "no ACL for a read"));
@@ -581,14 +553,12 @@ impl GuardFilter for RagAcl {
     }
 
     fn response_plan(&mut self, cx: &mut Cx<'_, Self>, _streaming: bool) -> ResponsePlan {
-        if !cx.response_ok() {
+        // Every answer the filter reads may still be replaced (re-checked, or refused when a
+        // collection fetched by id turns out not to be covered): its headers wait.
+        if !cx.response_ok() || self.answer == Answer::Pass {
             return ResponsePlan::Skip;
         }
-        match self.answer {
-            Answer::Pass => ResponsePlan::Skip,
-            Answer::LearnId { .. } => ResponsePlan::Buffer { hold_headers: true },
-            _ => ResponsePlan::Buffer { hold_headers: true },
-        }
+        ResponsePlan::Buffer { hold_headers: true }
     }
 
     fn on_response_body(&mut self, cx: &mut Cx<'_, Self>, body: &[u8]) -> Result<Outcome> {
@@ -621,18 +591,8 @@ impl GuardFilter for RagAcl {
                     .and_then(Value::as_str)
                     .unwrap_or_default()
                     .to_string();
-                if !cx.settings().covers(&name) {
-                    self.collection = Some(name);
-                    self.count(cx, "operations_refused", 1);
-                    self.note(cx);
-                    cx.info
-                        .record
-                        .decide(Decision::Block, "collection_not_allowed");
-                    return Ok(Outcome::Reply(LocalReply::new(
-                        403,
-                        "collection_not_allowed",
-                        "the policy does not cover this collection",
-                    )));
+                if let Some(refusal) = self.enter(cx, name.clone()) {
+                    return refusal;
                 }
                 if let Some(id) = v.get("id").and_then(Value::as_str) {
                     cx.shared

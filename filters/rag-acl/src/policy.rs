@@ -19,6 +19,7 @@
 //! ```
 
 use crate::acl::{Acl, Rule};
+use guard_core::config::claim_at;
 use guard_core::error::{Error, Result};
 use serde::Deserialize;
 use serde_json::Value;
@@ -280,15 +281,6 @@ pub fn compile(settings: Settings, path: &str) -> Result<Compiled> {
     Ok(Compiled { settings, roles })
 }
 
-/// A claim by dot-separated path.
-pub fn claim<'a>(claims: &'a Value, path: &str) -> Option<&'a Value> {
-    let mut cur = claims;
-    for part in path.split('.') {
-        cur = cur.get(part)?;
-    }
-    Some(cur)
-}
-
 fn scalar(v: &Value) -> bool {
     matches!(v, Value::String(_) | Value::Number(_) | Value::Bool(_))
 }
@@ -305,7 +297,7 @@ impl Compiled {
                 .get(&r.attribute)
                 .map(String::as_str)
                 .unwrap_or_default();
-            let Some(v) = claim(claims, path).filter(|v| !v.is_null()) else {
+            let Some(v) = claim_at(claims, path).filter(|v| !v.is_null()) else {
                 return Err(Denied::new(
                     "missing_claim",
                     format!(
@@ -363,7 +355,7 @@ impl Compiled {
             .settings
             .roles_claim
             .as_deref()
-            .and_then(|p| claim(claims, p))
+            .and_then(|p| claim_at(claims, p))
         {
             match v {
                 Value::String(s) => out.push(s.clone()),
