@@ -169,6 +169,13 @@ pub fn build(prompt: &Prompt, scenario: &Scenario) -> Content {
                 .collect();
             Content::ToolCalls(calls)
         }
+        Scenario::ToolArgs(args) => Content::ToolCalls(vec![ToolCall {
+            name: prompt
+                .first_tool
+                .clone()
+                .unwrap_or_else(|| DEFAULT_TOOL.to_owned()),
+            arguments: args.clone(),
+        }]),
         Scenario::Json(doc) => Content::Text(doc.clone()),
         Scenario::Text(text) => Content::Text(text.clone()),
         Scenario::Pii => Content::Text(PII_TEXT.to_owned()),

@@ -9,7 +9,7 @@
 //! - unknown `[[...]]` tokens are ignored (ordinary text may contain brackets);
 //! - a known directive with a bad argument (`[[status:abc]]`) is an error (answered with 400);
 //! - the first content directive wins; `[[gzip]]` combines with any of them;
-//! - `[[json:` and `[[text:` take everything up to the *last* `]]` of the text, so their
+//! - `[[json:`, `[[text:` and `[[tool_args:` take everything up to the *last* `]]` of the text, so their
 //!   payload may itself contain `]]`; scanning stops there. The payload is not validated, so
 //!   `[[json:{"broken"]]` produces deliberately invalid JSON output.
 
@@ -25,6 +25,8 @@ pub enum Scenario {
     Echo,
     /// That many parallel tool calls to the first declared tool.
     ToolCalls(usize),
+    /// One call to the first declared tool with exactly these (unvalidated) JSON arguments.
+    ToolArgs(String),
     /// The answer text is exactly this (unvalidated) JSON document.
     Json(String),
     /// An answer full of PII (see [`crate::answer::PII_TEXT`]).
@@ -114,23 +116,21 @@ pub fn from_text(text: &str) -> Result<Directives, String> {
     let mut rest = text;
     while let Some(start) = rest.find("[[") {
         let after = rest.get(start.saturating_add(2)..).unwrap_or("");
-        let payload_kind = if after.starts_with("json:") {
-            Some(true)
+        let payload_kind: Option<(usize, fn(String) -> Scenario)> = if after.starts_with("json:") {
+            Some((5, Scenario::Json))
         } else if after.starts_with("text:") {
-            Some(false)
+            Some((5, Scenario::Text))
+        } else if after.starts_with("tool_args:") {
+            Some((10, Scenario::ToolArgs))
         } else {
             None
         };
-        if let Some(is_json) = payload_kind {
-            let body = after.get(5..).unwrap_or("");
+        if let Some((skip, make)) = payload_kind {
+            let body = after.get(skip..).unwrap_or("");
             if let Some(end) = body.rfind("]]") {
                 let payload = body.get(..end).unwrap_or("").to_owned();
                 if scenario.is_none() {
-                    scenario = Some(if is_json {
-                        Scenario::Json(payload)
-                    } else {
-                        Scenario::Text(payload)
-                    });
+                    scenario = Some(make(payload));
                 }
                 break;
             }
@@ -173,6 +173,12 @@ pub fn from_header(value: &str, json_header: Option<&str>) -> Result<Directives,
     if let Some(payload) = value.strip_prefix("text:") {
         return Ok(Directives {
             scenario: Scenario::Text(payload.to_owned()),
+            gzip: false,
+        });
+    }
+    if let Some(payload) = value.strip_prefix("tool_args:") {
+        return Ok(Directives {
+            scenario: Scenario::ToolArgs(payload.to_owned()),
             gzip: false,
         });
     }
@@ -229,6 +235,11 @@ mod tests {
                 "two calls",
                 "[[tool_calls:2]] go",
                 Ok(d(Scenario::ToolCalls(2), false)),
+            ),
+            (
+                "tool args",
+                r#"pay [[tool_args:{"amount":[1]}]]"#,
+                Ok(d(Scenario::ToolArgs(r#"{"amount":[1]}"#.into()), false)),
             ),
             ("bad count", "[[tool_calls:0]]", Err(())),
             ("too many", "[[tool_calls:17]]", Err(())),
