@@ -32,8 +32,10 @@ struct CreateBody {
     caller: String,
     #[serde(default)]
     conversation: String,
+    /// Masked here whatever the client did; ignored when `excerpt_raw` is given.
     #[serde(default)]
     excerpt: String,
+    /// The real text; the service derives the masked excerpt from it.
     #[serde(default)]
     excerpt_raw: Option<String>,
     #[serde(default)]
@@ -134,6 +136,14 @@ pub async fn create(state: &State, req: Request<Incoming>) -> Resp {
         Ok(id) => id,
         Err(_) => return internal(),
     };
+    // Never trust a client to have masked: the stored masked excerpt is always ours.
+    let (excerpt, excerpt_raw) = match &body.excerpt_raw {
+        Some(raw) => {
+            let e = state.masker.excerpt(raw);
+            (e.masked, Some(e.raw))
+        }
+        None => (state.masker.excerpt(&body.excerpt).masked, None),
+    };
     let now = now_ms();
     let expires_in_ms = i64::try_from(body.expires_in_s.saturating_mul(1000)).unwrap_or(i64::MAX);
     let new = NewRecord {
@@ -143,8 +153,8 @@ pub async fn create(state: &State, req: Request<Incoming>) -> Resp {
         digest: body.digest,
         caller: body.caller,
         conversation: body.conversation,
-        excerpt: body.excerpt,
-        excerpt_raw: body.excerpt_raw,
+        excerpt,
+        excerpt_raw,
         rule: body.rule,
         mode: body.mode,
         request_id: body.request_id,

@@ -12,6 +12,7 @@
 mod api;
 mod auth;
 mod console;
+mod excerpt;
 mod http;
 mod server;
 mod store;
@@ -24,6 +25,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 
 use crate::auth::{split_roles, Approver, Auth};
+use crate::excerpt::Masker;
 use crate::server::State;
 use crate::store::Store;
 
@@ -183,7 +185,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         args.pii_roles,
         args.trust_identity_headers,
     )?;
-    let state = Arc::new(State::new(store, auth));
+    let masker = Masker::new()?;
+    let state = Arc::new(State::new(store, auth, masker));
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
         .with_context(|| format!("binding {}", args.addr))?;

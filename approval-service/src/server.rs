@@ -16,6 +16,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 
 use crate::auth::Auth;
+use crate::excerpt::Masker;
 use crate::http::{self, Resp};
 use crate::store::Store;
 use crate::{api, console};
@@ -29,14 +30,17 @@ const MAX_WAITED_IDS: usize = 10_000;
 pub struct State {
     pub store: Arc<Store>,
     pub auth: Auth,
+    /// Masks conversation excerpts (pii-redact's default policy).
+    pub masker: Masker,
     waiters: Mutex<HashMap<String, Arc<Notify>>>,
 }
 
 impl State {
-    pub fn new(store: Store, auth: Auth) -> State {
+    pub fn new(store: Store, auth: Auth, masker: Masker) -> State {
         State {
             store: Arc::new(store),
             auth,
+            masker,
             waiters: Mutex::new(HashMap::new()),
         }
     }

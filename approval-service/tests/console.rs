@@ -1,4 +1,4 @@
-//! The web console against the real binary: login, escaping, excerpt masking, CSRF.
+//! The web console against the real binary: login, escaping, excerpt masking and bounds, CSRF.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -173,6 +173,90 @@ fn pages_escape_values_and_mask_the_excerpt() {
     assert!(r.text().contains("bob@example.com"));
     let r = get(&svc, "/approvals/ffff", &ops);
     assert_eq!(r.status, 404);
+}
+
+/// The excerpt part of a detail page: its heading and its text.
+fn excerpt_of(page: &str) -> String {
+    let start = page.find("<h2>Conversation excerpt").unwrap();
+    let end = page[start..].find("</pre>").unwrap();
+    page[start..start + end].to_owned()
+}
+
+#[test]
+fn the_service_masks_excerpts_itself() {
+    let dir = TempDir::new();
+    let svc = Service::start(&dir.db(), &default_flags());
+    let values = ["bob@example.com", "4111 1111 1111 1111", "+1 415 555 0100"];
+    let raw = format!(
+        "mail {} the receipt, pay with {} and call {} if it fails",
+        values[0], values[1], values[2]
+    );
+    let masked = "mail [EMAIL] the receipt, pay with [CREDIT_CARD] and call [PHONE] if it fails";
+    // The filter sends only the real text.
+    let only_raw = svc.create(json!({"excerpt_raw": raw, "excerpt": null}));
+    // A client-sent masked excerpt is ignored when the raw one is given.
+    let both = svc.create(json!({"excerpt_raw": raw, "excerpt": "trust me"}));
+    // A client-sent unmasked excerpt is masked too (and there is no raw one to show).
+    let unmasked = svc.create(json!({"excerpt": raw}));
+    let ops = login(&svc, OPS);
+    let pia = login(&svc, PII);
+
+    for id in [&only_raw, &both, &unmasked] {
+        let page = get(&svc, &format!("/approvals/{id}"), &ops).text();
+        let excerpt = excerpt_of(&page);
+        assert!(excerpt.contains("(masked)"), "{excerpt}");
+        assert!(excerpt.contains(masked), "{excerpt}");
+        for v in values {
+            assert!(!page.contains(v), "ops sees {v:?}: {excerpt}");
+        }
+        assert!(!page.contains("trust me"));
+    }
+    for id in [&only_raw, &both] {
+        let excerpt = excerpt_of(&get(&svc, &format!("/approvals/{id}"), &pia).text());
+        assert!(
+            excerpt.contains("(unmasked: your role may see PII)"),
+            "{excerpt}"
+        );
+        assert!(excerpt.contains(&raw), "{excerpt}");
+    }
+    // The API's JSON has no excerpt at all.
+    let r = svc.client("GET", &format!("/v1/approvals/{only_raw}"), None);
+    assert_eq!(r.status, 200);
+    let j = r.json();
+    assert!(
+        j.get("excerpt").is_none() && j.get("excerpt_raw").is_none(),
+        "{j}"
+    );
+    for v in values {
+        assert!(!r.text().contains(v), "{v:?} in {j}");
+    }
+    // Without a raw excerpt even a PII role sees the masked one, labelled so.
+    let excerpt = excerpt_of(&get(&svc, &format!("/approvals/{unmasked}"), &pia).text());
+    assert!(excerpt.contains("(masked)"), "{excerpt}");
+    assert!(excerpt.contains(masked), "{excerpt}");
+    for v in values {
+        assert!(!excerpt.contains(v), "{excerpt}");
+    }
+}
+
+#[test]
+fn long_excerpts_keep_their_last_8_kib() {
+    let dir = TempDir::new();
+    let svc = Service::start(&dir.db(), &default_flags());
+    let raw = format!(
+        "{}card 4111 1111 1111 1111 in the last message",
+        "old message. ".repeat(4000)
+    );
+    let id = svc.create(json!({"excerpt_raw": raw}));
+    let pia = login(&svc, PII);
+    let ops = login(&svc, OPS);
+    let excerpt = excerpt_of(&get(&svc, &format!("/approvals/{id}"), &pia).text());
+    let text = &excerpt[excerpt.find("<pre>").unwrap() + 5..];
+    assert!(text.starts_with('…'), "{}", &text[..20]);
+    assert!(text.len() <= 8 * 1024, "{}", text.len());
+    assert!(text.ends_with("card 4111 1111 1111 1111 in the last message"));
+    let excerpt = excerpt_of(&get(&svc, &format!("/approvals/{id}"), &ops).text());
+    assert!(excerpt.ends_with("card [CREDIT_CARD] in the last message"));
 }
 
 #[test]

@@ -150,7 +150,8 @@ impl Service {
         )
     }
 
-    /// Creates a request; returns its id.
+    /// Creates a request (`extra`'s fields replace the defaults; a null leaves one out);
+    /// returns its id.
     pub fn create(&self, extra: Value) -> String {
         let mut body = serde_json::json!({
             "tool": "payments.send",
@@ -166,7 +167,11 @@ impl Service {
         });
         if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
             for (k, v) in e {
-                b.insert(k.clone(), v.clone());
+                if v.is_null() {
+                    b.remove(k);
+                } else {
+                    b.insert(k.clone(), v.clone());
+                }
             }
         }
         let r = self.client("POST", "/v1/approvals", Some(&body));
