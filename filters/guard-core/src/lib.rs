@@ -11,6 +11,8 @@
 //! - [`sse`]: an incremental WHATWG server-sent-events parser over bytes, correct for any
 //!   chunking, with a bound on buffered bytes.
 //! - [`stream`]: decoding of each API's SSE events into text / tool-call / usage deltas.
+//! - [`stream_edit`]: removal of tool calls from a whole buffered streamed answer (the streamed
+//!   twin of [`body::ResponseBody::remove_tool_calls`]).
 //! - [`holdback`]: release streamed text only once every scanner has cleared it.
 //! - [`protobuf`]: decoding of `google.protobuf.Struct` bytes that Envoy hands over for metadata
 //!   (for example `jwt_authn` claims).
@@ -42,6 +44,7 @@ pub mod protobuf;
 pub mod segment;
 pub mod sse;
 pub mod stream;
+pub mod stream_edit;
 pub mod verdict;
 
 pub use error::{Error, ErrorKind};
