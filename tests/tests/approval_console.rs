@@ -350,27 +350,56 @@ fn call(amount: u64) -> String {
     .to_string()
 }
 
-/// Holds a 1500 EUR payment, decides it in the browser by clicking `button` ("Approve" or
-/// "Deny"), and returns the agent's answer and the approval id.
-async fn decide_in_browser(button: &str, screenshot: bool) -> (Resp, String) {
-    let (svc, env) = start().await;
-    let browser = Browser::start().await;
-    let console = format!("http://{}", svc.addr);
+/// A chat request whose answer (from the demo upstream) calls `pay` with `amount` EUR; the user
+/// message carries an email address (PII for the console's excerpt).
+fn chat(amount: u64, stream: bool) -> String {
+    let args = json!({"amount": amount, "currency": "EUR"});
+    json!({
+        "model": "gpt-4o",
+        "stream": stream,
+        "messages": [
+            {"role": "system", "content": "You are a payments assistant."},
+            {"role": "user", "content": format!("pay the invoice of bob@example.com [[tool_args:{args}]]")}
+        ],
+        "tools": [{"type": "function", "function": {"name": "pay", "parameters": {"type": "object"}}}]
+    })
+    .to_string()
+}
 
-    let held = tokio::spawn({
-        let client = env.client();
-        async move {
-            client
-                .post("/mcp", call(1500))
-                .header("x-user", "alice")
-                .header("mcp-session-id", "session-1")
-                .send()
-                .await
-                .unwrap()
-        }
-    });
+/// Where the gated payment comes from.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Surface {
+    /// An agent's MCP `tools/call`, held before it reaches the MCP server.
+    Mcp,
+    /// A tool call in a model answer, streamed or not, held before it reaches the client.
+    Answer { stream: bool },
+}
 
-    // Sign in with the approver token.
+/// The request that carries (or whose answer carries) a `pay` of `amount` EUR.
+async fn send(client: &Client, surface: Surface, path_prefix: &str, amount: u64) -> Resp {
+    match surface {
+        Surface::Mcp => client
+            .post(&format!("{path_prefix}/mcp"), call(amount))
+            .header("x-user", "alice")
+            .header("mcp-session-id", "session-1")
+            .send()
+            .await
+            .unwrap(),
+        Surface::Answer { stream } => client
+            .post(
+                &format!("{path_prefix}/v1/chat/completions"),
+                chat(amount, stream),
+            )
+            .header("x-user", "alice")
+            .header("x-conversation-id", "conv-1")
+            .send()
+            .await
+            .unwrap(),
+    }
+}
+
+/// Signs in to the console with the approver token.
+async fn sign_in(browser: &Browser, console: &str) {
     browser.go(&format!("{console}/login")).await;
     let token = browser
         .find("form[action='/login'] input[name='token']")
@@ -381,8 +410,19 @@ async fn decide_in_browser(button: &str, screenshot: bool) -> (Resp, String) {
         .await;
     browser.click(&submit).await;
     browser.wait_for("nav a[href='/logout']", None).await;
+}
 
-    // The pending list shows the held call (reload until it arrives); follow its link.
+/// Opens the pending request (signed in), checks what it shows, and clicks `button`; `held`,
+/// when given, must still wait until then. Returns the approval id.
+async fn approve_or_deny(
+    browser: &Browser,
+    console: &str,
+    button: &str,
+    surface: Surface,
+    screenshot: bool,
+    held: Option<&tokio::task::JoinHandle<Resp>>,
+) -> String {
+    // The pending list shows the call (reload until it arrives); follow its link.
     let pending = "h2 + table a[href^='/approvals/']";
     let link = browser
         .wait_for(pending, Some(&format!("{console}/")))
@@ -414,10 +454,22 @@ async fn decide_in_browser(button: &str, screenshot: bool) -> (Resp, String) {
             "big-payments".into()
         )
     );
-    let arguments = browser.text(&browser.find("pre").await).await;
+    let pres = browser.find_all("pre").await;
+    let arguments = browser.text(&pres[0]).await;
     let arguments: Value = serde_json::from_str(&arguments)
         .unwrap_or_else(|e| panic!("arguments on the page are not JSON ({e}): {arguments}"));
     assert_eq!(arguments["amount"], 1500);
+    if let Surface::Answer { .. } = surface {
+        // The conversation excerpt, with the end-user's email masked (this approver's role may
+        // not see PII); the system prompt is not part of it.
+        let excerpt = browser.text(&pres[1]).await;
+        assert!(
+            excerpt.starts_with("user: pay the invoice of [EMAIL]")
+                && !excerpt.contains("bob@example.com"),
+            "excerpt not shown masked: {excerpt}"
+        );
+        assert!(!excerpt.contains("payments assistant"), "{excerpt}");
+    }
 
     if screenshot {
         let png = browser.screenshot().await;
@@ -434,9 +486,10 @@ async fn decide_in_browser(button: &str, screenshot: bool) -> (Resp, String) {
         }
     }
 
-    // Still held while the person reads.
-    assert!(!held.is_finished(), "the call did not wait for a decision");
-
+    if let Some(held) = held {
+        // Still held while the person reads.
+        assert!(!held.is_finished(), "the call did not wait for a decision");
+    }
     let reason = browser.find("textarea[name='reason']").await;
     browser
         .type_into(&reason, "checked with the customer by phone")
@@ -473,7 +526,21 @@ async fn decide_in_browser(button: &str, screenshot: bool) -> (Resp, String) {
             )
         ]
     );
+    id
+}
 
+/// Holds a 1500 EUR payment from `surface`, decides it in the browser by clicking `button`
+/// ("Approve" or "Deny"), and returns the client's answer and the approval id.
+async fn decide_in_browser(surface: Surface, button: &str, screenshot: bool) -> (Resp, String) {
+    let (svc, env) = start().await;
+    let browser = Browser::start().await;
+    let console = format!("http://{}", svc.addr);
+    let held = tokio::spawn({
+        let client = env.client();
+        async move { send(&client, surface, "", 1500).await }
+    });
+    sign_in(&browser, &console).await;
+    let id = approve_or_deny(&browser, &console, button, surface, screenshot, Some(&held)).await;
     let r = tokio::time::timeout(UNTIL, held)
         .await
         .expect("the held call did not complete after the decision")
@@ -483,10 +550,8 @@ async fn decide_in_browser(button: &str, screenshot: bool) -> (Resp, String) {
     (r, id)
 }
 
-#[tokio::test]
-async fn a_person_approves_a_held_payment_in_the_console() {
-    let started = Instant::now();
-    let (r, _) = decide_in_browser("Approve", true).await;
+/// The MCP server ran the payment (a tool result from the demo upstream).
+fn assert_executed(r: &Resp) {
     let v = r.json().unwrap();
     let text = v["result"]["content"][0]["text"]
         .as_str()
@@ -497,13 +562,85 @@ async fn a_person_approves_a_held_payment_in_the_console() {
         result["arguments"],
         json!({"amount": 1500, "currency": "EUR"})
     );
+}
+
+/// The answer the client got, assembled (whole or streamed): text content and tool calls
+/// (name, arguments) of choice 0, and the finish reason.
+fn answer_of(r: &Resp, stream: bool) -> (String, Vec<(String, Value)>, String) {
+    assert_eq!(r.status, 200, "{}", r.text());
+    if !stream {
+        let v = r.json().unwrap();
+        let c = &v["choices"][0];
+        let calls = c["message"]["tool_calls"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|t| {
+                let args = t["function"]["arguments"].as_str().unwrap();
+                (
+                    t["function"]["name"].as_str().unwrap().to_owned(),
+                    serde_json::from_str(args).unwrap(),
+                )
+            })
+            .collect();
+        return (
+            c["message"]["content"].as_str().unwrap_or("").to_owned(),
+            calls,
+            c["finish_reason"].as_str().unwrap().to_owned(),
+        );
+    }
+    let text = r.text();
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    let mut content = String::new();
+    let mut calls: Vec<(String, String)> = Vec::new();
+    let mut finish = String::new();
+    for data in text.lines().filter_map(|l| l.strip_prefix("data: ")) {
+        if data == "[DONE]" {
+            continue;
+        }
+        let v: Value = serde_json::from_str(data).unwrap();
+        let c = &v["choices"][0];
+        if let Some(t) = c["delta"]["content"].as_str() {
+            content.push_str(t);
+        }
+        for t in c["delta"]["tool_calls"].as_array().into_iter().flatten() {
+            let i = t["index"].as_u64().unwrap() as usize;
+            if calls.len() <= i {
+                calls.resize(i + 1, (String::new(), String::new()));
+            }
+            if let Some(n) = t["function"]["name"].as_str() {
+                calls[i].0.push_str(n);
+            }
+            if let Some(a) = t["function"]["arguments"].as_str() {
+                calls[i].1.push_str(a);
+            }
+        }
+        if let Some(f) = c["finish_reason"].as_str() {
+            finish = f.to_owned();
+        }
+    }
+    let calls = calls
+        .into_iter()
+        .map(|(n, a)| (n, serde_json::from_str(&a).unwrap()))
+        .collect();
+    (content, calls, finish)
+}
+
+const PAYMENT: fn() -> Value = || json!({"amount": 1500, "currency": "EUR"});
+
+#[tokio::test]
+async fn a_person_approves_a_held_payment_in_the_console() {
+    let started = Instant::now();
+    let (r, _) = decide_in_browser(Surface::Mcp, "Approve", true).await;
+    assert_executed(&r);
     eprintln!("approve scenario: {:?}", started.elapsed());
 }
 
 #[tokio::test]
 async fn a_person_denies_a_held_payment_in_the_console() {
     let started = Instant::now();
-    let (r, id) = decide_in_browser("Deny", false).await;
+    let (r, id) = decide_in_browser(Surface::Mcp, "Deny", false).await;
     let v = r.json().unwrap();
     assert_eq!(v["id"], 42, "{v}");
     assert_eq!(v["error"]["code"], -32001, "{v}");
@@ -516,4 +653,97 @@ async fn a_person_denies_a_held_payment_in_the_console() {
         "{v}"
     );
     eprintln!("deny scenario: {:?}", started.elapsed());
+}
+
+/// A payment the model calls in its answer, streamed or not, waits for the person: approved →
+/// the answer reaches the client unchanged; denied → the call is replaced by a deterministic
+/// message in the same shape (a stream stays a stream).
+#[tokio::test]
+async fn a_person_decides_a_payment_in_a_model_answer_in_the_console() {
+    for stream in [false, true] {
+        let surface = Surface::Answer { stream };
+        let (r, _) = decide_in_browser(surface, "Approve", false).await;
+        let (_, calls, finish) = answer_of(&r, stream);
+        assert_eq!(
+            calls,
+            vec![("pay".to_owned(), PAYMENT())],
+            "stream {stream}"
+        );
+        assert_eq!(finish, "tool_calls");
+
+        let (r, _) = decide_in_browser(surface, "Deny", false).await;
+        let (content, calls, finish) = answer_of(&r, stream);
+        assert!(calls.is_empty(), "stream {stream}: {calls:?}");
+        assert_eq!(
+            (content.as_str(), finish.as_str()),
+            (
+                "The tool call `pay` was not run: a person denied it (checked with the customer by phone).",
+                "stop"
+            ),
+            "stream {stream}"
+        );
+    }
+}
+
+/// `defer`: the answer comes back at once with the call replaced by a message naming its
+/// approval; the person approves it in the console; a retry whose call has other arguments is
+/// refused, the unchanged retry goes through once, and a second use is refused.
+#[tokio::test]
+async fn a_deferred_payment_approved_in_the_console_covers_exactly_its_call_once() {
+    let (svc, env) = start().await;
+    let browser = Browser::start().await;
+    let console = format!("http://{}", svc.addr);
+    sign_in(&browser, &console).await;
+    for stream in [false, true] {
+        let surface = Surface::Answer { stream };
+        let client = env.client();
+        let r = send(&client, surface, "/defer", 1500).await;
+        let (content, calls, finish) = answer_of(&r, stream);
+        assert!(calls.is_empty() && finish == "stop", "{content} {calls:?}");
+        let id = content
+            .split_once("approval id ")
+            .and_then(|(_, rest)| rest.split_once(')'))
+            .map(|(id, _)| id.to_owned())
+            .unwrap_or_else(|| panic!("no approval id in {content:?}"));
+        assert_eq!(
+            content,
+            format!("The tool call `pay` was not run: it waits for a person's approval (approval id {id}); once approved, send the same request again with the header `x-approval-id: {id}`.")
+        );
+        let decided = approve_or_deny(&browser, &console, "Approve", surface, false, None).await;
+        assert_eq!(decided, id);
+
+        let retry = |amount: u64| {
+            let client = env.client();
+            let id = id.clone();
+            async move {
+                client
+                    .post("/defer/v1/chat/completions", chat(amount, stream))
+                    .header("x-user", "alice")
+                    .header("x-conversation-id", "conv-1")
+                    .header("x-approval-id", &id)
+                    .send()
+                    .await
+                    .unwrap()
+            }
+        };
+        // The model now calls pay with other arguments: not what the person approved.
+        let (content, calls, _) = answer_of(&retry(9000).await, stream);
+        assert!(calls.is_empty(), "{calls:?}");
+        assert!(
+            content.contains("the approval does not cover this tool call"),
+            "{content}"
+        );
+        // The unchanged call passes, once.
+        let (_, calls, finish) = answer_of(&retry(1500).await, stream);
+        assert_eq!(calls, vec![("pay".to_owned(), PAYMENT())]);
+        assert_eq!(finish, "tool_calls");
+        let (content, calls, _) = answer_of(&retry(1500).await, stream);
+        assert!(calls.is_empty(), "{calls:?}");
+        assert!(
+            content.contains("the approval does not cover this tool call"),
+            "{content}"
+        );
+    }
+    drop(browser);
+    env.finish();
 }

@@ -1,10 +1,16 @@
-//! The proxy-wasm adapter, first surface: MCP `tools/call` requests (JSON-RPC over HTTP) from
-//! an agent to an MCP server. A gated call is held before it goes upstream (`hold`: the request
-//! waits, long-polling the approval service, bounded by `hold_max_ms`) or refused at once with
-//! the approval id (`defer`: a retry carrying `params._meta.approval_id` passes once, only if
-//! approved and its digest matches). Refusals are JSON-RPC errors (HTTP 200), so agents see
-//! them as tool errors. Tool calls in model answers come next (they need call-outs in the
-//! response phase).
+//! The proxy-wasm adapter. Two surfaces:
+//! - MCP `tools/call` requests (JSON-RPC over HTTP) from an agent to an MCP server. A gated call
+//!   is held before it goes upstream (`hold`: the request waits, long-polling the approval
+//!   service, bounded by `hold_max_ms`) or refused at once with the approval id (`defer`: a
+//!   retry carrying `params._meta.approval_id` passes once, only if approved and its digest
+//!   matches). Refusals are JSON-RPC errors (HTTP 200), so agents see them as tool errors.
+//! - Tool calls in model answers (streamed or not): the whole answer waits with its headers
+//!   (response-phase call-outs). `hold`: each gated call is decided by a person in turn;
+//!   `defer`: each gated call is replaced at once by a message carrying its approval id, and a
+//!   later request carrying `x-approval-id` lets the model's repeated call through only if the
+//!   service's atomic consume accepts its digest. A refused call is removed from the answer and
+//!   replaced by a deterministic message in the provider's shape, in whole answers and in
+//!   streams alike.
 
 use crate::digest::approval_digest;
 use crate::policy::{self, Outcome as RuleOutcome, Policy};
@@ -12,9 +18,11 @@ use guard_core::api::ApiShape;
 use guard_core::body::{RequestBody, ResponseBody, ToolArgs};
 use guard_core::config::{FailurePolicy, FilterConfig};
 use guard_core::error::{Error, Result};
+use guard_core::segment::Source;
 use guard_core::segment::Step;
 use guard_core::sse::SseParser;
 use guard_core::stream::{StreamAssembler, StreamDecoder};
+use guard_core::stream_edit::remove_streamed_tool_calls;
 use guard_core::verdict::{Decision, LocalReply};
 use guard_host::driver::{
     CallOut, CallOutResult, Cx, GuardFilter, Outcome, RequestInfo, ResponsePlan,
@@ -116,16 +124,45 @@ enum Pending {
     Consume { id: String },
 }
 
+/// Where a tool call of an answer sits, to remove it when refused.
+#[derive(Debug, Clone, PartialEq)]
+enum Loc {
+    /// Not in an answer (an MCP request).
+    None,
+    /// A whole answer: the call's JSON location and its choice.
+    Whole(Vec<Step>, usize),
+    /// A stream: the choice and the call's index as the stream names it.
+    Stream(usize, usize),
+}
+
 /// One tool call under judgement.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 struct Call {
     tool: String,
     args: Value,
     digest: String,
     rule: Option<String>,
-    /// Where the call sits in a whole answer, and its choice (to remove it when refused).
-    loc: Option<(Vec<Step>, usize)>,
+    loc: Loc,
 }
+
+impl Default for Call {
+    fn default() -> Self {
+        Call {
+            tool: String::new(),
+            args: Value::Null,
+            digest: String::new(),
+            rule: None,
+            loc: Loc::None,
+        }
+    }
+}
+
+/// Most approval ids one request may carry in `x-approval-id`.
+const MAX_APPROVAL_IDS: usize = 4;
+/// Longest conversation excerpt sent to the approval service (the tail is kept).
+const MAX_EXCERPT_BYTES: usize = 4096;
+/// Messages of the conversation the excerpt shows (the last ones).
+const EXCERPT_MESSAGES: usize = 4;
 
 pub struct ApprovalGate {
     call: Call,
@@ -143,12 +180,20 @@ pub struct ApprovalGate {
     /// The whole answer under judgement (non-streamed), parsed, to rewrite when a call is
     /// refused.
     answer: Option<ResponseBody>,
-    /// Refused calls of a whole answer, with why.
+    /// The streamed answer under judgement, as received, to rewrite when a call is refused.
+    stream_body: Vec<u8>,
+    /// Refused calls of the answer, with why.
     refused: Vec<(Call, String)>,
+    /// The last messages of an LLM request (real values: the service masks them for the
+    /// approvers who may not see PII).
+    excerpt: String,
+    /// Approval ids of earlier deferred calls this request carries (`x-approval-id`), in the
+    /// order of the answer's gated calls.
+    approval_ids: Vec<String>,
 }
 
-/// A tool call of an answer: name, arguments, location (whole answers) and choice.
-type AnswerCall = (String, Value, Option<(Vec<Step>, usize)>);
+/// A tool call of an answer: name, arguments, location.
+type AnswerCall = (String, Value, Loc);
 
 /// JSON-RPC error code of a refused tool call (server-defined range).
 pub const REFUSED_CODE: i64 = -32001;
@@ -204,19 +249,14 @@ impl ApprovalGate {
     /// Ask the service for an approval of `self.call`.
     fn create(&mut self, cx: &mut Cx<'_, Self>) -> Result<Outcome> {
         let s = &cx.settings().settings;
-        // Answers are held: a deferred answer would need the model to repeat the call.
-        let mode = if self.api.is_some() {
-            Mode::Hold
-        } else {
-            s.mode
-        };
+        let mode = s.mode;
         let body = json!({
             "tool": self.call.tool,
             "arguments": self.call.args,
             "digest": self.call.digest,
             "caller": self.caller,
             "conversation": self.conversation,
-            "excerpt": "",
+            "excerpt_raw": self.excerpt,
             "rule": self.call.rule,
             "mode": match mode { Mode::Hold => "hold", Mode::Defer => "defer" },
             "expires_in_s": s.expires_in_s,
@@ -277,7 +317,7 @@ impl ApprovalGate {
                         ToolArgs::Text(t) => args_of(t),
                         ToolArgs::Json(v) => v.clone(),
                     };
-                    let loc = Some((c.path.0.clone(), c.choice.unwrap_or(0)));
+                    let loc = Loc::Whole(c.path.0.clone(), c.choice.unwrap_or(0));
                     (c.name.to_string(), args, loc)
                 })
                 .collect();
@@ -299,16 +339,19 @@ impl ApprovalGate {
                 asm.apply(d)?;
             }
         }
+        // Kept as received, to rewrite when a call is refused.
+        body.clone_into(&mut self.stream_body);
         Ok(asm
             .result()
             .choices
             .iter()
-            .flat_map(|c| c.tool_calls.iter())
-            .map(|t| {
+            .enumerate()
+            .flat_map(|(choice, c)| c.tool_calls.iter().map(move |t| (choice, t)))
+            .map(|(choice, t)| {
                 (
                     t.name.clone().unwrap_or_default(),
                     args_of(&t.arguments),
-                    None,
+                    Loc::Stream(choice, t.index),
                 )
             })
             .collect())
@@ -376,10 +419,10 @@ impl ApprovalGate {
         }
     }
 
-    /// The current call was not granted: a whole answer goes on without it (the call replaced
-    /// by a deterministic message), anything else is refused.
+    /// The current call was not granted: an answer goes on without it (the call replaced by a
+    /// deterministic message), an MCP call is refused.
     fn not_granted(&mut self, cx: &mut Cx<'_, Self>, reason: &str, why: String) -> Result<Outcome> {
-        if self.api.is_some() && !self.streaming {
+        if self.api.is_some() {
             Self::count(cx, reason);
             cx.info.record.reasons.push(reason.to_string());
             let call = std::mem::take(&mut self.call);
@@ -391,12 +434,40 @@ impl ApprovalGate {
         self.refuse(cx, reason, &msg)
     }
 
+    /// Ask for the current call of an answer: consume the approval id the request carries for
+    /// it (a retry of a deferred call), else create an approval request.
+    fn ask(&mut self, cx: &mut Cx<'_, Self>) -> Result<Outcome> {
+        if cx.settings().settings.mode == Mode::Defer && !self.approval_ids.is_empty() {
+            let id = self.approval_ids.remove(0);
+            return self.consume(cx, id);
+        }
+        self.create(cx)
+    }
+
+    /// Spend approval `id` on the current call (the service checks the digest, once).
+    fn consume(&mut self, cx: &mut Cx<'_, Self>, id: String) -> Result<Outcome> {
+        let body = json!({"digest": self.call.digest});
+        let timeout = Self::service(cx).map_or(2000, |s| s.timeout_ms);
+        let Some(call) = Self::call_out(
+            cx,
+            "POST",
+            format!("/v1/approvals/{id}/consume"),
+            body,
+            timeout,
+        ) else {
+            return self.service_failed(cx);
+        };
+        cx.info.record.extra.insert("approval_id".into(), json!(id));
+        self.pending = Pending::Consume { id };
+        Ok(Outcome::CallOut(call))
+    }
+
     /// The answer's next gated call, or the end: the answer unchanged when every call was
     /// granted, else rewritten without the refused calls.
     fn next_or_finish(&mut self, cx: &mut Cx<'_, Self>) -> Result<Outcome> {
         if let Some(next) = self.queue.pop() {
             self.call = next;
-            return self.create(cx);
+            return self.ask(cx);
         }
         if self.refused.is_empty() {
             // Every gated call was granted (each counted as `approved` when decided).
@@ -407,35 +478,143 @@ impl ApprovalGate {
                 .insert("outcome".into(), json!("approved"));
             return Ok(Outcome::Continue);
         }
-        // Refused calls exist only for whole answers, which are kept parsed.
-        let Some(mut resp) = self.answer.take() else {
-            return Err(Error::unparsable(
-                "a refused tool call has no answer to be removed from",
-            ));
-        };
-        let locs: Vec<(&[Step], usize)> = self
-            .refused
-            .iter()
-            .filter_map(|(c, _)| c.loc.as_ref().map(|(l, ch)| (l.as_slice(), *ch)))
-            .collect();
         let message = self
             .refused
             .iter()
             .map(|(c, why)| format!("The tool call `{}` was not run: {why}.", c.tool))
             .collect::<Vec<_>>()
             .join(" ");
-        if locs.len() != self.refused.len() || !resp.remove_tool_calls(&locs, &message) {
-            return Err(Error::unparsable(
-                "a refused tool call could not be located in the answer",
-            ));
-        }
+        let bytes = if self.streaming {
+            let locs: Vec<(usize, usize)> = self
+                .refused
+                .iter()
+                .filter_map(|(c, _)| match c.loc {
+                    Loc::Stream(choice, index) => Some((choice, index)),
+                    _ => None,
+                })
+                .collect();
+            let api = self
+                .api
+                .ok_or_else(|| Error::unparsable("no API for the answer"))?;
+            if locs.len() != self.refused.len() {
+                return Err(Error::unparsable(
+                    "a refused tool call could not be located in the stream",
+                ));
+            }
+            let body = std::mem::take(&mut self.stream_body);
+            match remove_streamed_tool_calls(api, &body, cx.max_sse_event_bytes(), &locs, &message)
+            {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    // The stream cannot be rewritten faithfully: refuse it whole (nothing of it
+                    // has reached the client).
+                    cx.host.log(
+                        guard_host::host::LogLevel::Warn,
+                        &format!("approval-gate: refused stream not rewritten: {e}"),
+                    );
+                    let reason = cx
+                        .info
+                        .record
+                        .reasons
+                        .last()
+                        .cloned()
+                        .unwrap_or_else(|| "tool_denied".into());
+                    cx.info.record.decide(Decision::Block, &reason);
+                    let msg = format!("the tool call was not run: {message}");
+                    let status = 403;
+                    return Ok(Outcome::Reply(LocalReply::new(status, &reason, &msg)));
+                }
+            }
+        } else {
+            // Whole answers are kept parsed.
+            let Some(mut resp) = self.answer.take() else {
+                return Err(Error::unparsable(
+                    "a refused tool call has no answer to be removed from",
+                ));
+            };
+            let locs: Vec<(&[Step], usize)> = self
+                .refused
+                .iter()
+                .filter_map(|(c, _)| match &c.loc {
+                    Loc::Whole(l, ch) => Some((l.as_slice(), *ch)),
+                    _ => None,
+                })
+                .collect();
+            if locs.len() != self.refused.len() || !resp.remove_tool_calls(&locs, &message) {
+                return Err(Error::unparsable(
+                    "a refused tool call could not be located in the answer",
+                ));
+            }
+            resp.to_bytes()
+        };
         cx.info.record.decide(Decision::Modify, "tool_call_removed");
         cx.info
             .record
             .extra
             .insert("calls_removed".into(), json!(self.refused.len()));
-        Ok(Outcome::Replace(resp.to_bytes()))
+        Ok(Outcome::Replace(bytes))
     }
+}
+
+/// Whether `id` can be an approval id (it goes into a path).
+fn valid_approval_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The approval ids of an `x-approval-id` header (comma-separated, in order; invalid ones and
+/// those past [`MAX_APPROVAL_IDS`] are dropped).
+fn approval_ids(header: &str) -> Vec<String> {
+    header
+        .split(',')
+        .map(str::trim)
+        .filter(|id| valid_approval_id(id))
+        .take(MAX_APPROVAL_IDS)
+        .map(str::to_string)
+        .collect()
+}
+
+/// The last [`EXCERPT_MESSAGES`] messages of an LLM request (end-user, assistant and tool
+/// results; not system prompts), one `role: text` line each, the tail of at most
+/// [`MAX_EXCERPT_BYTES`].
+fn excerpt(api: ApiShape, body: &[u8]) -> String {
+    let Ok(req) = RequestBody::parse(api, body) else {
+        return String::new();
+    };
+    let mut lines: Vec<(Option<usize>, String)> = Vec::new();
+    for seg in req.segments() {
+        let role = match seg.source {
+            Source::User => "user",
+            Source::Assistant => "assistant",
+            Source::ToolResult => "tool",
+            _ => continue,
+        };
+        match lines.last_mut() {
+            Some((m, text)) if *m == seg.message && seg.message.is_some() => {
+                text.push(' ');
+                text.push_str(&seg.text);
+            }
+            _ => lines.push((seg.message, format!("{role}: {}", seg.text))),
+        }
+    }
+    let skip = lines.len().saturating_sub(EXCERPT_MESSAGES);
+    let joined = lines
+        .into_iter()
+        .skip(skip)
+        .map(|(_, l)| l)
+        .collect::<Vec<_>>()
+        .join("\n");
+    if joined.len() <= MAX_EXCERPT_BYTES {
+        return joined;
+    }
+    let mut start = joined.len().saturating_sub(MAX_EXCERPT_BYTES);
+    while !joined.is_char_boundary(start) {
+        start = start.saturating_add(1);
+    }
+    format!("…{}", joined.get(start..).unwrap_or_default())
 }
 
 /// The JSON-RPC id of a request body, for the reply.
@@ -516,7 +695,10 @@ impl GuardFilter for ApprovalGate {
             caller: String::new(),
             conversation: String::new(),
             answer: None,
+            stream_body: Vec::new(),
             refused: Vec::new(),
+            excerpt: String::new(),
+            approval_ids: Vec::new(),
         }
     }
 
@@ -550,6 +732,14 @@ impl GuardFilter for ApprovalGate {
                     .header(Dir::Request, "x-conversation-id")
                     .map(|b| String::from_utf8_lossy(&b).into_owned())
                     .unwrap_or_default();
+                self.approval_ids = cx
+                    .host
+                    .header(Dir::Request, "x-approval-id")
+                    .map(|b| approval_ids(&String::from_utf8_lossy(&b)))
+                    .unwrap_or_default();
+                if self.stream_may_gate || !self.approval_ids.is_empty() {
+                    self.excerpt = excerpt(api, body);
+                }
             }
             return Ok(Outcome::Continue);
         }
@@ -607,7 +797,7 @@ impl GuardFilter for ApprovalGate {
             tool,
             args,
             rule: verdict.rule,
-            loc: None,
+            loc: Loc::None,
         };
         match verdict.outcome {
             RuleOutcome::Allow => self.pass(cx, "allowed"),
@@ -625,23 +815,8 @@ impl GuardFilter for ApprovalGate {
                     .pointer("/_meta/approval_id")
                     .and_then(Value::as_str)
                     .map(str::to_string);
-                if let Some(id) = approval_id
-                    .filter(|id| !id.is_empty() && id.len() <= 128 && !id.contains(['/', '?', '#']))
-                {
-                    let body = json!({"digest": self.call.digest});
-                    let timeout = Self::service(cx).map_or(2000, |s| s.timeout_ms);
-                    let Some(call) = Self::call_out(
-                        cx,
-                        "POST",
-                        format!("/v1/approvals/{id}/consume"),
-                        body,
-                        timeout,
-                    ) else {
-                        return self.service_failed(cx);
-                    };
-                    cx.info.record.extra.insert("approval_id".into(), json!(id));
-                    self.pending = Pending::Consume { id };
-                    return Ok(Outcome::CallOut(call));
+                if let Some(id) = approval_id.filter(|id| valid_approval_id(id)) {
+                    return self.consume(cx, id);
                 }
                 self.create(cx)
             }
@@ -667,6 +842,11 @@ impl GuardFilter for ApprovalGate {
                     return self.service_failed(cx);
                 };
                 cx.info.record.extra.insert("approval_id".into(), json!(id));
+                if cx.settings().settings.mode == Mode::Defer && self.api.is_some() {
+                    // The call is replaced by a message naming its approval.
+                    let why = format!("it waits for a person's approval (approval id {id}); once approved, send the same request again with the header `x-approval-id: {id}`");
+                    return self.not_granted(cx, "approval_required", why);
+                }
                 if cx.settings().settings.mode == Mode::Defer {
                     cx.info.record.decide(Decision::Block, "approval_required");
                     return self.refuse(cx, "approval_required", &format!("the tool call waits for a person's approval (approval id {id}); retry it unchanged with params._meta.approval_id once approved"));
@@ -680,6 +860,10 @@ impl GuardFilter for ApprovalGate {
                 self.decided(cx, id, &v)
             }
             Pending::Consume { id: _ } => match (status, v.get("error").and_then(Value::as_str)) {
+                (200, _) if self.api.is_some() => {
+                    Self::count(cx, "approved");
+                    self.next_or_finish(cx)
+                }
                 (200, _) => {
                     cx.info.record.decide(Decision::Allow, "approved");
                     self.pass(cx, "approved")
@@ -691,8 +875,12 @@ impl GuardFilter for ApprovalGate {
                         "expired" => "approval_expired",
                         _ => "approval_not_granted",
                     };
+                    let why = "the approval does not cover this tool call (not approved, already used, expired, or the arguments changed)";
+                    if self.api.is_some() {
+                        return self.not_granted(cx, code, why.to_string());
+                    }
                     cx.info.record.decide(Decision::Block, code);
-                    self.refuse(cx, code, "the approval does not cover this tool call (not approved, already used, expired, or the arguments changed)")
+                    self.refuse(cx, code, why)
                 }
                 _ => self.service_failed(cx),
             },
@@ -728,8 +916,8 @@ impl GuardFilter for ApprovalGate {
             }
             match verdict.outcome {
                 RuleOutcome::Allow => {}
-                RuleOutcome::Deny if !self.streaming => {
-                    // A whole answer goes on without the call.
+                RuleOutcome::Deny => {
+                    // The answer goes on without the call.
                     Self::count(cx, "tool_denied");
                     cx.info.record.reasons.push("tool_denied".into());
                     let call = Call {
@@ -740,12 +928,6 @@ impl GuardFilter for ApprovalGate {
                     };
                     self.refused
                         .push((call, "the policy does not allow it".into()));
-                }
-                RuleOutcome::Deny => {
-                    cx.info.record.extra.insert("tool".into(), json!(tool));
-                    cx.info.record.decide(Decision::Block, "tool_denied");
-                    let msg = format!("the model called {tool:?}, which the policy does not allow");
-                    return self.refuse(cx, "tool_denied", &msg);
                 }
                 RuleOutcome::RequireApproval => gated.push(Call {
                     digest: approval_digest(&tool, &args, &self.caller, &self.conversation),
@@ -776,7 +958,7 @@ impl GuardFilter for ApprovalGate {
             .insert("tool".into(), json!(first.tool));
         self.queue = gated;
         self.call = first;
-        self.create(cx)
+        self.ask(cx)
     }
 
     fn reply_body(info: &RequestInfo<Compiled>, reply: &LocalReply) -> Option<Vec<u8>> {
