@@ -385,7 +385,8 @@ async fn the_shipped_config_holds_a_gated_call() {
 }
 
 /// Nobody decides within the hold bound: the held call gets `approval_expired`, in about the
-/// bound (1.5 s on this route), and never reaches the MCP server.
+/// bound (1.5 s on this route), and never reaches the MCP server; a held answer (streamed or
+/// not) gets the call replaced.
 #[tokio::test]
 async fn an_undecided_hold_expires_into_a_refusal() {
     let (svc, env) = start().await;
@@ -410,5 +411,38 @@ async fn an_undecided_hold_expires_into_a_refusal() {
         recorded.iter().all(|r| !r.path.ends_with("/mcp")),
         "the call reached the MCP server"
     );
+    // The same for a payment in a model answer, streamed or not: the call is replaced.
+    for stream in [false, true] {
+        let body = json!({
+            "model": "gpt-4o",
+            "stream": stream,
+            "messages": [{"role": "user", "content": "pay it [[tool_args:{\"amount\":1500}]]"}],
+            "tools": [{"type": "function", "function": {"name": "pay", "parameters": {"type": "object"}}}]
+        });
+        let t = Instant::now();
+        let r = env
+            .client()
+            .post("/quick/v1/chat/completions", body.to_string())
+            .header("x-user", "alice")
+            .send()
+            .await
+            .unwrap();
+        let took = t.elapsed();
+        assert!(
+            took >= Duration::from_millis(1400) && took < Duration::from_secs(10),
+            "{took:?}"
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        let text = r.text();
+        assert!(
+            text.contains("The tool call `pay` was not run: nobody approved it in time.")
+                && !text.contains("\"tool_calls\""),
+            "stream {stream}: {text}"
+        );
+        if stream {
+            assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+        }
+    }
+    assert_eq!(pending(&svc).await.len(), 3);
     env.finish();
 }
