@@ -109,6 +109,9 @@ fn parse_simple(token: &str) -> Result<Option<Simple>, String> {
     Ok(Some(simple))
 }
 
+/// Builds the scenario of a payload directive from its payload.
+type PayloadScenario = fn(String) -> Scenario;
+
 /// Scans message text for directives. Text without directives gives [`Scenario::Echo`].
 pub fn from_text(text: &str) -> Result<Directives, String> {
     let mut scenario: Option<Scenario> = None;
@@ -116,7 +119,7 @@ pub fn from_text(text: &str) -> Result<Directives, String> {
     let mut rest = text;
     while let Some(start) = rest.find("[[") {
         let after = rest.get(start.saturating_add(2)..).unwrap_or("");
-        let payload_kind: Option<(usize, fn(String) -> Scenario)> = if after.starts_with("json:") {
+        let payload_kind: Option<(usize, PayloadScenario)> = if after.starts_with("json:") {
             Some((5, Scenario::Json))
         } else if after.starts_with("text:") {
             Some((5, Scenario::Text))

@@ -196,19 +196,53 @@ async fn a_deferred_approval_covers_exactly_its_call_once() {
 #[tokio::test]
 async fn a_stopped_service_gives_the_failure_policy_and_a_restart_loses_nothing() {
     let (mut svc, env) = start().await;
-    let r = mcp(
-        &env,
-        "/defer/mcp",
-        call("pay", json!({"amount": 3000}), None),
-    )
-    .await;
-    let id = refused(&r)["approval_id"].as_str().unwrap().to_string();
+    let defer = |amount: u64| {
+        mcp(
+            &env,
+            "/defer/mcp",
+            call("pay", json!({"amount": amount}), None),
+        )
+    };
+    let id = refused(&defer(3000).await)["approval_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let decided = refused(&defer(2500).await)["approval_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    decide(&svc, &decided, "approve").await;
     svc.stop();
     let r = mcp(&env, "/mcp", call("pay", json!({"amount": 3000}), None)).await;
     assert_eq!(refused(&r)["reason"], "approval_unavailable");
+    // A gated call in a model answer: replaced (the default failure policy is deny).
+    for stream in [false, true] {
+        let r = env
+            .client()
+            .post("/v1/chat/completions", chat("transfer_funds", stream))
+            .header("x-user", "alice")
+            .send()
+            .await
+            .unwrap();
+        let text = r.text();
+        assert_eq!(r.status, 200, "{text}");
+        assert!(
+            text.contains(
+                "The tool call `transfer_funds` was not run: the approval service is unavailable."
+            ) && !text.contains("\"tool_calls\""),
+            "stream {stream}: {text}"
+        );
+    }
     svc.restart().await.unwrap();
-    // The pending request survived the restart and can still be decided and used.
+    // The pending request and the decision survived the restart.
     assert_eq!(pending(&svc).await, vec![id.clone()]);
+    let r = mcp(
+        &env,
+        "/defer/mcp",
+        call("pay", json!({"amount": 2500}), Some(&decided)),
+    )
+    .await;
+    assert_eq!(executed(&r)["arguments"]["amount"], 2500);
     decide(&svc, &id, "approve").await;
     let r = mcp(
         &env,

@@ -373,6 +373,14 @@ impl ApprovalGate {
                 .decide(Decision::Flag, "approval_unavailable");
             return self.pass(cx, "service_failed_allowed");
         }
+        if self.api.is_some() {
+            // An answer goes on without the call, as for any refusal.
+            return self.not_granted(
+                cx,
+                "approval_unavailable",
+                "the approval service is unavailable".into(),
+            );
+        }
         cx.info
             .record
             .decide(Decision::Block, "approval_unavailable");
