@@ -16,9 +16,11 @@
 //!   combined filter pauses Envoy (which keeps buffering) and tracks how much of Envoy's buffer
 //!   it has consumed;
 //! - a local reply from a stage ends the direction (later stages never see it, as in Envoy);
-//! - a stage waiting for its call-out resumes through [`ChainStream::on_callout_response`]: its
-//!   `resume` is caught, its body goes on to the next stages, and Envoy is resumed only when the
-//!   whole chain has released.
+//! - a stage waiting for its call-out (on a request, or on a whole answer it holds) resumes
+//!   through [`ChainStream::on_callout_response`] in the direction it called out in: its
+//!   `resume` is caught, what it released (its body as it left it, possibly replaced) goes on
+//!   through the next stages of that direction, and Envoy is resumed only when the whole chain
+//!   has released.
 
 use crate::driver::{Action, GuardFilter, GuardStream};
 use crate::host::{Dir, Host, LogLevel, MetricKind};
@@ -267,8 +269,9 @@ pub struct ChainStream {
     stages: Vec<Box<dyn Stage>>,
     req: Flow,
     resp: Flow,
-    /// Call-out tokens and the stage (index in `stages`) that owns each.
-    calls: Vec<(u32, usize)>,
+    /// Call-out tokens, the stage (index in `stages`) that owns each and the direction it
+    /// called out in.
+    calls: Vec<(u32, usize, Dir)>,
 }
 
 impl ChainStream {
@@ -286,7 +289,8 @@ impl ChainStream {
         }
     }
 
-    /// Index in `stages` of the `k`-th stage of direction `dir`.
+    /// Index in `stages` of the `k`-th stage of direction `dir` (and, the mapping being its own
+    /// inverse, the position in direction `dir` of the stage at index `k`).
     fn index(&self, dir: Dir, k: usize) -> usize {
         match dir {
             Dir::Request => k,
@@ -322,7 +326,7 @@ impl ChainStream {
             None => f(&mut NoStage, &sh),
         };
         for t in sh.calls.take() {
-            self.calls.push((t, i));
+            self.calls.push((t, i, dir));
         }
         (r, sh.replied.get(), sh.resumed.get())
     }
@@ -545,16 +549,17 @@ impl ChainStream {
         self.trailers(host, Dir::Response)
     }
 
-    /// A call-out answer: to the stage that dispatched it. When that stage resumes, its body
-    /// flows on through the later stages, and Envoy is resumed once the chain released it.
+    /// A call-out answer: to the stage that dispatched it, in the direction it called out in
+    /// (a request it holds, or a whole answer it holds). When that stage resumes, what it
+    /// released flows on through the later stages of that direction, and Envoy is resumed once
+    /// the chain released it.
     pub fn on_callout_response(&mut self, host: &dyn Host, token: u32, body_size: usize) {
-        let Some(pos) = self.calls.iter().position(|(t, _)| *t == token) else {
+        let Some(pos) = self.calls.iter().position(|(t, _, _)| *t == token) else {
             return;
         };
-        let (_, i) = self.calls.swap_remove(pos);
-        // Call-outs are made on requests (the request order is the stage order).
-        let dir = Dir::Request;
-        let k = i;
+        let (_, i, dir) = self.calls.swap_remove(pos);
+        // The stage's position in its direction's order (responses run the stages reversed).
+        let k = self.index(dir, i);
         let (_, replied, resumed) = self.call(host, dir, k, |s, h| {
             s.on_callout_response(h, token, body_size);
         });

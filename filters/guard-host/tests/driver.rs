@@ -22,6 +22,8 @@ use std::rc::Rc;
 
 thread_local! {
     static SEEN: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    /// Whole answers the probes judged, in the order they judged them.
+    static SEEN_ANSWERS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -30,6 +32,8 @@ struct ProbeSettings {
     replace_with: Option<String>,
     buffer_response: bool,
     callout: bool,
+    /// Hold a whole answer (headers too) and ask the judge about it before releasing it.
+    response_callout: bool,
 }
 
 /// A filter that records what it was shown, optionally rewrites the request, and in streams
@@ -84,6 +88,11 @@ impl GuardFilter for Probe {
                     "the judge said no",
                 ))
             }
+            guard_host::CallOutResult::Response { status: 200, body }
+                if body.starts_with(b"replace:") =>
+            {
+                Outcome::Replace(body.get(8..).unwrap_or_default().to_vec())
+            }
             guard_host::CallOutResult::Response { .. } => Outcome::Continue,
             guard_host::CallOutResult::Failed => Outcome::Reply(
                 guard_core::verdict::LocalReply::new(400, "judge_down", "no judge"),
@@ -93,6 +102,8 @@ impl GuardFilter for Probe {
     fn response_plan(&mut self, cx: &mut Cx<'_, Self>, streaming: bool) -> ResponsePlan {
         if streaming {
             ResponsePlan::Stream
+        } else if cx.settings().response_callout {
+            ResponsePlan::Buffer { hold_headers: true }
         } else if cx.settings().buffer_response {
             ResponsePlan::Buffer {
                 hold_headers: false,
@@ -101,8 +112,20 @@ impl GuardFilter for Probe {
             ResponsePlan::Skip
         }
     }
-    fn on_response_body(&mut self, _cx: &mut Cx<'_, Self>, body: &[u8]) -> Result<Outcome> {
+    fn on_response_body(&mut self, cx: &mut Cx<'_, Self>, body: &[u8]) -> Result<Outcome> {
+        SEEN_ANSWERS.with(|s| s.borrow_mut().push(body.to_vec()));
         serde_json::from_slice::<Value>(body).map_err(|e| Error::unparsable(e.to_string()))?;
+        if cx.settings().response_callout {
+            return Ok(Outcome::CallOut(guard_host::CallOut {
+                method: "POST",
+                cluster: "judge".into(),
+                authority: "judge".into(),
+                path: "/answers".into(),
+                headers: vec![],
+                body: body.to_vec(),
+                timeout_ms: 250,
+            }));
+        }
         Ok(Outcome::Continue)
     }
     fn on_stream_chunk(
@@ -642,4 +665,243 @@ fn chain_streams_pass_every_byte_in_order_through_holding_stages() {
         assert_eq!(out, stream, "chunk {chunk}");
         chain.on_done(&*host);
     }
+}
+
+const ANSWER: &[u8] = br#"{"choices":[{"message":{"role":"assistant","content":"hi"}}]}"#;
+
+/// A two-stage chain whose second stage (the first on the way back) holds the whole answer
+/// for a call-out: `[after, judge]`, so responses run judge → after. Returns the host and the
+/// chain once the judge waits for its answer.
+fn chain_waiting_for_answer_judge(
+    chunk: usize,
+    trailers: bool,
+) -> (Rc<FakeHost>, guard_host::chain::ChainStream) {
+    SEEN_ANSWERS.with(|s| s.borrow_mut().clear());
+    let host = Rc::new(FakeHost::new());
+    let after = probe_stage(
+        r#"{"policies":{"default":{"buffer_response":true}}}"#,
+        &host,
+    );
+    let judge = probe_stage(
+        r#"{"policies":{"default":{"response_callout":true}}}"#,
+        &host,
+    );
+    let mut chain = guard_host::chain::ChainStream::new(vec![after, judge]);
+    post(&host);
+    assert_eq!(chain.on_request_headers(&*host, false), Action::Pause);
+    assert_eq!(
+        feed_chain(&host, &mut chain, BODY, BODY.len()),
+        Action::Continue
+    );
+    host.set_buffer(Dir::Request, b"");
+    host.set_header(Dir::Response, ":status", Some(b"200"));
+    host.set_header(Dir::Response, "content-type", Some(b"application/json"));
+    assert_eq!(
+        chain.on_response_headers(&*host, false),
+        Action::Pause,
+        "the judge holds the headers"
+    );
+    // Envoy buffers while the chain pauses: the buffer grows, the size is the total so far.
+    let pieces: Vec<&[u8]> = ANSWER.chunks(chunk.max(1)).collect();
+    for (i, piece) in pieces.iter().enumerate() {
+        host.append_buffer(Dir::Response, piece);
+        let eos = !trailers && i + 1 == pieces.len();
+        let a = chain.on_response_body(&*host, host.buffer(Dir::Response).len(), eos);
+        assert_eq!(a, Action::Pause, "chunk {chunk} piece {i}");
+    }
+    if trailers {
+        assert_eq!(chain.on_response_trailers(&*host), Action::Pause);
+    }
+    let calls = host.state.borrow().callouts.clone();
+    assert_eq!(calls.len(), 1, "chunk {chunk}: the judge called out once");
+    assert!(calls.iter().any(|c| c.body == ANSWER
+        && c.headers
+            .iter()
+            .any(|(k, v)| k == ":path" && v == "/answers")));
+    SEEN_ANSWERS.with(|s| {
+        assert_eq!(
+            s.borrow().as_slice(),
+            &[ANSWER.to_vec()],
+            "only the judge saw the answer so far"
+        )
+    });
+    assert!(host.state.borrow().resumed.is_empty());
+    (host, chain)
+}
+
+/// A response-phase call-out in a two-stage chain: the stage that holds the answer resumes in
+/// the response direction (its position in the reversed order), what it releases (as is, or
+/// replaced, or replaced by its refusal) flows on through the later response stage, and Envoy's
+/// response is resumed with exactly that.
+#[test]
+fn chain_response_call_outs_resume_the_answer_through_the_later_stages() {
+    const NEW: &[u8] = br#"{"choices":[{"message":{"role":"assistant","content":"edited"}}]}"#;
+    let mut replace = b"replace:".to_vec();
+    replace.extend_from_slice(NEW);
+    for chunk in [1, 7, ANSWER.len()] {
+        for trailers in [false, true] {
+            for (name, answer, status) in [
+                ("allows", &b"ok"[..], "200"),
+                ("replaces", &replace[..], "200"),
+                ("refuses", &b"block"[..], "400"),
+            ] {
+                let ctx = format!("{name} chunk {chunk} trailers {trailers}");
+                let (host, mut chain) = chain_waiting_for_answer_judge(chunk, trailers);
+                host.set_call_response(Some(200), answer);
+                // A stale token changes nothing.
+                chain.on_callout_response(&*host, 99, answer.len());
+                assert!(host.state.borrow().resumed.is_empty(), "{ctx}");
+                chain.on_callout_response(&*host, 1, answer.len());
+                assert_eq!(
+                    host.state.borrow().resumed,
+                    vec![Dir::Response],
+                    "{ctx}: Envoy's response resumed once"
+                );
+                assert!(host.local_reply().is_none(), "{ctx}");
+                let out = host.buffer(Dir::Response);
+                match name {
+                    "allows" => assert_eq!(out, ANSWER, "{ctx}"),
+                    "replaces" => {
+                        assert_eq!(out, NEW, "{ctx}");
+                        assert_eq!(
+                            host.header_value(Dir::Response, "content-length"),
+                            Some(NEW.len().to_string().into_bytes()),
+                            "{ctx}"
+                        );
+                    }
+                    _ => {
+                        let v: Value = serde_json::from_slice(&out).unwrap();
+                        assert!(v.to_string().contains("judged"), "{ctx}: {v}");
+                        assert_eq!(
+                            host.header_value(Dir::Response, "x-guard-reason"),
+                            Some(b"judged".to_vec()),
+                            "{ctx}"
+                        );
+                    }
+                }
+                assert_eq!(
+                    host.header_value(Dir::Response, ":status"),
+                    Some(status.as_bytes().to_vec()),
+                    "{ctx}"
+                );
+                // The later response stage judged exactly what the judge released.
+                SEEN_ANSWERS.with(|s| {
+                    let seen = s.borrow();
+                    assert_eq!(seen.len(), 2, "{ctx}");
+                    assert_eq!(seen.get(1).map(Vec::as_slice), Some(&out[..]), "{ctx}");
+                });
+                // The same token again (a duplicate delivery) is ignored.
+                chain.on_callout_response(&*host, 1, answer.len());
+                assert_eq!(host.state.borrow().resumed.len(), 1, "{ctx}");
+                chain.on_done(&*host);
+            }
+        }
+    }
+}
+
+/// A stage that answers locally from a response-phase call-out ends the response: the later
+/// stages never see the answer, and Envoy is not resumed (its local reply takes over).
+#[test]
+fn chain_local_reply_from_a_response_call_out_ends_the_response() {
+    /// Holds the answer, calls out at its end, answers locally when the call-out returns.
+    struct Replier {
+        token: Option<u32>,
+    }
+    impl guard_host::chain::Stage for Replier {
+        fn on_request_headers(&mut self, _: &dyn Host, _: bool) -> Action {
+            Action::Continue
+        }
+        fn on_request_body(&mut self, _: &dyn Host, _: usize, _: bool) -> Action {
+            Action::Continue
+        }
+        fn on_request_trailers(&mut self, _: &dyn Host) -> Action {
+            Action::Continue
+        }
+        fn on_response_headers(&mut self, _: &dyn Host, _: bool) -> Action {
+            Action::Pause
+        }
+        fn on_response_body(&mut self, host: &dyn Host, _: usize, eos: bool) -> Action {
+            if eos {
+                self.token = host.dispatch_http_call("judge", &[], b"", 250);
+            }
+            Action::Pause
+        }
+        fn on_response_trailers(&mut self, _: &dyn Host) -> Action {
+            Action::Pause
+        }
+        fn on_callout_response(&mut self, host: &dyn Host, token: u32, _: usize) {
+            if Some(token) == self.token {
+                host.send_local_reply(403, &[], b"no");
+            }
+        }
+        fn on_done(&mut self, _: &dyn Host) {}
+    }
+    SEEN_ANSWERS.with(|s| s.borrow_mut().clear());
+    let host = Rc::new(FakeHost::new());
+    let after = probe_stage(
+        r#"{"policies":{"default":{"buffer_response":true}}}"#,
+        &host,
+    );
+    let mut chain =
+        guard_host::chain::ChainStream::new(vec![after, Box::new(Replier { token: None })]);
+    post(&host);
+    chain.on_request_headers(&*host, false);
+    feed_chain(&host, &mut chain, BODY, BODY.len());
+    host.set_header(Dir::Response, ":status", Some(b"200"));
+    host.set_header(Dir::Response, "content-type", Some(b"application/json"));
+    assert_eq!(chain.on_response_headers(&*host, false), Action::Pause);
+    host.set_buffer(Dir::Response, ANSWER);
+    assert_eq!(
+        chain.on_response_body(&*host, ANSWER.len(), true),
+        Action::Pause
+    );
+    host.set_call_response(Some(200), b"");
+    chain.on_callout_response(&*host, 1, 0);
+    assert_eq!(host.local_reply().map(|r| r.status), Some(403));
+    assert!(host.state.borrow().resumed.is_empty());
+    SEEN_ANSWERS.with(|s| assert!(s.borrow().is_empty(), "the later stage saw nothing"));
+    chain.on_done(&*host);
+}
+
+/// Request- and response-phase call-outs of one chain each resume their own direction.
+#[test]
+fn chain_call_outs_resume_the_direction_they_were_made_in() {
+    SEEN_ANSWERS.with(|s| s.borrow_mut().clear());
+    let host = Rc::new(FakeHost::new());
+    let after = probe_stage(
+        r#"{"policies":{"default":{"buffer_response":true}}}"#,
+        &host,
+    );
+    let judge = probe_stage(
+        r#"{"policies":{"default":{"callout":true,"response_callout":true}}}"#,
+        &host,
+    );
+    let mut chain = guard_host::chain::ChainStream::new(vec![after, judge]);
+    post(&host);
+    chain.on_request_headers(&*host, false);
+    assert_eq!(
+        feed_chain(&host, &mut chain, BODY, BODY.len()),
+        Action::Pause
+    );
+    host.set_call_response(Some(200), b"ok");
+    chain.on_callout_response(&*host, 1, 2);
+    assert_eq!(host.state.borrow().resumed, vec![Dir::Request]);
+    assert_eq!(host.buffer(Dir::Request), BODY);
+    host.set_header(Dir::Response, ":status", Some(b"200"));
+    host.set_header(Dir::Response, "content-type", Some(b"application/json"));
+    assert_eq!(chain.on_response_headers(&*host, false), Action::Pause);
+    host.set_buffer(Dir::Response, ANSWER);
+    assert_eq!(
+        chain.on_response_body(&*host, ANSWER.len(), true),
+        Action::Pause
+    );
+    assert_eq!(host.state.borrow().callouts.len(), 2);
+    chain.on_callout_response(&*host, 2, 2);
+    assert_eq!(
+        host.state.borrow().resumed,
+        vec![Dir::Request, Dir::Response]
+    );
+    assert_eq!(host.buffer(Dir::Response), ANSWER);
+    SEEN_ANSWERS.with(|s| assert_eq!(s.borrow().len(), 2));
+    chain.on_done(&*host);
 }
