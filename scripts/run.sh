@@ -23,10 +23,11 @@ APPROVAL_PORT="${APPROVAL_PORT:-18090}"
 mkdir -p .run
 base="${ENVOY_CONFIG:-envoy/envoy.yaml}"
 config="$base"
-if [ "$ENVOY_PORT" != 10000 ] || [ "$ENVOY_ADMIN_PORT" != 9901 ] || [ "$DEMO_UPSTREAM_PORT" != 18080 ]; then
+if [ "$ENVOY_PORT" != 10000 ] || [ "$ENVOY_ADMIN_PORT" != 9901 ] || [ "$DEMO_UPSTREAM_PORT" != 18080 ] || [ "$APPROVAL_PORT" != 18090 ]; then
   sed -e "s/port_value: 10000/port_value: ${ENVOY_PORT}/" \
       -e "s/port_value: 9901/port_value: ${ENVOY_ADMIN_PORT}/" \
-      -e "s/port_value: 18080/port_value: ${DEMO_UPSTREAM_PORT}/" "$base" > .run/envoy.yaml
+      -e "s/port_value: 18080/port_value: ${DEMO_UPSTREAM_PORT}/" \
+      -e "s/port_value: 18090/port_value: ${APPROVAL_PORT}/" "$base" > .run/envoy.yaml
   config=.run/envoy.yaml
 fi
 

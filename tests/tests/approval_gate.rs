@@ -418,6 +418,89 @@ async fn the_shipped_config_holds_a_gated_call() {
     env.finish();
 }
 
+/// The shipped LLM chains (`envoy/envoy.yaml`, and `envoy/envoy-all.yaml` with every filter in
+/// one module) hold a payment the model calls in its answer until a person decides, with the
+/// caller's real values in the approval (pii-redact restored them below approval-gate) while the
+/// model only saw a pseudonym.
+#[tokio::test]
+async fn the_shipped_llm_chains_hold_a_gated_call_in_an_answer() {
+    for config in ["envoy/envoy.yaml", "envoy/envoy-all.yaml"] {
+        let svc =
+            ApprovalService::start(&["--approver-token", APPROVER, "--client-token", CLIENT_TOKEN])
+                .await
+                .unwrap();
+        let env = Env::start(
+            Spec::shipped_file(config)
+                .swap(
+                    "port_value: 18090",
+                    &format!("port_value: {}", svc.addr.port()),
+                )
+                .env("GUARD_APPROVAL_CLIENT_TOKEN", CLIENT_TOKEN),
+        )
+        .await
+        .unwrap();
+        for (stream, decision) in [(false, "approve"), (true, "deny")] {
+            let body = json!({
+                "model": "gpt-4o",
+                "stream": stream,
+                "messages": [{"role": "user", "content": "pay jane.doe@example.com [[tool_args:{\"amount\":1500,\"to\":\"jane.doe@example.com\"}]]"}],
+                "tools": [{"type": "function", "function": {"name": "pay", "parameters": {"type": "object"}}}]
+            });
+            let held = tokio::spawn({
+                let client = env.client();
+                async move {
+                    client
+                        .post("/v1/chat/completions", body.to_string())
+                        .header("x-user", "alice")
+                        .send()
+                        .await
+                        .unwrap()
+                }
+            });
+            let id = wait_pending(&svc).await;
+            let rec = svc
+                .client()
+                .get(&format!("/v1/approvals/{id}"))
+                .header("x-approval-client-token", CLIENT_TOKEN)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .unwrap();
+            assert_eq!(
+                rec["arguments"],
+                json!({"amount": 1500, "to": "jane.doe@example.com"}),
+                "{config}: {rec}"
+            );
+            let seen = env.upstream.received();
+            let sent = String::from_utf8_lossy(&seen.last().unwrap().body).to_string();
+            assert!(!sent.contains("jane.doe@example.com"), "{config}: {sent}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            assert!(!held.is_finished(), "{config}: not held");
+            decide(&svc, &id, decision).await;
+            let r = held.await.unwrap();
+            let text = r.text();
+            assert_eq!(r.status, 200, "{config}: {text}");
+            if decision == "approve" {
+                let v = r.json().unwrap();
+                let call = &v["choices"][0]["message"]["tool_calls"][0]["function"];
+                assert_eq!(call["name"], "pay", "{config}: {v}");
+                let args: Value =
+                    serde_json::from_str(call["arguments"].as_str().unwrap()).unwrap();
+                assert_eq!(args["to"], "jane.doe@example.com", "{config}: {v}");
+            } else {
+                assert!(
+                    text.contains("The tool call `pay` was not run: a person denied it")
+                        && !text.contains("\"tool_calls\"")
+                        && text.trim_end().ends_with("data: [DONE]"),
+                    "{config}: {text}"
+                );
+            }
+        }
+        env.finish();
+    }
+}
+
 /// Nobody decides within the hold bound: the held call gets `approval_expired`, in about the
 /// bound (1.5 s on this route), and never reaches the MCP server; a held answer (streamed or
 /// not) gets the call replaced.

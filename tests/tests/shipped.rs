@@ -93,7 +93,12 @@ fn shipped_policies_match_the_policy_files() {
             .unwrap();
     let filters = &yaml["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
         ["typed_config"]["http_filters"];
-    for name in ["prompt-guard", "pii-redact", "schema-guard"] {
+    for name in [
+        "prompt-guard",
+        "pii-redact",
+        "schema-guard",
+        "approval-gate",
+    ] {
         let f = filters
             .as_sequence()
             .unwrap()
@@ -114,7 +119,7 @@ fn shipped_policies_match_the_policy_files() {
     }
 }
 
-/// The combined module's configuration holds exactly the four filters' inline policies of
+/// The combined module's configuration holds exactly the five filters' inline policies of
 /// `envoy/envoy.yaml`, keyed by filter name, and the same VM environment keys.
 #[test]
 fn combined_config_has_the_same_policies() {

@@ -674,7 +674,7 @@ impl<F: GuardFilter> StageLoader for Slot<F> {
 
 /// Register the combined filter's root context: `loaders` in DESIGN.md order (call from the
 /// module's `_initialize`). Its configuration is a JSON object with one member per filter,
-/// named as the filter (`llm_telemetry`, `schema_guard`, `pii_redact`, `prompt_guard`), each
+/// named as the filter (`llm_telemetry`, `schema_guard`, `approval_gate`, `pii_redact`, `prompt_guard`), each
 /// that filter's own configuration; a filter without a member is not in the chain.
 pub fn register_chain(loaders: Loaders) {
     CHAIN_LOADERS.with(|l| l.set(Some(loaders)));
