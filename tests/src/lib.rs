@@ -878,6 +878,84 @@ impl ApprovalService {
         .await?;
         Ok((svc, env))
     }
+
+    /// The approval record `id` as the API gives it (with [`APPROVAL_CLIENT_TOKEN`]).
+    pub async fn record(&self, id: &str) -> Result<serde_json::Value> {
+        let r = self
+            .client()
+            .get(&format!("/v1/approvals/{id}"))
+            .header("x-approval-client-token", APPROVAL_CLIENT_TOKEN)
+            .send()
+            .await?;
+        if r.status != 200 {
+            bail!("GET /v1/approvals/{id}: {} {}", r.status, r.text());
+        }
+        r.json()
+    }
+
+    /// The ids of pending approvals, read off the console's list page (as [`APPROVER`]) and
+    /// confirmed by the API (the page lists history too).
+    pub async fn pending(&self) -> Result<Vec<String>> {
+        let html = self
+            .client()
+            .get("/")
+            .header("authorization", "Bearer approver-secret")
+            .send()
+            .await?
+            .text();
+        let mut ids: Vec<String> = Vec::new();
+        for part in html.split("/approvals/").skip(1) {
+            let id: String = part
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+                .collect();
+            if !id.is_empty() && !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        let mut out = Vec::new();
+        for id in ids {
+            if self
+                .record(&id)
+                .await?
+                .get("status")
+                .and_then(serde_json::Value::as_str)
+                == Some("pending")
+            {
+                out.push(id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The first pending approval, waiting up to 15 s for one to appear.
+    pub async fn wait_pending(&self) -> Result<String> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(id) = self.pending().await?.into_iter().next() {
+                return Ok(id);
+            }
+            if Instant::now() >= deadline {
+                bail!("no pending approval appeared within 15 s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Decide `id` (`approve` / `deny`) as [`APPROVER`] through the API.
+    pub async fn decide(&self, id: &str, decision: &str, reason: &str) -> Result<()> {
+        let body = serde_json::json!({"decision": decision, "reason": reason}).to_string();
+        let r = self
+            .client()
+            .post(&format!("/v1/approvals/{id}/decision"), body)
+            .header("authorization", "Bearer approver-secret")
+            .send()
+            .await?;
+        if r.status != 200 {
+            bail!("deciding {id}: {} {}", r.status, r.text());
+        }
+        Ok(())
+    }
 }
 
 impl Drop for ApprovalService {

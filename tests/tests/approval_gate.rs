@@ -39,68 +39,6 @@ async fn mcp(env: &Env, path: &str, body: String) -> Resp {
         .unwrap()
 }
 
-/// The ids of pending approvals, read off the console's list page and confirmed by the API.
-async fn pending(svc: &ApprovalService) -> Vec<String> {
-    let r = svc
-        .client()
-        .get("/")
-        .header("authorization", "Bearer approver-secret")
-        .send()
-        .await
-        .unwrap();
-    let html = r.text();
-    let mut ids = Vec::new();
-    for part in html.split("/approvals/").skip(1) {
-        let id: String = part
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-            .collect();
-        if !id.is_empty() && !ids.contains(&id) {
-            ids.push(id);
-        }
-    }
-    // The page lists history too: keep what the API says is pending.
-    let mut out = Vec::new();
-    for id in ids {
-        let r = svc
-            .client()
-            .get(&format!("/v1/approvals/{id}"))
-            .header("x-approval-client-token", CLIENT_TOKEN)
-            .send()
-            .await
-            .unwrap();
-        if r.status == 200 && r.json().unwrap()["status"] == "pending" {
-            out.push(id);
-        }
-    }
-    out
-}
-
-async fn wait_pending(svc: &ApprovalService) -> String {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(id) = pending(svc).await.into_iter().next() {
-            return id;
-        }
-        assert!(Instant::now() < deadline, "no pending approval appeared");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn decide(svc: &ApprovalService, id: &str, decision: &str) {
-    let r = svc
-        .client()
-        .post(
-            &format!("/v1/approvals/{id}/decision"),
-            json!({"decision": decision, "reason": "checked with the customer"}).to_string(),
-        )
-        .header("authorization", "Bearer approver-secret")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status, 200, "{}", r.text());
-}
-
 fn executed(r: &Resp) -> Value {
     let v = r.json().unwrap();
     let text = v["result"]["content"][0]["text"]
@@ -142,11 +80,13 @@ async fn a_held_tool_call_runs_only_after_a_person_approves() {
                     .unwrap()
             }
         });
-        let id = wait_pending(&svc).await;
+        let id = svc.wait_pending().await.unwrap();
         // Still held: nothing reached the MCP server yet.
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(!held.is_finished(), "the call did not wait");
-        decide(&svc, &id, decision).await;
+        svc.decide(&id, decision, "checked with the customer")
+            .await
+            .unwrap();
         let r = held.await.unwrap();
         match want {
             None => assert_eq!(executed(&r)["arguments"]["amount"], 1500),
@@ -173,7 +113,9 @@ async fn a_deferred_approval_covers_exactly_its_call_once() {
     // Before a decision the retry does not pass.
     let r = mcp(&env, "/defer/mcp", call("pay", args.clone(), Some(&id))).await;
     assert_eq!(refused(&r)["reason"], "approval_not_granted");
-    decide(&svc, &id, "approve").await;
+    svc.decide(&id, "approve", "checked with the customer")
+        .await
+        .unwrap();
     // Swapped arguments: refused; the approved call: runs, once.
     let r = mcp(
         &env,
@@ -211,7 +153,9 @@ async fn a_stopped_service_gives_the_failure_policy_and_a_restart_loses_nothing(
         .as_str()
         .unwrap()
         .to_string();
-    decide(&svc, &decided, "approve").await;
+    svc.decide(&decided, "approve", "checked with the customer")
+        .await
+        .unwrap();
     svc.stop();
     let r = mcp(&env, "/mcp", call("pay", json!({"amount": 3000}), None)).await;
     assert_eq!(refused(&r)["reason"], "approval_unavailable");
@@ -235,7 +179,7 @@ async fn a_stopped_service_gives_the_failure_policy_and_a_restart_loses_nothing(
     }
     svc.restart().await.unwrap();
     // The pending request and the decision survived the restart.
-    assert_eq!(pending(&svc).await, vec![id.clone()]);
+    assert_eq!(svc.pending().await.unwrap(), vec![id.clone()]);
     let r = mcp(
         &env,
         "/defer/mcp",
@@ -243,7 +187,9 @@ async fn a_stopped_service_gives_the_failure_policy_and_a_restart_loses_nothing(
     )
     .await;
     assert_eq!(executed(&r)["arguments"]["amount"], 2500);
-    decide(&svc, &id, "approve").await;
+    svc.decide(&id, "approve", "checked with the customer")
+        .await
+        .unwrap();
     let r = mcp(
         &env,
         "/defer/mcp",
@@ -320,16 +266,8 @@ async fn a_gated_tool_call_in_an_answer_is_held_until_decided() {
                         .unwrap()
                 }
             });
-            let id = wait_pending(&svc).await;
-            let rec = svc
-                .client()
-                .get(&format!("/v1/approvals/{id}"))
-                .header("x-approval-client-token", CLIENT_TOKEN)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .unwrap();
+            let id = svc.wait_pending().await.unwrap();
+            let rec = svc.record(&id).await.unwrap();
             assert_eq!(
                 (rec["tool"].clone(), rec["caller"].clone()),
                 (json!("transfer_funds"), json!("alice")),
@@ -340,7 +278,9 @@ async fn a_gated_tool_call_in_an_answer_is_held_until_decided() {
                 !held.is_finished(),
                 "the answer was not held (stream {stream})"
             );
-            decide(&svc, &id, decision).await;
+            svc.decide(&id, decision, "checked with the customer")
+                .await
+                .unwrap();
             let r = held.await.unwrap();
             assert_eq!(
                 r.status,
@@ -411,9 +351,11 @@ async fn the_shipped_config_holds_a_gated_call() {
                 .unwrap()
         }
     });
-    let id = wait_pending(&svc).await;
+    let id = svc.wait_pending().await.unwrap();
     assert!(!held.is_finished());
-    decide(&svc, &id, "approve").await;
+    svc.decide(&id, "approve", "checked with the customer")
+        .await
+        .unwrap();
     assert_eq!(executed(&held.await.unwrap())["arguments"]["amount"], 4200);
     env.finish();
 }
@@ -457,16 +399,8 @@ async fn the_shipped_llm_chains_hold_a_gated_call_in_an_answer() {
                         .unwrap()
                 }
             });
-            let id = wait_pending(&svc).await;
-            let rec = svc
-                .client()
-                .get(&format!("/v1/approvals/{id}"))
-                .header("x-approval-client-token", CLIENT_TOKEN)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .unwrap();
+            let id = svc.wait_pending().await.unwrap();
+            let rec = svc.record(&id).await.unwrap();
             assert_eq!(
                 rec["arguments"],
                 json!({"amount": 1500, "to": "jane.doe@example.com"}),
@@ -477,7 +411,9 @@ async fn the_shipped_llm_chains_hold_a_gated_call_in_an_answer() {
             assert!(!sent.contains("jane.doe@example.com"), "{config}: {sent}");
             tokio::time::sleep(Duration::from_millis(200)).await;
             assert!(!held.is_finished(), "{config}: not held");
-            decide(&svc, &id, decision).await;
+            svc.decide(&id, decision, "checked with the customer")
+                .await
+                .unwrap();
             let r = held.await.unwrap();
             let text = r.text();
             assert_eq!(r.status, 200, "{config}: {text}");
@@ -522,7 +458,7 @@ async fn an_undecided_hold_expires_into_a_refusal() {
         "{took:?}"
     );
     // The request is still pending at the service (its own expiry is later): nobody ran it.
-    assert_eq!(pending(&svc).await.len(), 1);
+    assert_eq!(svc.pending().await.unwrap().len(), 1);
     let recorded = env.upstream.received();
     assert!(
         recorded.iter().all(|r| !r.path.ends_with("/mcp")),
@@ -560,6 +496,6 @@ async fn an_undecided_hold_expires_into_a_refusal() {
             assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
         }
     }
-    assert_eq!(pending(&svc).await.len(), 3);
+    assert_eq!(svc.pending().await.unwrap().len(), 3);
     env.finish();
 }

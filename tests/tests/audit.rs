@@ -141,9 +141,9 @@ async fn access_log_records_form_verifiable_chains() -> anyhow::Result<()> {
     let text: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
     let report = verify_log(&text.join("\n"), KEY.as_bytes());
     assert!(report.ok(), "{:?}", report.problems);
-    // Four filters, one worker: four chains; every request has a record in each.
-    assert_eq!(report.chains.len(), 4, "{:?}", report.chains);
-    assert_eq!(report.records, 4 * cases.len(), "{:?}", report.chains);
+    // Five filters, one worker: five chains; every request has a record in each.
+    assert_eq!(report.chains.len(), 5, "{:?}", report.chains);
+    assert_eq!(report.records, 5 * cases.len(), "{:?}", report.chains);
 
     // One record edited: found.
     let mut edited = text.clone();

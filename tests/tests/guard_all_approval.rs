@@ -11,7 +11,7 @@
     clippy::panic
 )]
 
-use e2e::{assemble_stream, ApprovalService, APPROVAL_CLIENT_TOKEN};
+use e2e::{assemble_stream, ApprovalService};
 use guard_core::api::ApiShape;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -36,72 +36,6 @@ fn chat(stream: bool) -> String {
             "name": "transfer_funds", "parameters": {"type": "object"}}}]
     })
     .to_string()
-}
-
-/// The ids of pending approvals, read off the console's list page and confirmed by the API.
-async fn pending(svc: &ApprovalService) -> Vec<String> {
-    let r = svc
-        .client()
-        .get("/")
-        .header("authorization", "Bearer approver-secret")
-        .send()
-        .await
-        .unwrap();
-    let html = r.text();
-    let mut ids = Vec::new();
-    for part in html.split("/approvals/").skip(1) {
-        let id: String = part
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-            .collect();
-        if !id.is_empty() && !ids.contains(&id) {
-            ids.push(id);
-        }
-    }
-    let mut out = Vec::new();
-    for id in ids {
-        if approval(svc, &id).await["status"] == "pending" {
-            out.push(id);
-        }
-    }
-    out
-}
-
-async fn approval(svc: &ApprovalService, id: &str) -> Value {
-    let r = svc
-        .client()
-        .get(&format!("/v1/approvals/{id}"))
-        .header("x-approval-client-token", APPROVAL_CLIENT_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status, 200, "{}", r.text());
-    r.json().unwrap()
-}
-
-async fn wait_pending(svc: &ApprovalService) -> String {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(id) = pending(svc).await.into_iter().next() {
-            return id;
-        }
-        assert!(Instant::now() < deadline, "no pending approval appeared");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn decide(svc: &ApprovalService, id: &str, decision: &str) {
-    let r = svc
-        .client()
-        .post(
-            &format!("/v1/approvals/{id}/decision"),
-            json!({"decision": decision, "reason": REASON}).to_string(),
-        )
-        .header("authorization", "Bearer approver-secret")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status, 200, "{}", r.text());
 }
 
 /// The tool calls the client got: (name, arguments as JSON), whole or streamed answer.
@@ -165,7 +99,7 @@ async fn a_gated_tool_call_is_held_inside_the_combined_module_until_a_person_dec
                         .unwrap()
                 }
             });
-            let id = wait_pending(&svc).await;
+            let id = svc.wait_pending().await.unwrap();
             // pii-redact (below approval-gate) pseudonymised the request: the model never saw
             // the address ...
             let seen = env.upstream.received();
@@ -174,7 +108,7 @@ async fn a_gated_tool_call_is_held_inside_the_combined_module_until_a_person_dec
             assert!(sent.contains("<EMAIL_1>"), "{ctx}: {sent}");
             // ... and restored it in the answer before approval-gate saw it: the person
             // approves the real arguments.
-            let rec = approval(&svc, &id).await;
+            let rec = svc.record(&id).await.unwrap();
             assert_eq!(
                 (
                     rec["tool"].clone(),
@@ -190,7 +124,7 @@ async fn a_gated_tool_call_is_held_inside_the_combined_module_until_a_person_dec
             );
             tokio::time::sleep(Duration::from_millis(300)).await;
             assert!(!held.is_finished(), "{ctx}: the answer was not held");
-            decide(&svc, &id, decision).await;
+            svc.decide(&id, decision, REASON).await.unwrap();
             let r = held.await.unwrap();
             let calls = if r.status == 200 {
                 tool_calls(&r, stream)
@@ -250,7 +184,7 @@ async fn a_gated_tool_call_is_held_inside_the_combined_module_until_a_person_dec
             assert_eq!(rec["entities"]["request"]["EMAIL"], 2, "{ctx}: {rec}");
         }
     }
-    assert!(pending(&svc).await.is_empty());
+    assert!(svc.pending().await.unwrap().is_empty());
     env.finish();
 }
 
@@ -293,6 +227,6 @@ async fn ungated_answers_pass_at_once_and_pii_is_still_redacted() {
         let rec = env.audit_record("pii_redact", &rid).await.unwrap();
         assert_eq!(rec["restored"], 1, "stream {stream}: {rec}");
     }
-    assert!(pending(&svc).await.is_empty(), "nothing was gated");
+    assert!(svc.pending().await.unwrap().is_empty(), "nothing was gated");
     env.finish();
 }
