@@ -9,13 +9,13 @@
     clippy::panic
 )]
 
+mod common;
+
 use approval_gate::digest::approval_digest;
 use approval_gate::ApprovalGate;
-use guard_core::config::FilterConfig;
-use guard_host::driver::{Action, GuardFilter, GuardStream};
+use guard_host::driver::{Action, GuardStream};
 use guard_host::fake::FakeHost;
 use guard_host::host::{Dir, Host};
-use guard_host::metrics::Metrics;
 use serde_json::{json, Value};
 use std::rc::Rc;
 
@@ -32,16 +32,7 @@ const CONFIG: &str = r#"{
 }"#;
 
 fn stream(mode: &str) -> (Rc<FakeHost>, GuardStream<ApprovalGate>) {
-    let host = Rc::new(FakeHost::new());
-    let cfg = FilterConfig::parse::<<ApprovalGate as GuardFilter>::Settings, _>(
-        CONFIG.replace("MODE", mode).as_bytes(),
-        ApprovalGate::DEFAULT_FAILURE,
-        ApprovalGate::compile,
-    )
-    .unwrap();
-    let metrics = Rc::new(Metrics::new(host.clone() as Rc<dyn Host>));
-    let shared = Rc::new(ApprovalGate::init_shared(&metrics, &cfg));
-    (host, GuardStream::new(Rc::new(cfg), shared, metrics))
+    common::gate(&CONFIG.replace("MODE", mode))
 }
 
 fn request(streamed: bool) -> Vec<u8> {

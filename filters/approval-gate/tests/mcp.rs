@@ -8,13 +8,14 @@
     clippy::panic
 )]
 
+mod common;
+
 use approval_gate::digest::approval_digest;
 use approval_gate::ApprovalGate;
 use guard_core::config::FilterConfig;
 use guard_host::driver::{Action, GuardFilter, GuardStream};
 use guard_host::fake::FakeHost;
 use guard_host::host::{Dir, Host};
-use guard_host::metrics::Metrics;
 use serde_json::{json, Value};
 use std::rc::Rc;
 
@@ -36,16 +37,7 @@ fn config(mode: &str, extra: &str) -> String {
 }
 
 fn stream(cfg: &str) -> (Rc<FakeHost>, GuardStream<ApprovalGate>) {
-    let host = Rc::new(FakeHost::new());
-    let cfg = FilterConfig::parse::<<ApprovalGate as GuardFilter>::Settings, _>(
-        cfg.as_bytes(),
-        ApprovalGate::DEFAULT_FAILURE,
-        ApprovalGate::compile,
-    )
-    .unwrap();
-    let metrics = Rc::new(Metrics::new(host.clone() as Rc<dyn Host>));
-    let shared = Rc::new(ApprovalGate::init_shared(&metrics, &cfg));
-    (host, GuardStream::new(Rc::new(cfg), shared, metrics))
+    common::gate(cfg)
 }
 
 fn rpc(tool: &str, args: Value, meta: Option<Value>) -> Vec<u8> {
