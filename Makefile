@@ -7,7 +7,7 @@ COMBINED := guard-all
 WASM_DIR := target/wasm32-wasip1/release
 CARGO ?= cargo
 
-.PHONY: setup wasm build run test lint train eval eval-pii schema-suite bench clean
+.PHONY: setup wasm build run test lint train eval eval-pii schema-suite bench oci clean
 
 setup:
 	@./scripts/setup.sh
@@ -53,6 +53,13 @@ bench: wasm setup
 	$(CARGO) build --release --target wasm32-wasip1 -p passthrough
 	$(CARGO) build --release -p demo-upstream
 	.venv/bin/python bench/run.py $(BENCH_ARGS)
+
+# One Istio-compatible Wasm OCI image per module of `make wasm`, pushed to REGISTRY (default
+# 127.0.0.1:5000: a local docker-registry is started there if nothing listens) as
+# llm-guard/<filter>:TAG (default: the workspace version); prints each image digest and writes
+# target/oci/digests.json. See docs/oci.md.
+oci: wasm
+	@./scripts/oci.sh $(FILTERS) $(COMBINED)
 
 lint: setup
 	$(CARGO) fmt --all -- --check

