@@ -964,3 +964,55 @@ impl Drop for ApprovalService {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+// Hot reload (tests/tests/hot_reload.rs): the Envoy process identity, a finish that allows the
+// wasm errors a test provokes on purpose, and the atomic file replacement Envoy's file-based xDS
+// watches for.
+
+impl Env {
+    /// The Envoy process id (a reload must happen in the same process).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether the Envoy process is still running.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// [`Env::finish`] for a test that makes a wasm filter fail on purpose (a rejected policy):
+    /// [`Env::wasm_failures`] lines containing one of `expected` are allowed, any other fails.
+    pub fn finish_expecting(mut self, expected: &[&str]) {
+        self.finished = true;
+        let failures: Vec<String> = self
+            .wasm_failures()
+            .into_iter()
+            .filter(|l| !expected.iter().any(|e| l.contains(e)))
+            .collect();
+        let log = self.envoy_log();
+        self.stop();
+        assert!(
+            failures.is_empty(),
+            "envoy logged unexpected wasm failures:\n{}\n--- envoy log ---\n{log}",
+            failures.join("\n")
+        );
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Replace `path` atomically: write a temp file in the same directory, then rename it over
+/// `path`. Envoy's file-based xDS (a `path_config_source`) reloads on such a move, never on an
+/// in-place write.
+pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| anyhow!("{} has no directory", path.display()))?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| anyhow!("{} has no file name", path.display()))?;
+    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
+    std::fs::write(&tmp, contents).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming over {}", path.display()))
+}
