@@ -1,7 +1,11 @@
 //! `guardctl`: the guard engines on the command line (JSON Lines in, JSON Lines out).
 //!
 //! ```text
-//! guardctl lint FILE                      validate a filter configuration (exit 2 when invalid)
+//! guardctl lint FILE                      validate a filter configuration or a whole policy file
+//!                                         (envoy/policy.yaml; exit 2 when invalid)
+//! guardctl render POLICY --target envoy|istio|istio-envoyfilter [--digests FILE | --no-digests]
+//!                                         the Envoy http_filters / Istio WasmPlugins / Istio
+//!                                         EnvoyFilters of a policy file (docs/policy.md)
 //! guardctl injection [--config FILE] [--source user|tool|document]
 //!                                         {"text": ...} per line → {"verdict","score","rules"}
 //! guardctl pii [--config FILE]           {"text": ...} per line → {"spans": [{"start","end","type"}], "redacted"}
@@ -26,25 +30,22 @@
 //! actions carried out (placeholders numbered per line), or the text itself when the policy
 //! changes nothing (no hit, `allow`, `dry_run`, or `requests: false`).
 
-use approval_gate::ApprovalGate;
 use guard_core::api::ApiShape;
 use guard_core::body::RequestBody;
-use guard_core::config::{FailurePolicy, FilterConfig};
-use guard_host::GuardFilter;
-use llm_telemetry::Telemetry;
-use rag_acl::RagAcl;
 use serde_json::{json, Value};
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
 
 mod eval;
 mod eval_pii;
+mod policy;
+mod render;
 mod replay;
 mod schema;
 mod synthetic;
 mod train;
 
-const USAGE: &str = "usage: guardctl <lint FILE | injection [--config FILE] [--source user|tool|document] | pii [--config FILE] | schema --schema FILE | segments [--api SHAPE] | train-injection [--data DIR] [--out FILE] | eval-injection [--data DIR] [--split test|train] [--config FILE] [--json] | eval-pii [--data DIR] [--split test|train] [--config FILE] [--errors] [--json] | schema-suite [--data DIR] [--failures] | audit verify FILE | replay FILE [--config FILE]...>";
+const USAGE: &str = "usage: guardctl <lint FILE | render POLICY --target envoy|istio|istio-envoyfilter [--digests FILE | --no-digests] | injection [--config FILE] [--source user|tool|document] | pii [--config FILE] | schema --schema FILE | segments [--api SHAPE] | train-injection [--data DIR] [--out FILE] | eval-injection [--data DIR] [--split test|train] [--config FILE] [--json] | eval-pii [--data DIR] [--split test|train] [--config FILE] [--errors] [--json] | schema-suite [--data DIR] [--failures] | audit verify FILE | replay FILE [--config FILE]...>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -65,6 +66,7 @@ fn run(args: &[String]) -> anyhow::Result<()> {
             };
             lint(file)
         }
+        Some("render") => render_cmd(args.get(1..).unwrap_or_default()),
         Some("injection") => injection(args.get(1..).unwrap_or_default()),
         Some("train-injection") => train::run(args.get(1..).unwrap_or_default()),
         Some("eval-injection") => eval::run(args.get(1..).unwrap_or_default()),
@@ -92,63 +94,30 @@ fn run(args: &[String]) -> anyhow::Result<()> {
     }
 }
 
-/// Validate a filter configuration with the same code as the filter's `on_configure`. The
-/// filter is recognised by its settings: prompt-guard's, pii-redact's, schema-guard's,
-/// rag-acl's, approval-gate's, else llm-telemetry's.
+/// Validate a filter configuration, or a whole policy file, with the same code as the filters'
+/// `on_configure`. A single filter's configuration is recognised by its settings: prompt-guard's,
+/// pii-redact's, schema-guard's, rag-acl's, approval-gate's, else llm-telemetry's. A policy file
+/// (a filter member such as `pii_redact`, or `deployment`, at the top) gets every member checked
+/// by its own filter's parser and one summary line per filter; errors name the JSON path with the
+/// member prefix. YAML is accepted as well as JSON.
 fn lint(file: &str) -> anyhow::Result<()> {
     let bytes = std::fs::read(file).map_err(|e| anyhow::anyhow!("cannot read {file}: {e}"))?;
-    type Summary = (String, String, Vec<String>);
-    type Parser<'a> = &'a dyn Fn(&[u8]) -> Result<Summary, String>;
-    fn summary<C>(c: &FilterConfig<C>) -> Summary {
-        (c.name.clone(), c.version.clone(), names(c.policy_names()))
+    // JSON as the filter sees it; YAML (or a policy file) turned into JSON first.
+    let parsed = std::str::from_utf8(&bytes)
+        .ok()
+        .and_then(|t| policy::parse_text(t).ok());
+    if let Some(root) = parsed.as_ref().filter(|v| policy::is_policy_file(v)) {
+        return lint_policy_file(file, root);
     }
-    let parsers: [(&str, Parser<'_>); 6] = [
-        ("prompt_guard", &|b| {
-            prompt_guard::engine::parse_config(b)
-                .map(|c| summary(&c))
-                .map_err(|e| e.to_string())
-        }),
-        ("pii_redact", &|b| {
-            pii_redact::engine::parse_config(b)
-                .map(|c| summary(&c))
-                .map_err(|e| e.to_string())
-        }),
-        ("schema_guard", &|b| {
-            schema_guard::filter::parse_config(b)
-                .map(|c| summary(&c))
-                .map_err(|e| e.to_string())
-        }),
-        ("rag_acl", &|b| {
-            FilterConfig::parse::<<RagAcl as GuardFilter>::Settings, _>(
-                b,
-                RagAcl::DEFAULT_FAILURE,
-                RagAcl::compile,
-            )
-            .map(|c| summary(&c))
-            .map_err(|e| e.to_string())
-        }),
-        ("approval_gate", &|b| {
-            FilterConfig::parse::<<ApprovalGate as GuardFilter>::Settings, _>(
-                b,
-                ApprovalGate::DEFAULT_FAILURE,
-                ApprovalGate::compile,
-            )
-            .map(|c| summary(&c))
-            .map_err(|e| e.to_string())
-        }),
-        ("llm_telemetry", &|b| {
-            FilterConfig::parse::<<Telemetry as GuardFilter>::Settings, _>(
-                b,
-                FailurePolicy::FailOpen,
-                Telemetry::compile,
-            )
-            .map(|c| summary(&c))
-            .map_err(|e| e.to_string())
-        }),
-    ];
+    let bytes = match parsed {
+        Some(v @ Value::Object(_)) if serde_json::from_slice::<Value>(&bytes).is_err() => {
+            serde_json::to_vec(&v)?
+        }
+        _ => bytes,
+    };
     let mut errors = Vec::new();
-    for (filter, parse) in parsers {
-        match parse(&bytes) {
+    for filter in policy::RECOGNITION_ORDER {
+        match policy::parse_member(filter, &bytes) {
             Ok((name, version, policies)) => {
                 println!(
                     "{}",
@@ -163,6 +132,120 @@ fn lint(file: &str) -> anyhow::Result<()> {
         "{file}: not a valid config of any filter ({})",
         errors.join("; ")
     )
+}
+
+/// `guardctl lint POLICY` of a whole policy file: one summary line per valid filter member on
+/// stdout, every error (JSON path first) on stderr, exit 2 when there is any.
+fn lint_policy_file(file: &str, root: &Value) -> anyhow::Result<()> {
+    match policy::validate(root) {
+        Ok(p) => {
+            for m in &p.members {
+                let (name, version, policies) = &m.summary;
+                println!(
+                    "{}",
+                    json!({"ok": true, "filter": m.filter.member, "name": name, "version": version, "policies": policies})
+                );
+            }
+            Ok(())
+        }
+        Err(errors) => {
+            // The members that passed still get their line.
+            if let Some(obj) = root.as_object() {
+                for f in &policy::FILTERS {
+                    if let Some(config) = obj.get(f.member).filter(|c| c.is_object()) {
+                        if let Ok((name, version, policies)) =
+                            policy::parse_member(f.member, &policy::member_bytes(config))
+                        {
+                            println!(
+                                "{}",
+                                json!({"ok": true, "filter": f.member, "name": name, "version": version, "policies": policies})
+                            );
+                        }
+                    }
+                }
+            }
+            anyhow::bail!(
+                "{file}: {} error{}:\n  {}",
+                errors.len(),
+                if errors.len() == 1 { "" } else { "s" },
+                errors.join("\n  ")
+            )
+        }
+    }
+}
+
+/// `guardctl render POLICY --target envoy|istio|istio-envoyfilter [--digests FILE | --no-digests]`.
+fn render_cmd(args: &[String]) -> anyhow::Result<()> {
+    let mut file = None;
+    let mut target = None;
+    let mut digests: Option<Option<String>> = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--target" => {
+                let t = it.next().ok_or_else(|| {
+                    anyhow::anyhow!("--target needs envoy, istio or istio-envoyfilter")
+                })?;
+                target = Some(render::Target::parse(t).ok_or_else(|| {
+                    anyhow::anyhow!("--target must be envoy, istio or istio-envoyfilter, not {t:?}")
+                })?);
+            }
+            "--digests" => {
+                let f = it
+                    .next()
+                    .ok_or_else(|| anyhow::anyhow!("--digests needs a file"))?;
+                digests = Some(Some(f.clone()));
+            }
+            "--no-digests" => digests = Some(None),
+            other if other.starts_with("--") => {
+                anyhow::bail!("unknown argument {other:?}\n{USAGE}")
+            }
+            other if file.is_none() => file = Some(other.to_string()),
+            other => anyhow::bail!("unexpected argument {other:?}\n{USAGE}"),
+        }
+    }
+    let (Some(file), Some(target)) = (file, target) else {
+        anyhow::bail!("render needs a policy file and --target\n{USAGE}")
+    };
+    let text =
+        std::fs::read_to_string(&file).map_err(|e| anyhow::anyhow!("cannot read {file}: {e}"))?;
+    let root = policy::parse_text(&text).map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
+    if !policy::is_policy_file(&root) {
+        anyhow::bail!(
+            "{file}: not a policy file (no member named after a filter, e.g. pii_redact, and no deployment)"
+        );
+    }
+    let p = policy::validate(&root).map_err(|errors| {
+        anyhow::anyhow!("{file}: invalid policy file:\n  {}", errors.join("\n  "))
+    })?;
+    let tag = p.deployment.images.tag().to_string();
+    let digests = match digests {
+        Some(None) => render::Digests::default(),
+        Some(Some(f)) => load_digests(&f, &tag)?,
+        None if target != render::Target::Envoy
+            && std::path::Path::new(DEFAULT_DIGESTS).exists() =>
+        {
+            eprintln!("guardctl: sha256 from {DEFAULT_DIGESTS} (--no-digests to leave it out)");
+            load_digests(DEFAULT_DIGESTS, &tag)?
+        }
+        None => render::Digests::default(),
+    };
+    let out = render::render(&p, target, &digests, &file)?;
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(out.as_bytes())?;
+    stdout.flush()?;
+    Ok(())
+}
+
+/// Where `make oci` writes the image digests.
+const DEFAULT_DIGESTS: &str = "target/oci/digests.json";
+
+fn load_digests(file: &str, tag: &str) -> anyhow::Result<render::Digests> {
+    let (d, warnings) = render::Digests::load(std::path::Path::new(file), tag)?;
+    for w in warnings {
+        eprintln!("guardctl: warning: {w}");
+    }
+    Ok(d)
 }
 
 /// `guardctl audit verify FILE`: regroup the chained records of an access log by chain and
@@ -186,10 +269,6 @@ fn audit_verify(file: &str) -> anyhow::Result<()> {
     } else {
         std::process::exit(1)
     }
-}
-
-fn names<'a>(it: impl Iterator<Item = &'a str>) -> Vec<String> {
-    it.map(str::to_string).collect()
 }
 
 /// `guardctl injection`: JSON Lines of `{"text": ...}` → the policy's verdict for each (the
