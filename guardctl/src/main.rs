@@ -3,7 +3,7 @@
 //! ```text
 //! guardctl lint FILE                      validate a filter configuration or a whole policy file
 //!                                         (envoy/policy.yaml; exit 2 when invalid)
-//! guardctl render POLICY --target envoy|istio|istio-envoyfilter [--digests FILE | --no-digests]
+//! guardctl render POLICY --target envoy|istio|istio-wasmplugin [--digests FILE | --no-digests]
 //!                                         the Envoy http_filters / Istio WasmPlugins / Istio
 //!                                         EnvoyFilters of a policy file (docs/policy.md)
 //! guardctl injection [--config FILE] [--source user|tool|document]
@@ -45,7 +45,7 @@ mod schema;
 mod synthetic;
 mod train;
 
-const USAGE: &str = "usage: guardctl <lint FILE | render POLICY --target envoy|istio|istio-envoyfilter [--digests FILE | --no-digests] | injection [--config FILE] [--source user|tool|document] | pii [--config FILE] | schema --schema FILE | segments [--api SHAPE] | train-injection [--data DIR] [--out FILE] | eval-injection [--data DIR] [--split test|train] [--config FILE] [--json] | eval-pii [--data DIR] [--split test|train] [--config FILE] [--errors] [--json] | schema-suite [--data DIR] [--failures] | audit verify FILE | replay FILE [--config FILE]...>";
+const USAGE: &str = "usage: guardctl <lint FILE | render POLICY --target envoy|istio|istio-wasmplugin [--digests FILE | --no-digests] | injection [--config FILE] [--source user|tool|document] | pii [--config FILE] | schema --schema FILE | segments [--api SHAPE] | train-injection [--data DIR] [--out FILE] | eval-injection [--data DIR] [--split test|train] [--config FILE] [--json] | eval-pii [--data DIR] [--split test|train] [--config FILE] [--errors] [--json] | schema-suite [--data DIR] [--failures] | audit verify FILE | replay FILE [--config FILE]...>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -174,7 +174,7 @@ fn lint_policy_file(file: &str, root: &Value) -> anyhow::Result<()> {
     }
 }
 
-/// `guardctl render POLICY --target envoy|istio|istio-envoyfilter [--digests FILE | --no-digests]`.
+/// `guardctl render POLICY --target envoy|istio|istio-wasmplugin [--digests FILE | --no-digests]`.
 fn render_cmd(args: &[String]) -> anyhow::Result<()> {
     let mut file = None;
     let mut target = None;
@@ -184,10 +184,10 @@ fn render_cmd(args: &[String]) -> anyhow::Result<()> {
         match a.as_str() {
             "--target" => {
                 let t = it.next().ok_or_else(|| {
-                    anyhow::anyhow!("--target needs envoy, istio or istio-envoyfilter")
+                    anyhow::anyhow!("--target needs envoy, istio or istio-wasmplugin")
                 })?;
                 target = Some(render::Target::parse(t).ok_or_else(|| {
-                    anyhow::anyhow!("--target must be envoy, istio or istio-envoyfilter, not {t:?}")
+                    anyhow::anyhow!("--target must be envoy, istio or istio-wasmplugin, not {t:?}")
                 })?);
             }
             "--digests" => {

@@ -1,14 +1,15 @@
-//! `guardctl render POLICY --target envoy|istio|istio-envoyfilter`: the deployment manifests of
+//! `guardctl render POLICY --target envoy|istio|istio-wasmplugin`: the deployment manifests of
 //! a policy file (docs/policy.md).
 //!
 //! - `envoy`: two YAML documents, the LLM listener's `http_filters` (llm-telemetry,
 //!   schema-guard, approval-gate, pii-redact, prompt-guard, router) with the clusters they call
 //!   out to, and the vector-database listener's (rag-acl, router) with its clusters; entries
 //!   exactly like `envoy/envoy.yaml` / `envoy/rag-acl.yaml`.
-//! - `istio`: one `WasmPlugin` per filter (`extensions.istio.io/v1alpha1`).
-//! - `istio-envoyfilter`: `EnvoyFilter`s (`networking.istio.io/v1alpha3`) that add the same
-//!   modules through ECDS with `allow_on_headers_stop_iteration: true`, which a `WasmPlugin`
-//!   cannot set and every filter here needs.
+//! - `istio` (alias `istio-envoyfilter`): `EnvoyFilter`s (`networking.istio.io/v1alpha3`) that
+//!   add the modules through ECDS with `allow_on_headers_stop_iteration: true`, which a
+//!   `WasmPlugin` cannot set and every filter here needs: the manifests that work today.
+//! - `istio-wasmplugin`: one `WasmPlugin` per filter (`extensions.istio.io/v1alpha1`), for when
+//!   Istio exposes that field.
 //!
 //! The output is a function of the policy file and the digests only (no timestamps), so the
 //! rendered defaults committed in `envoy/istio/` are checked against it by a test.
@@ -46,16 +47,18 @@ impl Target {
     pub fn parse(s: &str) -> Option<Target> {
         match s {
             "envoy" => Some(Target::Envoy),
-            "istio" => Some(Target::Istio),
-            "istio-envoyfilter" => Some(Target::IstioEnvoyFilter),
+            // `istio` is the path that works today (EnvoyFilter); `istio-envoyfilter` stays an
+            // alias of it.
+            "istio" | "istio-envoyfilter" => Some(Target::IstioEnvoyFilter),
+            "istio-wasmplugin" => Some(Target::Istio),
             _ => None,
         }
     }
     fn as_str(self) -> &'static str {
         match self {
             Target::Envoy => "envoy",
-            Target::Istio => "istio",
-            Target::IstioEnvoyFilter => "istio-envoyfilter",
+            Target::Istio => "istio-wasmplugin",
+            Target::IstioEnvoyFilter => "istio",
         }
     }
 }
@@ -167,7 +170,7 @@ fn header(target: Target, source: &str, has_deployment: bool) -> String {
              # request headers until the body is judged; without the flag Envoy never delivers the\n\
              # body and the request hangs). An EnvoyFilter cannot add it to a WasmPlugin's extension\n\
              # config either (istiod applies only ADD to EXTENSION_CONFIG). Until Istio exposes the\n\
-             # field, deploy envoyfilter.yaml (`--target istio-envoyfilter`) instead. Never apply\n\
+             # field, deploy envoyfilter.yaml (`--target istio`) instead. Never apply\n\
              # both: the filters would run twice.\n\
              #\n\
              # sha256: the image (manifest) digest `make oci` wrote to target/oci/digests.json;\n\
@@ -380,7 +383,9 @@ fn wasm_plugins(policy: &PolicyFile, digests: &Digests) -> Result<Vec<(String, V
         }
         spec.insert("pluginName".into(), json!(f.name));
         spec.insert("type".into(), json!("HTTP"));
-        spec.insert("phase".into(), json!("AUTHZ"));
+        // After Istio's authentication and authorization filters (STATS phase): a request RBAC or
+        // ext_authz refuses never costs a scan nor creates an approval request.
+        spec.insert("phase".into(), json!("STATS"));
         spec.insert("priority".into(), json!(priority(policy, m)));
         spec.insert("failStrategy".into(), json!(d.fail_strategy(f).istio()));
         let mut selector = Map::new();

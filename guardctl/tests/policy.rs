@@ -340,8 +340,8 @@ fn rendered_envoy_filters_are_the_shipped_ones() {
 #[test]
 fn committed_istio_manifests_are_the_rendered_ones() {
     for (file, target) in [
-        ("envoy/istio/wasmplugins.yaml", "istio"),
-        ("envoy/istio/envoyfilter.yaml", "istio-envoyfilter"),
+        ("envoy/istio/wasmplugins.yaml", "istio-wasmplugin"),
+        ("envoy/istio/envoyfilter.yaml", "istio"),
     ] {
         let (code, out, err) = guardctl(&[
             "render",
@@ -365,7 +365,7 @@ fn wasm_plugins_follow_the_policy() {
         "render",
         "envoy/policy.yaml",
         "--target",
-        "istio",
+        "istio-wasmplugin",
         "--no-digests",
     ]);
     assert_eq!(code, 0, "{err}");
@@ -397,7 +397,7 @@ fn wasm_plugins_follow_the_policy() {
         let spec = &d["spec"];
         let name = spec["pluginName"].as_str().unwrap();
         let member = name.replace('-', "_");
-        assert_eq!(spec["phase"], "AUTHZ");
+        assert_eq!(spec["phase"], "STATS");
         assert_eq!(spec["sha256"], "", "{name}: no placeholder without digests");
         assert_eq!(
             spec["url"],
@@ -464,14 +464,14 @@ fn rendered_plugin_configs_pass_lint() {
         "render",
         "envoy/policy.yaml",
         "--target",
-        "istio",
+        "istio-wasmplugin",
         "--no-digests",
     ]);
     let (_, filters, _) = guardctl(&[
         "render",
         "envoy/policy.yaml",
         "--target",
-        "istio-envoyfilter",
+        "istio",
         "--no-digests",
     ]);
     let mut configs = Vec::new();
@@ -516,7 +516,7 @@ fn envoy_filters_insert_the_chain_in_order_with_the_flag() {
         "render",
         "envoy/policy.yaml",
         "--target",
-        "istio-envoyfilter",
+        "istio",
         "--no-digests",
     ]);
     assert_eq!(code, 0, "{err}");
@@ -605,7 +605,7 @@ fn render_pins_digests() {
         "render",
         "envoy/policy.yaml",
         "--target",
-        "istio",
+        "istio-wasmplugin",
         "--digests",
         f,
     ]);
@@ -622,7 +622,7 @@ fn render_pins_digests() {
         "render",
         "envoy/policy.yaml",
         "--target",
-        "istio-envoyfilter",
+        "istio",
         "--digests",
         f,
     ]);
@@ -643,7 +643,7 @@ fn render_pins_digests() {
         "render",
         "envoy/policy.yaml",
         "--target",
-        "istio",
+        "istio-wasmplugin",
         "--digests",
         bad.to_str().unwrap(),
     ]);
@@ -659,7 +659,7 @@ fn render_pins_digests() {
         "render",
         "envoy/policy.yaml",
         "--target",
-        "istio",
+        "istio-wasmplugin",
         "--digests",
         bad.to_str().unwrap(),
     ]);
@@ -712,7 +712,7 @@ fn render_usage_errors() {
         out.contains("name: approvals") && out.contains("10.0.0.1"),
         "{out}"
     );
-    let (code, _, err) = guardctl(&["render", f, "--target", "istio", "--no-digests"]);
+    let (code, _, err) = guardctl(&["render", f, "--target", "istio-wasmplugin", "--no-digests"]);
     assert_eq!(code, 2);
     assert!(err.contains("no `istio` name"), "{err}");
     // Without a deployment member, lint passes but render asks for the cluster.
