@@ -277,18 +277,9 @@ fn envoy(policy: &PolicyFile) -> Result<Vec<(String, Value)>> {
 
 fn envoy_wasm_filter(d: &Deployment, m: &Member) -> Value {
     let f = m.filter;
-    let mut vm = Map::new();
-    vm.insert("vm_id".into(), json!(f.name));
-    vm.insert("runtime".into(), json!(V8));
-    let keys = env_keys(d, f, &m.config);
-    if !keys.is_empty() {
-        vm.insert(
-            "environment_variables".into(),
-            json!({ "host_env_keys": keys }),
-        );
-    }
-    vm.insert(
-        "code".into(),
+    let vm = vm_config(
+        d,
+        m,
         json!({"local": {"filename": format!("{}/{}", d.envoy.wasm_dir.trim_end_matches('/'), f.module)}}),
     );
     json!({
@@ -307,6 +298,24 @@ fn envoy_wasm_filter(d: &Deployment, m: &Member) -> Value {
             },
         },
     })
+}
+
+/// A filter's `vm_config`: its VM id, V8, the secrets it reads from the host's environment, and
+/// where its module comes from (`code`).
+fn vm_config(d: &Deployment, m: &Member, code: Value) -> Map<String, Value> {
+    let f = m.filter;
+    let mut vm = Map::new();
+    vm.insert("vm_id".into(), json!(f.name));
+    vm.insert("runtime".into(), json!(V8));
+    let keys = env_keys(d, f, &m.config);
+    if !keys.is_empty() {
+        vm.insert(
+            "environment_variables".into(),
+            json!({ "host_env_keys": keys }),
+        );
+    }
+    vm.insert("code".into(), code);
+    vm
 }
 
 fn envoy_cluster(name: &str, c: &crate::policy::EnvoyCluster) -> Value {
@@ -540,17 +549,7 @@ fn ecds_config(d: &Deployment, m: &Member, namespace: &str, digests: &Digests) -
     if let Some(hex) = digests.get(f) {
         remote.insert("sha256".into(), json!(hex));
     }
-    let mut vm = Map::new();
-    vm.insert("vm_id".into(), json!(f.name));
-    vm.insert("runtime".into(), json!(V8));
-    let keys = env_keys(d, f, &m.config);
-    if !keys.is_empty() {
-        vm.insert(
-            "environment_variables".into(),
-            json!({ "host_env_keys": keys }),
-        );
-    }
-    vm.insert("code".into(), json!({ "remote": Value::Object(remote) }));
+    let vm = vm_config(d, m, json!({ "remote": Value::Object(remote) }));
     json!({
         "name": ecds_name(namespace, f),
         "typed_config": {
