@@ -10,7 +10,7 @@ use guard_core::error::{Error, Result};
 use guard_core::sse::SseParser;
 use guard_core::stream::{Channel, Delta, StreamAssembler, StreamDecoder};
 use guard_core::verdict::{Decision, LocalReply};
-use guard_host::driver::{Chunk, Cx, GuardFilter, Outcome, ResponsePlan};
+use guard_host::driver::{CallOut, CallOutResult, Chunk, Cx, GuardFilter, Outcome, ResponsePlan};
 use guard_host::host::Dir;
 use guard_host::metrics::Metrics;
 use serde::Deserialize;
@@ -29,6 +29,10 @@ pub mod metric {
     }
     /// Checks run (tool calls, outputs, bodies).
     pub const CHECKS: &str = "guard.schema_guard.checks";
+    /// Re-asks by outcome (`attempted`, `succeeded`, `failed`).
+    pub fn repairs(outcome: &str) -> String {
+        format!("guard.schema_guard.repair.{outcome}.answers")
+    }
 }
 
 /// What to do when a check fails.
@@ -43,6 +47,10 @@ pub enum OnFailure {
     /// Remove the offending tool call and add a deterministic assistant message (non-streamed
     /// answers; a stream is blocked instead).
     DropToolCall,
+    /// Ask the model again (through Envoy's own listener, see [`RepairSettings`]) with the
+    /// validation errors, up to `repair.max_attempts` times; an answer that still fails is
+    /// blocked (non-streamed answers; a stream is blocked at once).
+    Repair,
 }
 
 impl OnFailure {
@@ -51,6 +59,7 @@ impl OnFailure {
             OnFailure::Block => "block",
             OnFailure::Flag => "flag",
             OnFailure::DropToolCall => "drop_tool_call",
+            OnFailure::Repair => "repair",
         }
     }
 }
@@ -174,7 +183,60 @@ pub struct Settings {
     pub flag_header: String,
     #[serde(default)]
     pub dry_run: bool,
+    /// Where and how a `repair` re-asks the model.
+    #[serde(default)]
+    pub repair: Option<RepairSettings>,
 }
+
+/// A `repair` sends the original request again, with the model's failed answer and the
+/// validation errors appended, to `cluster` — a cluster that points back at Envoy's own
+/// listener, so the re-ask passes every filter (pii-redact, prompt-guard, ...) like any request
+/// and its answer is restored and checked like any answer. The re-ask carries the header
+/// `x-guard-repair` (its attempt number); a request that carries it is never repaired again.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepairSettings {
+    /// The Envoy cluster of Envoy's own listener.
+    pub cluster: String,
+    /// `:authority` of the re-ask (default: the original request's).
+    #[serde(default)]
+    pub authority: Option<String>,
+    /// Re-asks per answer (1..=3).
+    #[serde(default = "one")]
+    pub max_attempts: u32,
+    /// Deadline of one re-ask (ms).
+    #[serde(default = "default_repair_ms")]
+    pub timeout_ms: u64,
+    /// Request headers copied onto the re-ask (credentials, API versions, identity).
+    #[serde(default = "default_forward_headers")]
+    pub forward_headers: Vec<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+fn default_repair_ms() -> u64 {
+    60_000
+}
+fn default_forward_headers() -> Vec<String> {
+    [
+        "authorization",
+        "x-api-key",
+        "api-key",
+        "anthropic-version",
+        "anthropic-beta",
+        "openai-organization",
+        "openai-project",
+        "x-user",
+        "x-conversation-id",
+    ]
+    .iter()
+    .map(|h| h.to_string())
+    .collect()
+}
+
+/// The header that marks a re-ask (its value is the attempt number).
+pub const REPAIR_HEADER: &str = "x-guard-repair";
 
 fn yes() -> bool {
     true
@@ -200,6 +262,7 @@ impl Default for Settings {
             limits: LimitSettings::default(),
             flag_header: default_flag_header(),
             dry_run: false,
+            repair: None,
         }
     }
 }
@@ -234,6 +297,42 @@ impl Compiled {
                         .to_string(),
                 ));
             }
+        }
+        if settings.on_failure.request == OnFailure::Repair {
+            return Err(err(
+                "on_failure/request",
+                "repair applies to answers only".to_string(),
+            ));
+        }
+        let a = settings.on_failure;
+        let repairs = [a.output, a.tool_arguments, a.undeclared_tool, a.response]
+            .contains(&OnFailure::Repair);
+        match &settings.repair {
+            None if repairs => {
+                return Err(err(
+                    "repair",
+                    "an on_failure action is repair: set repair.cluster (a cluster of Envoy's own listener)"
+                        .to_string(),
+                ))
+            }
+            Some(r) => {
+                if r.cluster.is_empty() {
+                    return Err(err("repair/cluster", "must not be empty".to_string()));
+                }
+                if !(1..=3).contains(&r.max_attempts) {
+                    return Err(err(
+                        "repair/max_attempts",
+                        format!("{} is not within 1..=3", r.max_attempts),
+                    ));
+                }
+                if !(100..=300_000).contains(&r.timeout_ms) {
+                    return Err(err(
+                        "repair/timeout_ms",
+                        format!("{} is not within 100..=300000", r.timeout_ms),
+                    ));
+                }
+            }
+            None => {}
         }
         if settings.flag_header.is_empty()
             || !settings
@@ -318,16 +417,20 @@ impl Compiled {
         (expect, unusable)
     }
 
-    /// The action for a set of findings: `block` over `drop_tool_call` over `flag`; a stream
-    /// cannot drop a call it may already have sent, so there `drop_tool_call` blocks.
+    /// The action for a set of findings: `block` over `repair` over `drop_tool_call` over
+    /// `flag`; a stream cannot drop a call it may already have sent nor be re-asked, so there
+    /// `drop_tool_call` and `repair` block.
     pub fn action_for(&self, findings: &[Finding], streamed: bool) -> OnFailure {
         let mut worst = OnFailure::Flag;
         for f in findings {
             match self.settings.on_failure.for_kind(f.kind) {
                 OnFailure::Block => return OnFailure::Block,
-                OnFailure::DropToolCall if streamed => return OnFailure::Block,
-                OnFailure::DropToolCall => worst = OnFailure::DropToolCall,
-                OnFailure::Flag => {}
+                OnFailure::DropToolCall | OnFailure::Repair if streamed => return OnFailure::Block,
+                OnFailure::Repair => worst = OnFailure::Repair,
+                OnFailure::DropToolCall if worst != OnFailure::Repair => {
+                    worst = OnFailure::DropToolCall
+                }
+                OnFailure::DropToolCall | OnFailure::Flag => {}
             }
         }
         worst
@@ -339,7 +442,7 @@ impl Compiled {
             return "allow";
         }
         match self.action_for(findings, streamed) {
-            OnFailure::Block => "block",
+            OnFailure::Block | OnFailure::Repair => "block",
             OnFailure::DropToolCall => "modify",
             OnFailure::Flag => "flag",
         }
@@ -394,12 +497,29 @@ impl StreamState {
     }
 }
 
+/// What a repair needs of the original request.
+struct RepairState {
+    api: guard_core::api::ApiShape,
+    /// The original request body (JSON).
+    request: Value,
+    path: String,
+    authority: String,
+    /// The forwarded headers, read while the request passed.
+    headers: Vec<(String, String)>,
+    /// Re-asks made so far.
+    attempts: u32,
+    /// What the model said in the first failed answer (quoted in every re-ask).
+    failed_answer: String,
+}
+
 /// Per-stream state.
 pub struct SchemaGuard {
     expect: Option<Expect>,
     stream: Option<StreamState>,
     stopped: bool,
     checks: u64,
+    /// Set when the policy may repair this request's answer (and it is not itself a re-ask).
+    repair: Option<RepairState>,
 }
 
 const MAX_SHOWN: usize = 3;
@@ -427,6 +547,7 @@ impl GuardFilter for SchemaGuard {
             stream: None,
             stopped: false,
             checks: 0,
+            repair: None,
         }
     }
 
@@ -480,7 +601,89 @@ impl GuardFilter for SchemaGuard {
             }
         }
         self.expect = Some(expect);
+        let is_reask = cx.host.header(Dir::Request, REPAIR_HEADER).is_some();
+        if let (Some(r), false) = (&s.repair, is_reask) {
+            let header = |name: &str| {
+                cx.host
+                    .header(Dir::Request, name)
+                    .map(|v| String::from_utf8_lossy(&v).into_owned())
+            };
+            let headers = r
+                .forward_headers
+                .iter()
+                .filter_map(|h| header(h).map(|v| (h.to_ascii_lowercase(), v)))
+                .collect();
+            self.repair = Some(RepairState {
+                api,
+                path: cx.info.path.clone(),
+                authority: r
+                    .authority
+                    .clone()
+                    .or_else(|| header(":authority"))
+                    .unwrap_or_else(|| r.cluster.clone()),
+                headers,
+                request: req.into_json(),
+                attempts: 0,
+                failed_answer: String::new(),
+            });
+        }
         Ok(Outcome::Continue)
+    }
+
+    fn on_callout(&mut self, cx: &mut Cx<'_, Self>, result: CallOutResult) -> Result<Outcome> {
+        let (Some(api), Some(expect)) = (cx.api(), self.expect.as_ref()) else {
+            return Ok(Outcome::Continue);
+        };
+        let body = match result {
+            CallOutResult::Response { status: 200, body } => body,
+            CallOutResult::Response { status, body } => {
+                // The re-ask's own schema-guard blocked its answer (a re-ask is never repaired
+                // again, so an invalid one comes back as this 502): ask again if attempts are
+                // left, with the errors it gave.
+                let err: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                let code = err
+                    .pointer("/error/code")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let message = err
+                    .pointer("/error/message")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                if status == 502 && code == "schema_violation" {
+                    if let Some(out) = self.reask_with(cx, &message) {
+                        return Ok(out);
+                    }
+                    return Ok(self.repair_failed(cx, &message));
+                }
+                return Ok(
+                    self.repair_failed(cx, &format!("the re-ask was answered with {status}"))
+                );
+            }
+            CallOutResult::Failed => {
+                return Ok(self.repair_failed(cx, "the re-ask got no answer"));
+            }
+        };
+        let Ok(resp) = ResponseBody::parse(api, &body) else {
+            return Ok(self.repair_failed(cx, "the re-ask's answer is not a valid answer"));
+        };
+        if resp.is_error() {
+            return Ok(self.repair_failed(cx, "the re-ask was answered with an error"));
+        }
+        self.checks += resp.tool_calls().len() as u64 + u64::from(expect.output.is_some());
+        let findings = expect.answer(&resp);
+        if findings.is_empty() {
+            let attempts = self.repair.as_ref().map_or(0, |r| r.attempts);
+            Self::count_repair(cx, "succeeded");
+            let rec = &mut cx.info.record;
+            rec.extra.insert("repaired".into(), json!(true));
+            rec.extra.insert("repair_attempts".into(), json!(attempts));
+            rec.decide(Decision::Modify, "schema_repaired");
+            return Ok(Outcome::Replace(body));
+        }
+        let errors = summary(&findings);
+        self.reask_with(cx, &errors)
+            .map_or_else(|| Ok(self.repair_failed(cx, &errors)), Ok)
     }
 
     fn response_plan(&mut self, cx: &mut Cx<'_, Self>, streaming: bool) -> ResponsePlan {
@@ -775,11 +978,79 @@ impl SchemaGuard {
                 self.flag_header(cx, findings, !is_request);
                 Some(Outcome::Replace(resp.to_bytes()))
             }
+            OnFailure::Repair => {
+                let (_, resp) = resp?;
+                let out = self.reask(cx, resp, findings);
+                Some(out.unwrap_or_else(|| {
+                    // No repair possible here (a re-ask itself, or no request kept): block.
+                    cx.info.record.decide(Decision::Block, "schema_violation");
+                    Outcome::Reply(LocalReply::new(502, "schema_violation", &summary(findings)))
+                }))
+            }
             OnFailure::Flag => {
                 self.flag_header(cx, findings, !is_request);
                 None
             }
         }
+    }
+
+    /// Re-ask the model about `resp` (which failed `findings`), when a repair is possible and
+    /// attempts are left.
+    fn reask(
+        &mut self,
+        cx: &mut Cx<'_, Self>,
+        resp: &ResponseBody,
+        findings: &[Finding],
+    ) -> Option<Outcome> {
+        self.repair.as_mut()?.failed_answer = answer_text(resp);
+        self.reask_with(cx, &summary(findings))
+    }
+
+    /// Re-ask with `errors` (the first failed answer quoted), when attempts are left.
+    fn reask_with(&mut self, cx: &mut Cx<'_, Self>, errors: &str) -> Option<Outcome> {
+        let policy = Rc::clone(&cx.info.policy);
+        let settings = policy.settings.settings.repair.as_ref()?;
+        let r = self.repair.as_mut()?;
+        if r.attempts >= settings.max_attempts {
+            return None;
+        }
+        r.attempts += 1;
+        let body = reask_body(r.api, &r.request, &r.failed_answer, errors)?;
+        let mut headers = r.headers.clone();
+        headers.push(("content-type".into(), "application/json".into()));
+        headers.push((REPAIR_HEADER.into(), r.attempts.to_string()));
+        let call = CallOut {
+            cluster: settings.cluster.clone(),
+            method: "POST",
+            authority: r.authority.clone(),
+            path: r.path.clone(),
+            headers,
+            body: serde_json::to_vec(&body).ok()?,
+            timeout_ms: settings.timeout_ms,
+        };
+        Self::count_repair(cx, "attempted");
+        Some(Outcome::CallOut(call))
+    }
+
+    /// The repair did not produce a valid answer: blocked, counted.
+    fn repair_failed(&mut self, cx: &mut Cx<'_, Self>, why: &str) -> Outcome {
+        Self::count_repair(cx, "failed");
+        let attempts = self.repair.as_ref().map_or(0, |r| r.attempts);
+        let rec = &mut cx.info.record;
+        rec.extra.insert("repaired".into(), json!(false));
+        rec.extra.insert("repair_attempts".into(), json!(attempts));
+        rec.decide(Decision::Block, "schema_violation");
+        Outcome::Reply(LocalReply::new(
+            502,
+            "schema_violation",
+            &format!(
+                "the answer does not match its schema, and asking again did not fix it: {why}"
+            ),
+        ))
+    }
+
+    fn count_repair(cx: &mut Cx<'_, Self>, outcome: &str) {
+        cx.shared.metrics.counter(&metric::repairs(outcome), 1);
     }
 
     fn flag_header(&self, cx: &mut Cx<'_, Self>, findings: &[Finding], response: bool) {
@@ -829,7 +1100,8 @@ impl SchemaGuard {
         }
         let decision = match action {
             OnFailure::Block => Decision::Block,
-            OnFailure::DropToolCall => Decision::Modify,
+            // Until the re-ask says otherwise (repaired: modify; still failing: block).
+            OnFailure::DropToolCall | OnFailure::Repair => Decision::Modify,
             OnFailure::Flag => Decision::Flag,
         };
         rec.decide(decision, "schema_violation");
@@ -850,6 +1122,65 @@ fn summary(findings: &[Finding]) -> String {
     format!("{what}: {}", parts.join(" | "))
 }
 
+/// What the model said in an answer: its text, and its tool calls as text.
+fn answer_text(resp: &ResponseBody) -> String {
+    use guard_core::segment::Source;
+    let mut said: Vec<String> = resp
+        .segments()
+        .iter()
+        .filter(|seg| seg.source == Source::Assistant)
+        .map(|seg| seg.text.to_string())
+        .collect();
+    for call in resp.tool_calls() {
+        let args = match call.arguments {
+            guard_core::body::ToolArgs::Text(t) => t.to_string(),
+            guard_core::body::ToolArgs::Json(v) => v.to_string(),
+        };
+        said.push(format!("(called the tool {} with {args})", call.name));
+    }
+    said.join("\n")
+}
+
+/// The re-ask: the original request with the model's failed answer and the validation errors
+/// appended as the last two turns, not streamed. `None` for a request shape it cannot extend.
+fn reask_body(
+    api: guard_core::api::ApiShape,
+    request: &Value,
+    answer: &str,
+    errors: &str,
+) -> Option<Value> {
+    use guard_core::api::ApiShape;
+    let ask = format!(
+        "Your previous answer was rejected because it does not match the required schema: \
+         {errors}. Answer the request again and make the output match the schema exactly."
+    );
+    let mut body = request.clone();
+    let obj = body.as_object_mut()?;
+    obj.insert("stream".into(), Value::Bool(false));
+    obj.remove("stream_options");
+    match api {
+        ApiShape::OpenAiChat | ApiShape::AnthropicMessages => {
+            let messages = obj.get_mut("messages")?.as_array_mut()?;
+            messages.push(json!({"role": "assistant", "content": answer}));
+            messages.push(json!({"role": "user", "content": ask}));
+        }
+        ApiShape::OpenAiResponses => {
+            let input = match obj.remove("input") {
+                Some(Value::String(text)) => vec![json!({"role": "user", "content": text})],
+                Some(Value::Array(items)) => items,
+                _ => Vec::new(),
+            };
+            let mut input = input;
+            input.push(json!({"role": "assistant", "content": answer}));
+            input.push(json!({"role": "user", "content": ask}));
+            obj.insert("input".into(), Value::Array(input));
+            // The earlier turns are ours now: do not chain to a stored response.
+            obj.remove("previous_response_id");
+        }
+    }
+    Some(body)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -866,6 +1197,52 @@ mod tests {
             cfg.select(None, None).settings.settings,
             Settings::default()
         );
+    }
+
+    #[test]
+    fn repair_needs_its_settings_and_never_applies_to_streams() {
+        let err = parse_config(br#"{"policies":{"default":{"on_failure":{"output":"repair"}}}}"#)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("/policies/default/repair"), "{err}");
+        let err = parse_config(
+            br#"{"policies":{"default":{"on_failure":{"request":"repair"},"repair":{"cluster":"self"}}}}"#,
+        )
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(
+            err.contains("/policies/default/on_failure/request"),
+            "{err}"
+        );
+        let err = parse_config(
+            br#"{"policies":{"default":{"on_failure":{"output":"repair"},"repair":{"cluster":"self","max_attempts":9}}}}"#,
+        )
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(
+            err.contains("/policies/default/repair/max_attempts"),
+            "{err}"
+        );
+        let cfg = parse_config(
+            br#"{"policies":{"default":{"on_failure":{"output":"repair","tool_arguments":"drop_tool_call"},"repair":{"cluster":"self"}}}}"#,
+        )
+        .unwrap();
+        let c = &cfg.select(None, None).settings;
+        let f = |kind| Finding {
+            kind,
+            choice: 0,
+            call: None,
+            tool: None,
+            location: None,
+            violations: Vec::new(),
+        };
+        let both = [f(Kind::Output), f(Kind::ToolArguments)];
+        assert_eq!(c.action_for(&both, false), OnFailure::Repair);
+        assert_eq!(c.action_for(&both, true), OnFailure::Block);
+        assert_eq!(c.action_for(&both[1..], false), OnFailure::DropToolCall);
     }
 
     #[test]
