@@ -23,12 +23,15 @@ use std::sync::{Arc, Mutex};
 const TEMPLATE: &str = include_str!("../configs/schema_repair.yaml");
 const EMAIL: &str = "ann.lee@example.com";
 
+/// What the upstream received: headers and JSON body of each request.
+type Seen = Vec<(Vec<(String, String)>, Value)>;
+
 /// An upstream that answers each request with the next queued chat answer (content text) and
 /// records (headers, body) of what it received.
 #[derive(Clone, Default)]
 struct Scripted {
     answers: Arc<Mutex<VecDeque<String>>>,
-    seen: Arc<Mutex<Vec<(Vec<(String, String)>, Value)>>>,
+    seen: Arc<Mutex<Seen>>,
 }
 
 impl Scripted {
@@ -90,7 +93,7 @@ impl Scripted {
         (s, port)
     }
 
-    fn seen(&self) -> Vec<(Vec<(String, String)>, Value)> {
+    fn seen(&self) -> Seen {
         self.seen.lock().unwrap().clone()
     }
 }
