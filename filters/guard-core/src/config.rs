@@ -78,6 +78,9 @@ pub struct CommonPolicy {
     pub capture: bool,
     /// Most bytes of each body captured.
     pub capture_max_bytes: u64,
+    /// What the client gets when the upstream fails before answering or a guard flags the
+    /// answer (docs/fallback.md).
+    pub fallback: Fallback,
 }
 
 impl Default for CommonPolicy {
@@ -90,6 +93,7 @@ impl Default for CommonPolicy {
             request_identity_encoding: true,
             capture: false,
             capture_max_bytes: DEFAULT_CAPTURE_MAX_BYTES,
+            fallback: Fallback::default(),
         }
     }
 }
@@ -97,7 +101,7 @@ impl Default for CommonPolicy {
 /// Default cap on each captured body.
 pub const DEFAULT_CAPTURE_MAX_BYTES: u64 = 64 * 1024;
 
-const COMMON_FIELDS: [&str; 7] = [
+const COMMON_FIELDS: [&str; 8] = [
     "failure_policy",
     "max_request_body_bytes",
     "max_response_body_bytes",
@@ -105,7 +109,191 @@ const COMMON_FIELDS: [&str; 7] = [
     "request_identity_encoding",
     "capture",
     "capture_max_bytes",
+    "fallback",
 ];
+
+/// What the client gets instead of a failed or refused answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FallbackAction {
+    /// A provider-shaped error (status, stable reason code, `x-guard-reason`).
+    Error,
+    /// The configured `safe_answer` text as a normal answer in the request's API shape
+    /// (streamed when the request streams), status 200, `x-guard-fallback: safe_answer`.
+    SafeAnswer,
+    /// An item in the review queue of the approval service, and a "a person will follow up"
+    /// answer naming it; `safe_answer` (else `error`) when the service does not answer.
+    Escalate,
+}
+
+impl FallbackAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FallbackAction::Error => "error",
+            FallbackAction::SafeAnswer => "safe_answer",
+            FallbackAction::Escalate => "escalate",
+        }
+    }
+}
+
+/// Longest `safe_answer` / escalation message, in bytes.
+pub const MAX_FALLBACK_TEXT: usize = 16 * 1024;
+/// Default deadline of the escalation call-out.
+pub const DEFAULT_ESCALATE_TIMEOUT_MS: u64 = 2000;
+/// The placeholder of the escalation message replaced by the review id.
+pub const REVIEW_ID_PLACEHOLDER: &str = "{review_id}";
+
+/// The `fallback` policy field (common to every filter; docs/fallback.md):
+///
+/// ```json
+/// "fallback": {
+///   "on_upstream_failure": "safe_answer",
+///   "on_flagged_answer": "escalate",
+///   "safe_answer": "I can't answer that right now.",
+///   "escalate": { "cluster": "approvals", "timeout_ms": 2000 }
+/// }
+/// ```
+///
+/// `on_upstream_failure` unset: the filter leaves upstream failures alone (only one filter of a
+/// chain should act on them: the outermost, llm-telemetry). `on_flagged_answer` applies to the
+/// answers this filter itself refuses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Fallback {
+    /// The upstream failed before its response headers: a 5xx answer, a reset, a timeout
+    /// (Envoy's own 503/504 local reply included).
+    pub on_upstream_failure: Option<FallbackAction>,
+    /// This filter refused the answer (default `error`: today's provider-shaped error).
+    pub on_flagged_answer: FallbackAction,
+    /// The deterministic answer text of `safe_answer` (and of a failed escalation).
+    pub safe_answer: Option<String>,
+    /// Where escalations go.
+    pub escalate: Option<Escalate>,
+}
+
+impl Default for Fallback {
+    fn default() -> Self {
+        Fallback {
+            on_upstream_failure: None,
+            on_flagged_answer: FallbackAction::Error,
+            safe_answer: None,
+            escalate: None,
+        }
+    }
+}
+
+/// The review queue an escalation goes to (the approval service's `POST /v1/reviews`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Escalate {
+    /// The Envoy cluster of the approval service.
+    pub cluster: String,
+    /// `:authority` of the call (default: the cluster name).
+    #[serde(default)]
+    pub authority: Option<String>,
+    /// Path of the review queue.
+    #[serde(default = "default_review_path")]
+    pub path: String,
+    /// Deadline of the call-out, 1..=60000 ms.
+    #[serde(default = "default_escalate_timeout")]
+    pub timeout_ms: u64,
+    /// The answer the client gets; `{review_id}` is replaced by the review's id.
+    #[serde(default = "default_escalate_message")]
+    pub message: String,
+    /// VM environment variable holding the approval service's client token (sent as
+    /// `x-approval-client-token`; a secret, so never in the plugin configuration).
+    #[serde(default = "default_client_token_env")]
+    pub client_token_env: String,
+}
+
+fn default_review_path() -> String {
+    "/v1/reviews".to_string()
+}
+fn default_escalate_timeout() -> u64 {
+    DEFAULT_ESCALATE_TIMEOUT_MS
+}
+/// The default escalation answer.
+pub const DEFAULT_ESCALATE_MESSAGE: &str = "I can't give you an answer right now. A person will \
+    review your request and follow up (review {review_id}).";
+fn default_escalate_message() -> String {
+    DEFAULT_ESCALATE_MESSAGE.to_string()
+}
+fn default_client_token_env() -> String {
+    "GUARD_APPROVAL_CLIENT_TOKEN".to_string()
+}
+
+impl Fallback {
+    /// Whether anything but the default (errors for flagged answers, upstream failures left
+    /// alone) is configured: only then does the driver read the request's `stream` and `model`.
+    pub fn active(&self) -> bool {
+        self.on_upstream_failure.is_some() || self.on_flagged_answer != FallbackAction::Error
+    }
+
+    /// Whether an escalation may happen (the driver then keeps a request excerpt).
+    pub fn escalates(&self) -> bool {
+        self.on_upstream_failure == Some(FallbackAction::Escalate)
+            || self.on_flagged_answer == FallbackAction::Escalate
+    }
+
+    /// Check the cross-field rules; `base` is the JSON path of the policy.
+    pub fn validate(&self, base: &str) -> Result<()> {
+        let at = format!("{base}/fallback");
+        for (field, action) in [
+            ("on_upstream_failure", self.on_upstream_failure),
+            ("on_flagged_answer", Some(self.on_flagged_answer)),
+        ] {
+            match action {
+                Some(FallbackAction::SafeAnswer) if self.safe_answer.is_none() => {
+                    return Err(Error::config(format!(
+                        "{at}/{field}: safe_answer needs {at}/safe_answer (the answer text)"
+                    )));
+                }
+                Some(FallbackAction::Escalate) if self.escalate.is_none() => {
+                    return Err(Error::config(format!(
+                        "{at}/{field}: escalate needs {at}/escalate (the review queue's cluster)"
+                    )));
+                }
+                _ => {}
+            }
+        }
+        if let Some(text) = &self.safe_answer {
+            check_text(&format!("{at}/safe_answer"), text)?;
+        }
+        if let Some(e) = &self.escalate {
+            let at = format!("{at}/escalate");
+            if e.cluster.is_empty() {
+                return Err(Error::config(format!("{at}/cluster: must not be empty")));
+            }
+            if !(1..=60_000).contains(&e.timeout_ms) {
+                return Err(Error::config(format!(
+                    "{at}/timeout_ms: {} is not within 1..=60000",
+                    e.timeout_ms
+                )));
+            }
+            if !e.path.starts_with('/') {
+                return Err(Error::config(format!(
+                    "{at}/path: {:?} does not start with '/'",
+                    e.path
+                )));
+            }
+            check_text(&format!("{at}/message"), &e.message)?;
+        }
+        Ok(())
+    }
+}
+
+fn check_text(at: &str, text: &str) -> Result<()> {
+    if text.trim().is_empty() {
+        return Err(Error::config(format!("{at}: must not be empty")));
+    }
+    if text.len() > MAX_FALLBACK_TEXT {
+        return Err(Error::config(format!(
+            "{at}: {} bytes is above the maximum {MAX_FALLBACK_TEXT}",
+            text.len()
+        )));
+    }
+    Ok(())
+}
 
 /// How API shapes are recognised.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -331,6 +519,7 @@ impl<C> FilterConfig<C> {
                     )));
                 }
             }
+            common.fallback.validate(&base)?;
             let settings: S = from_value_at(Value::Object(fields), &base)?;
             let settings = compile(settings, &base)?;
             names.insert(name.clone(), policies.len());
@@ -491,6 +680,56 @@ mod tests {
                 r#"{"policies":{"default":3}}"#,
                 Some("/policies/default: a policy must be a json object"),
             ),
+            (
+                "fallback",
+                r#"{"policies":{"default":{"fallback":{"on_upstream_failure":"escalate","on_flagged_answer":"safe_answer","safe_answer":"Sorry.","escalate":{"cluster":"approvals","timeout_ms":500,"message":"See {review_id}."}}}}}"#,
+                None,
+            ),
+            (
+                "fallback errors only",
+                r#"{"policies":{"default":{"fallback":{"on_upstream_failure":"error"}}}}"#,
+                None,
+            ),
+            (
+                "fallback unknown field",
+                r#"{"policies":{"default":{"fallback":{"on_upstream":"error"}}}}"#,
+                Some("/policies/default/fallback/on_upstream: unknown field"),
+            ),
+            (
+                "fallback bad action",
+                r#"{"policies":{"default":{"fallback":{"on_flagged_answer":"retry"}}}}"#,
+                Some("/policies/default/fallback/on_flagged_answer: unknown variant `retry`"),
+            ),
+            (
+                "safe answer without text",
+                r#"{"policies":{"default":{"fallback":{"on_upstream_failure":"safe_answer"}}}}"#,
+                Some("/policies/default/fallback/on_upstream_failure: safe_answer needs /policies/default/fallback/safe_answer"),
+            ),
+            (
+                "escalate without queue",
+                r#"{"policies":{"default":{"fallback":{"on_flagged_answer":"escalate"}}}}"#,
+                Some("/policies/default/fallback/on_flagged_answer: escalate needs /policies/default/fallback/escalate"),
+            ),
+            (
+                "empty safe answer",
+                r#"{"policies":{"default":{"fallback":{"safe_answer":"  "}}}}"#,
+                Some("/policies/default/fallback/safe_answer: must not be empty"),
+            ),
+            (
+                "escalate timeout",
+                r#"{"policies":{"default":{"fallback":{"escalate":{"cluster":"a","timeout_ms":0}}}}}"#,
+                Some("/policies/default/fallback/escalate/timeout_ms: 0 is not within 1..=60000"),
+            ),
+            (
+                "escalate path",
+                r#"{"policies":{"default":{"fallback":{"escalate":{"cluster":"a","path":"v1"}}}}}"#,
+                Some("/policies/default/fallback/escalate/path: \"v1\" does not start with '/'"),
+            ),
+            (
+                "escalate without cluster",
+                r#"{"policies":{"default":{"fallback":{"escalate":{}}}}}"#,
+                Some("/policies/default/fallback/escalate: missing field `cluster`"),
+            ),
         ];
         for (name, json, want) in cases {
             match (parse(json), want) {
@@ -522,6 +761,16 @@ mod tests {
         );
         assert_eq!(p.common.max_sse_event_bytes, DEFAULT_MAX_SSE_EVENT_BYTES);
         assert!(p.common.request_identity_encoding);
+        assert_eq!(p.common.fallback, Fallback::default());
+        assert_eq!(p.common.fallback.on_flagged_answer, FallbackAction::Error);
+        assert_eq!(p.common.fallback.on_upstream_failure, None);
+        assert!(!p.common.fallback.active());
+        let e: Escalate = serde_json::from_str(r#"{"cluster":"c"}"#).unwrap();
+        assert_eq!(e.path, "/v1/reviews");
+        assert_eq!(e.timeout_ms, DEFAULT_ESCALATE_TIMEOUT_MS);
+        assert_eq!(e.message, DEFAULT_ESCALATE_MESSAGE);
+        assert!(e.message.contains(REVIEW_ID_PLACEHOLDER));
+        assert_eq!(e.client_token_env, "GUARD_APPROVAL_CLIENT_TOKEN");
         assert!(c.apis.provider_paths && c.apis.sniff_body);
         assert_eq!(c.name, "default");
         assert_eq!(c.version.len(), 16);

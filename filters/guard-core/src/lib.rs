@@ -17,6 +17,8 @@
 //! - [`protobuf`]: decoding of `google.protobuf.Struct` bytes that Envoy hands over for metadata
 //!   (for example `jwt_authn` claims).
 //! - [`config`], [`verdict`]: config helpers and audit-record types shared by all filters.
+//! - [`answer`]: deterministic answers (whole, streamed, or the end of a stream under way) in
+//!   each API's shape, for fallbacks (docs/fallback.md).
 //!
 //! ```
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -33,6 +35,7 @@
 //! # }
 //! ```
 
+pub mod answer;
 pub mod api;
 pub mod audit;
 pub mod body;
