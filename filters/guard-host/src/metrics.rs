@@ -93,6 +93,12 @@ impl Metrics {
         }
     }
 
+    pub fn gauge(&self, name: &str, value: u64) {
+        if let Some(id) = self.id(MetricKind::Gauge, name) {
+            self.host.record_metric(id, value);
+        }
+    }
+
     pub fn histogram(&self, name: &str, value: u64) {
         if let Some(id) = self.id(MetricKind::Histogram, name) {
             self.host.record_metric(id, value);

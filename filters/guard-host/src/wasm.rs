@@ -391,6 +391,22 @@ struct Root<F: GuardFilter> {
     metrics: Rc<Metrics>,
     /// The VM's capture sealer (from `GUARD_CAPTURE_KEY`).
     sealer: Option<Rc<RefCell<Sealer>>>,
+    /// The linear memory size last reported.
+    memory: std::cell::Cell<usize>,
+}
+
+/// Report the VM's wasm linear memory (`guard.<name>.wasm_memory_bytes`, a gauge) when it
+/// changed since `last`: memory only grows, so a gauge that keeps rising under steady traffic
+/// is a leak (`make soak` watches it).
+fn report_memory(metrics: &Metrics, name: &str, last: &std::cell::Cell<usize>) {
+    let bytes = core::arch::wasm32::memory_size(0).saturating_mul(65_536);
+    if bytes != last.get() {
+        last.set(bytes);
+        metrics.gauge(
+            &format!("guard.{name}.wasm_memory_bytes"),
+            u64::try_from(bytes).unwrap_or(u64::MAX),
+        );
+    }
 }
 
 impl<F: GuardFilter> Root<F> {
@@ -399,6 +415,7 @@ impl<F: GuardFilter> Root<F> {
             loaded: None,
             metrics: Rc::new(Metrics::new(Rc::new(WasmHost))),
             sealer: None,
+            memory: std::cell::Cell::new(0),
         }
     }
 
@@ -447,6 +464,7 @@ impl<F: GuardFilter> RootContext for Root<F> {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        report_memory(&self.metrics, F::NAME, &self.memory);
         // Never return None (Envoy would fail the stream oddly): a VM without a valid config
         // gets a context that refuses every request (fail closed).
         let stream = self
@@ -687,6 +705,7 @@ pub fn register_chain(loaders: Loaders) {
             metrics: Rc::new(Metrics::new(Rc::new(WasmHost))),
             sealer: None,
             configured: false,
+            memory: std::cell::Cell::new(0),
         })
     });
 }
@@ -702,6 +721,8 @@ struct ChainRoot {
     metrics: Rc<Metrics>,
     sealer: Option<Rc<RefCell<Sealer>>>,
     configured: bool,
+    /// The linear memory size last reported.
+    memory: std::cell::Cell<usize>,
 }
 
 impl Context for ChainRoot {}
@@ -738,6 +759,7 @@ impl RootContext for ChainRoot {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        report_memory(&self.metrics, "guard_all", &self.memory);
         let stream = self.configured.then(|| {
             let stages: Vec<Box<dyn Stage>> = self
                 .loaders
