@@ -448,6 +448,9 @@ impl ChainStream {
     /// Envoy paused.
     fn emit(&mut self, host: &dyn Host, dir: Dir, out: Option<Vec<u8>>, size: usize) -> Action {
         let all_passed = self.flow(dir).headers_passed >= self.stages.len();
+        // A stage waits for its call-out in this direction (an escalation in the middle of a
+        // stream): Envoy must keep what it holds, so the answer can replace it and resume.
+        let waiting = self.calls.iter().any(|(_, _, d)| *d == dir);
         match out {
             Some(bytes) if all_passed && !self.flow(dir).stopped => {
                 host.set_body(dir, 0, size, &bytes);
@@ -456,7 +459,7 @@ impl ChainStream {
                 flow.released = true;
                 Action::Continue
             }
-            _ if self.flow(dir).released && !self.flow(dir).stopped => {
+            _ if self.flow(dir).released && !self.flow(dir).stopped && !waiting => {
                 // Envoy already forwarded the headers: this chunk was consumed by a stage that
                 // holds it; forward nothing now.
                 host.set_body(dir, 0, size, &[]);

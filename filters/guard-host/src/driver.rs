@@ -12,21 +12,33 @@
 //!   `content-type` and `content-length` can still change;
 //! - streamed answers chunk by chunk, with a provider-shaped error event when a fail-closed
 //!   stream must stop;
-//! - the audit record in filter state (`guard_<filter>`) and decision counters.
+//! - the audit record in filter state (`guard_<filter>`) and decision counters;
+//! - fallbacks (docs/fallback.md): an upstream that fails before its headers (a 5xx, a reset, a
+//!   timeout, Envoy's own 503/504 included) or an answer the filter refuses gets the policy's
+//!   `fallback` outcome: a provider-shaped error, the safe answer in the request's API shape
+//!   (a whole stream, or the proper end of a stream under way), or an escalation to the review
+//!   queue (a response-phase call-out while the headers are held); a stream the upstream cuts
+//!   after its headers is recorded (`upstream_cut`).
 //!
 //! A filter implements [`GuardFilter`]; the wasm glue ([`crate::wasm`]) or a native test drives a
 //! [`GuardStream`] through the callbacks.
 
 use crate::host::{header_str, Dir, Host, LogLevel};
 use crate::metrics::Metrics;
+use guard_core::answer::{self, AnswerMeta, StreamEnding};
 use guard_core::api::ApiShape;
 use guard_core::audit::Chain;
+use guard_core::body::{RequestBody, ResponseBody};
 use guard_core::capture::Sealer;
-use guard_core::config::{FailurePolicy, FilterConfig, Policy};
+use guard_core::config::{
+    FailurePolicy, FallbackAction, FilterConfig, Policy, REVIEW_ID_PLACEHOLDER,
+};
 use guard_core::error::{Error, ErrorKind, Result};
+use guard_core::segment::Source;
 use guard_core::verdict::{AuditRecord, Decision, LocalReply};
 use serde::de::DeserializeOwned;
-use serde_json::Value;
+use serde::Deserialize;
+use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -120,6 +132,14 @@ pub struct RequestInfo<C> {
     pub end_ns: Option<u64>,
     /// The response was buffered/streamed without our scan (fail-open, unsupported content).
     pub response_skipped: bool,
+    /// The request asked for a streamed answer (read only when the policy has a fallback).
+    pub stream_requested: bool,
+    /// The request's `model` (read only when the policy has a fallback).
+    pub request_model: Option<String>,
+    /// The last user message, bounded (kept only when the policy may escalate).
+    pub request_excerpt: String,
+    /// Set by [`Cx::refuse_stream`]: the driver ends the stream per the policy's fallback.
+    pub stream_refusal: Option<LocalReply>,
 }
 
 /// What a filter sees in every hook.
@@ -142,6 +162,15 @@ impl<F: GuardFilter> Cx<'_, F> {
         self.info
             .response_status
             .is_some_and(|s| (200..300).contains(&s))
+    }
+    /// Refuse a streamed answer from here on (a guard flagged it). What the filter wrote to
+    /// `out` in this callback still goes out (whole events); the driver then ends the stream as
+    /// the policy's `fallback.on_flagged_answer` says: an error event in the API's stream shape
+    /// (the default), the safe answer as the proper end of the stream, or an escalation. The
+    /// decision is recorded as a block with the reply's reason. The filter should stop emitting.
+    pub fn refuse_stream(&mut self, reply: LocalReply) {
+        self.info.record.decide(Decision::Block, &reply.reason);
+        self.info.stream_refusal = Some(reply);
     }
     /// The policy's bound on one server-sent event, as a buffer size.
     pub fn max_sse_event_bytes(&self) -> usize {
@@ -267,7 +296,59 @@ enum RespState {
         hold: bool,
         body_size: usize,
     },
+    /// The upstream failed before its headers: Envoy's (or the upstream's) error body is
+    /// collected with the headers held, then replaced by the fallback (`size`: bytes buffered).
+    Collecting {
+        action: FallbackAction,
+        reply: LocalReply,
+        size: usize,
+    },
+    /// The driver's escalation call-out `token` is under way; `body_size` bytes are held.
+    Escalating {
+        token: u32,
+        body_size: usize,
+        esc: Box<Escalation>,
+    },
     Done,
+}
+
+/// What triggered a fallback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// The upstream failed before its response headers.
+    UpstreamFailure,
+    /// The filter refused the answer.
+    FlaggedAnswer,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::UpstreamFailure => "upstream_failure",
+            Trigger::FlaggedAnswer => "flagged_answer",
+        }
+    }
+}
+
+/// How a fallback reaches the client.
+#[derive(Debug, PartialEq)]
+enum Delivery {
+    /// The response headers are held: status, headers and body are replaced.
+    Held,
+    /// The upstream's headers ended the stream (no body to replace): a local reply.
+    Direct,
+    /// A stream under way: `prefix` (what the filter released in the refusing callback) goes
+    /// out, then the end of the stream. `eos`: the upstream's stream has ended.
+    Stream { prefix: Vec<u8>, eos: bool },
+}
+
+/// An escalation waiting for the review queue's answer.
+#[derive(Debug, PartialEq)]
+pub struct Escalation {
+    trigger: Trigger,
+    /// The error the client gets when neither the queue nor a safe answer can answer.
+    reply: LocalReply,
+    delivery: Delivery,
 }
 
 /// One HTTP exchange driven through a [`GuardFilter`].
@@ -296,6 +377,8 @@ pub struct GuardStream<F: GuardFilter> {
     cap_req: Vec<u8>,
     cap_resp: Vec<u8>,
     cap_truncated: bool,
+    /// What the client has seen of a stream, when a refusal may end it with an answer.
+    ending: Option<StreamEnding>,
 }
 
 impl<F: GuardFilter> GuardStream<F> {
@@ -324,6 +407,7 @@ impl<F: GuardFilter> GuardStream<F> {
             cap_req: Vec::new(),
             cap_resp: Vec::new(),
             cap_truncated: false,
+            ending: None,
         }
     }
 
@@ -439,6 +523,10 @@ impl<F: GuardFilter> GuardStream<F> {
             response_start_ns: None,
             end_ns: None,
             response_skipped: false,
+            stream_requested: false,
+            request_model: None,
+            request_excerpt: String::new(),
+            stream_refusal: None,
         });
         let Some(info) = self.info.as_ref() else {
             return Action::Continue;
@@ -546,6 +634,7 @@ impl<F: GuardFilter> GuardStream<F> {
             }
         }
         self.capture(false, &body);
+        self.request_facts(&body);
         if let Some(info) = self.info.as_mut().filter(|i| i.policy.common.capture) {
             // What this filter judged, for `guardctl replay` of the capture (never the text
             // itself). Only with a capture: SHA-256 of a 4 KB body is ~20 µs in V8.
@@ -639,6 +728,19 @@ impl<F: GuardFilter> GuardStream<F> {
 
     /// The answer (or failure) of a call-out this stream started.
     pub fn on_callout_response(&mut self, host: &dyn Host, token: u32, body_size: usize) {
+        if matches!(self.resp, RespState::Escalating { token: want, .. } if want == token) {
+            let RespState::Escalating {
+                body_size: held,
+                esc,
+                ..
+            } = std::mem::replace(&mut self.resp, RespState::Done)
+            else {
+                return;
+            };
+            let result = callout_result(host, body_size);
+            self.escalation_answered(host, *esc, result, held);
+            return;
+        }
         if let RespState::Waiting {
             token: want,
             hold,
@@ -708,9 +810,18 @@ impl<F: GuardFilter> GuardStream<F> {
             info.response_status = status;
             info.response_start_ns = Some(now);
         }
+        if let Some(action) = self.upstream_failure_action(host, status) {
+            let status = status.unwrap_or(502);
+            return self.upstream_failure(host, action, status, end_of_stream);
+        }
         if end_of_stream {
             self.resp = RespState::Done;
             self.finish(host);
+            return Action::Continue;
+        }
+        if host.header(Dir::Response, FALLBACK_HEADER).is_some() {
+            // A fallback a filter below made: not the model's answer, not ours to judge.
+            self.resp = RespState::Pass;
             return Action::Continue;
         }
         let content_type = host
@@ -759,6 +870,7 @@ impl<F: GuardFilter> GuardStream<F> {
             }
             ResponsePlan::Stream => {
                 self.resp = RespState::Streaming;
+                self.ending = self.new_ending(host);
                 // The filter may change the length of the stream.
                 host.set_header(Dir::Response, "content-length", None);
                 Action::Continue
@@ -811,6 +923,43 @@ impl<F: GuardFilter> GuardStream<F> {
             RespState::Streaming => self.stream_chunk(host, body_size, end_of_stream),
             // The whole answer waits for a call-out: keep it.
             RespState::Waiting { .. } => Action::Pause,
+            RespState::Collecting { .. } => {
+                if let RespState::Collecting { size, .. } = &mut self.resp {
+                    *size = body_size;
+                }
+                if !end_of_stream {
+                    return Action::Pause;
+                }
+                let RespState::Collecting { action, reply, .. } =
+                    std::mem::replace(&mut self.resp, RespState::Done)
+                else {
+                    return Action::Continue;
+                };
+                self.fallback(
+                    host,
+                    Trigger::UpstreamFailure,
+                    action,
+                    reply,
+                    Delivery::Held,
+                    body_size,
+                    false,
+                )
+            }
+            RespState::Escalating { .. } => {
+                // Everything that arrives meanwhile is held and replaced with the answer.
+                if let RespState::Escalating {
+                    body_size: held,
+                    esc,
+                    ..
+                } = &mut self.resp
+                {
+                    *held = body_size;
+                    if let Delivery::Stream { eos, .. } = &mut esc.delivery {
+                        *eos = *eos || end_of_stream;
+                    }
+                }
+                Action::Pause
+            }
             RespState::StreamStopped => {
                 host.set_body(Dir::Response, 0, body_size, b"");
                 if end_of_stream {
@@ -838,6 +987,18 @@ impl<F: GuardFilter> GuardStream<F> {
             RespState::Rejecting(_) => self.on_response_body(host, self.read, true),
             RespState::Streaming => self.stream_chunk(host, 0, true),
             RespState::Waiting { .. } => Action::Pause,
+            RespState::Collecting { size, .. } => {
+                let size = *size;
+                self.on_response_body(host, size, true)
+            }
+            RespState::Escalating { .. } => {
+                if let RespState::Escalating { esc, .. } = &mut self.resp {
+                    if let Delivery::Stream { eos, .. } = &mut esc.delivery {
+                        *eos = true;
+                    }
+                }
+                Action::Pause
+            }
             _ => {
                 self.finish(host);
                 Action::Continue
@@ -912,6 +1073,18 @@ impl<F: GuardFilter> GuardStream<F> {
             }
             Some(Ok(Outcome::Reply(reply))) => {
                 self.note(Decision::Block, &reply.reason.clone());
+                // A refused answer whose headers are held: the policy's fallback decides.
+                if let Some(action) = self.flagged_action().filter(|_| hold) {
+                    return self.fallback(
+                        host,
+                        Trigger::FlaggedAnswer,
+                        action,
+                        reply,
+                        Delivery::Held,
+                        body_size,
+                        resumed,
+                    );
+                }
                 if hold {
                     self.replace_response(host, &reply, body_size);
                 } else {
@@ -972,6 +1145,20 @@ impl<F: GuardFilter> GuardStream<F> {
         } else {
             Vec::new()
         };
+        if !chunk.is_empty() && host.property(&[FALLBACK_PROPERTY]).is_some() {
+            // A filter below ended this stream with a fallback: the rest is not the model's
+            // answer, and not ours to judge. What the filter still holds goes out first.
+            let mut out = Vec::new();
+            self.filter.take_unemitted(&mut out);
+            out.extend_from_slice(&chunk);
+            host.set_body(Dir::Response, 0, body_size, &out);
+            self.resp = RespState::Pass;
+            if end_of_stream {
+                self.resp = RespState::Done;
+                self.finish(host);
+            }
+            return Action::Continue;
+        }
         let mut out = std::mem::take(&mut self.out);
         out.clear();
         self.capture(true, &chunk);
@@ -984,8 +1171,14 @@ impl<F: GuardFilter> GuardStream<F> {
                     out.clear();
                     out.extend_from_slice(&chunk);
                 }
-                self.with_cx(host, |f, cx| f.on_stream_end(cx, &mut out))
-                    .unwrap_or(Ok(()))?;
+                if self
+                    .info
+                    .as_ref()
+                    .is_some_and(|i| i.stream_refusal.is_none())
+                {
+                    self.with_cx(host, |f, cx| f.on_stream_end(cx, &mut out))
+                        .unwrap_or(Ok(()))?;
+                }
                 Ok(if out == chunk {
                     Chunk::Pass
                 } else {
@@ -993,10 +1186,31 @@ impl<F: GuardFilter> GuardStream<F> {
                 })
             });
         }
+        let refusal = self.info.as_mut().and_then(|i| i.stream_refusal.take());
         match result {
-            Ok(Chunk::Pass) => {}
+            Ok(r) if refusal.is_some() => {
+                let Some(reply) = refusal else {
+                    return Action::Continue;
+                };
+                // What the filter released in this callback goes out before the end.
+                let prefix = if r == Chunk::Pass {
+                    chunk
+                } else {
+                    std::mem::take(&mut out)
+                };
+                self.out = out;
+                return self.stream_refused(host, reply, prefix, body_size, end_of_stream);
+            }
+            Ok(Chunk::Pass) => {
+                if let Some(e) = self.ending.as_mut() {
+                    e.observe(&chunk);
+                }
+            }
             Ok(Chunk::Rewritten) => {
                 host.set_body(Dir::Response, 0, body_size, &out);
+                if let Some(e) = self.ending.as_mut() {
+                    e.observe(&out);
+                }
             }
             Err(e) => {
                 let (reason, _) = failure_reason(&e, false);
@@ -1030,6 +1244,559 @@ impl<F: GuardFilter> GuardStream<F> {
             self.finish(host);
         }
         Action::Continue
+    }
+
+    /// The filter refused a stream under way ([`Cx::refuse_stream`]): `prefix` goes out, then
+    /// the end the policy's fallback says (by default an error event, as before fallbacks).
+    fn stream_refused(
+        &mut self,
+        host: &dyn Host,
+        reply: LocalReply,
+        prefix: Vec<u8>,
+        body_size: usize,
+        eos: bool,
+    ) -> Action {
+        let delivery = Delivery::Stream { prefix, eos };
+        match self.flagged_action() {
+            Some(action) => self.fallback(
+                host,
+                Trigger::FlaggedAnswer,
+                action,
+                reply,
+                delivery,
+                body_size,
+                false,
+            ),
+            None => self.deliver(
+                host,
+                Delivered {
+                    trigger: Trigger::FlaggedAnswer,
+                    outcome: FallbackAction::Error,
+                    text: None,
+                    review_id: None,
+                    escalation_failed: false,
+                    record: false,
+                },
+                &reply,
+                delivery,
+                body_size,
+                false,
+            ),
+        }
+    }
+
+    // ---------------------------------------------------------------- fallbacks
+
+    /// The fallback for a refused answer: `None` when the policy has none configured (the
+    /// error as before fallbacks, with no fallback record).
+    fn flagged_action(&self) -> Option<FallbackAction> {
+        let info = self.info.as_ref()?;
+        info.api?;
+        let fb = &info.policy.common.fallback;
+        fb.active().then_some(fb.on_flagged_answer)
+    }
+
+    /// Whether this response is an upstream failure this filter's policy acts on: a 5xx that no
+    /// guard filter made (no `x-guard-reason` / `x-guard-fallback`) on LLM API traffic.
+    fn upstream_failure_action(
+        &self,
+        host: &dyn Host,
+        status: Option<u16>,
+    ) -> Option<FallbackAction> {
+        let info = self.info.as_ref()?;
+        info.api?;
+        let action = info.policy.common.fallback.on_upstream_failure?;
+        if !(500..=599).contains(&status?) {
+            return None;
+        }
+        if host.header(Dir::Response, "x-guard-reason").is_some()
+            || host.header(Dir::Response, FALLBACK_HEADER).is_some()
+        {
+            return None;
+        }
+        Some(action)
+    }
+
+    /// The upstream failed before its headers: record it, then hold the error (its body is
+    /// replaced at its end) or, when the headers ended the stream, answer directly.
+    fn upstream_failure(
+        &mut self,
+        host: &dyn Host,
+        action: FallbackAction,
+        status: u16,
+        eos: bool,
+    ) -> Action {
+        let details = code_details(host);
+        let kind = failure_kind(&details);
+        self.metrics
+            .counter(&crate::metrics::upstream_failures(F::NAME, kind), 1);
+        if let Some(info) = self.info.as_mut() {
+            info.record.decide(Decision::Modify, "upstream_failure");
+            info.record.extra.insert(
+                "upstream_failure".into(),
+                json!({"status": status, "kind": kind, "details": details}),
+            );
+        }
+        let message = match kind {
+            "status" => "the model provider answered with an error; try again later",
+            "timeout" => "the model provider did not answer in time; try again later",
+            "reset" | "connect_failure" | "no_healthy_upstream" | "overflow" => {
+                "the model provider could not be reached; try again later"
+            }
+            _ => "the model provider failed before answering; try again later",
+        };
+        let reply = LocalReply::new(status, "upstream_failure", message);
+        if eos {
+            return self.fallback(
+                host,
+                Trigger::UpstreamFailure,
+                action,
+                reply,
+                Delivery::Direct,
+                0,
+                false,
+            );
+        }
+        self.resp = RespState::Collecting {
+            action,
+            reply,
+            size: 0,
+        };
+        Action::Pause
+    }
+
+    /// Carry out `action` for `trigger`. `resumed`: outside the response callbacks (a
+    /// call-out's answer), so continuing means resuming the held response.
+    #[allow(clippy::too_many_arguments)]
+    fn fallback(
+        &mut self,
+        host: &dyn Host,
+        trigger: Trigger,
+        action: FallbackAction,
+        reply: LocalReply,
+        delivery: Delivery,
+        body_size: usize,
+        resumed: bool,
+    ) -> Action {
+        let Some(policy) = self.info.as_ref().map(|i| Rc::clone(&i.policy)) else {
+            return Action::Continue;
+        };
+        let fb = &policy.common.fallback;
+        let done = |outcome, text: Option<String>| Delivered {
+            trigger,
+            outcome,
+            text,
+            review_id: None,
+            escalation_failed: false,
+            record: true,
+        };
+        match action {
+            FallbackAction::Error => self.deliver(
+                host,
+                done(action, None),
+                &reply,
+                delivery,
+                body_size,
+                resumed,
+            ),
+            FallbackAction::SafeAnswer => {
+                let text = fb.safe_answer.clone();
+                let outcome = if text.is_some() {
+                    action
+                } else {
+                    FallbackAction::Error
+                };
+                self.deliver(
+                    host,
+                    done(outcome, text),
+                    &reply,
+                    delivery,
+                    body_size,
+                    resumed,
+                )
+            }
+            FallbackAction::Escalate => {
+                if let Some(cfg) = fb
+                    .escalate
+                    .as_ref()
+                    .filter(|_| self.callouts < MAX_CALLOUTS)
+                {
+                    self.callouts += 1;
+                    let call = self.escalation_call(trigger, &reply, cfg, &delivery);
+                    if let Some(token) = dispatch(host, &call) {
+                        self.resp = RespState::Escalating {
+                            token,
+                            body_size,
+                            esc: Box::new(Escalation {
+                                trigger,
+                                reply,
+                                delivery,
+                            }),
+                        };
+                        return Action::Pause;
+                    }
+                }
+                // Refused at once (unknown cluster, too many call-outs).
+                self.escalation_failed(host, trigger, reply, delivery, body_size, resumed)
+            }
+        }
+    }
+
+    /// The review queue's answer to an escalation.
+    fn escalation_answered(
+        &mut self,
+        host: &dyn Host,
+        esc: Escalation,
+        result: CallOutResult,
+        body_size: usize,
+    ) {
+        let id = match result {
+            CallOutResult::Response {
+                status: 200 | 201,
+                body,
+            } => serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| v.get("id").and_then(Value::as_str).map(str::to_string))
+                .filter(|id| valid_review_id(id)),
+            _ => None,
+        };
+        let Escalation {
+            trigger,
+            reply,
+            delivery,
+        } = esc;
+        let Some(id) = id else {
+            self.escalation_failed(host, trigger, reply, delivery, body_size, true);
+            return;
+        };
+        self.metrics
+            .counter(&crate::metrics::escalations(F::NAME, "created"), 1);
+        let message = self
+            .info
+            .as_ref()
+            .and_then(|i| i.policy.common.fallback.escalate.as_ref())
+            .map(|e| e.message.replace(REVIEW_ID_PLACEHOLDER, &id))
+            .unwrap_or_default();
+        let d = Delivered {
+            trigger,
+            outcome: FallbackAction::Escalate,
+            text: Some(message),
+            review_id: Some(id),
+            escalation_failed: false,
+            record: true,
+        };
+        self.deliver(host, d, &reply, delivery, body_size, true);
+    }
+
+    /// The review queue did not take the escalation: the safe answer if the policy has one,
+    /// else the error. Counted.
+    fn escalation_failed(
+        &mut self,
+        host: &dyn Host,
+        trigger: Trigger,
+        reply: LocalReply,
+        delivery: Delivery,
+        body_size: usize,
+        resumed: bool,
+    ) -> Action {
+        self.metrics
+            .counter(&crate::metrics::escalations(F::NAME, "failed"), 1);
+        let text = self
+            .info
+            .as_ref()
+            .and_then(|i| i.policy.common.fallback.safe_answer.clone());
+        let d = Delivered {
+            trigger,
+            outcome: if text.is_some() {
+                FallbackAction::SafeAnswer
+            } else {
+                FallbackAction::Error
+            },
+            text,
+            review_id: None,
+            escalation_failed: true,
+            record: true,
+        };
+        self.deliver(host, d, &reply, delivery, body_size, resumed)
+    }
+
+    /// The escalation call-out: `POST <path>` to the review queue (docs/approval-api.md).
+    fn escalation_call(
+        &self,
+        trigger: Trigger,
+        reply: &LocalReply,
+        cfg: &guard_core::config::Escalate,
+        delivery: &Delivery,
+    ) -> CallOut {
+        let mut body = json!({});
+        if let Some(info) = self.info.as_ref() {
+            let mut excerpt = String::new();
+            if !info.request_excerpt.is_empty() {
+                excerpt.push_str("user: ");
+                excerpt.push_str(&info.request_excerpt);
+            }
+            let answer = match delivery {
+                Delivery::Held if trigger == Trigger::FlaggedAnswer => info
+                    .api
+                    .and_then(|api| ResponseBody::parse(api, &self.buf).ok())
+                    .map(|r| {
+                        r.segments()
+                            .iter()
+                            .filter(|s| s.source == Source::Assistant)
+                            .map(|s| s.text.to_string())
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    })
+                    .unwrap_or_default(),
+                Delivery::Stream { .. } => self
+                    .ending
+                    .as_ref()
+                    .map(|e| e.excerpt().to_string())
+                    .unwrap_or_default(),
+                _ => String::new(),
+            };
+            if !answer.is_empty() {
+                if !excerpt.is_empty() {
+                    excerpt.push_str("\n\n");
+                }
+                excerpt.push_str("assistant: ");
+                excerpt.push_str(&answer);
+            }
+            body = json!({
+                "trigger": trigger.as_str(),
+                "reason": reply.reason,
+                "request_id": info.request_id,
+                "caller": info.identity.as_ref().and_then(|i| i.subject.clone()).unwrap_or_default(),
+                "filter": F::NAME,
+                "policy": info.record.policy,
+                "route": info.route_name.clone().unwrap_or_default(),
+                "api": info.api.map(ApiShape::as_str).unwrap_or_default(),
+                "model": info.request_model.clone().unwrap_or_default(),
+                "status": reply.status,
+                "excerpt_raw": excerpt,
+            });
+        }
+        let mut headers = Vec::new();
+        if let Some(token) = std::env::var(&cfg.client_token_env)
+            .ok()
+            .filter(|t| !t.is_empty())
+        {
+            headers.push(("x-approval-client-token".to_string(), token));
+        }
+        CallOut {
+            cluster: cfg.cluster.clone(),
+            method: "POST",
+            authority: cfg.authority.clone().unwrap_or_else(|| cfg.cluster.clone()),
+            path: cfg.path.clone(),
+            headers,
+            body: serde_json::to_vec(&body).unwrap_or_default(),
+            timeout_ms: cfg.timeout_ms,
+        }
+    }
+
+    /// Send a fallback's outcome the way `delivery` allows, record it, and end the response.
+    fn deliver(
+        &mut self,
+        host: &dyn Host,
+        d: Delivered,
+        reply: &LocalReply,
+        delivery: Delivery,
+        body_size: usize,
+        resumed: bool,
+    ) -> Action {
+        if d.record {
+            self.record_fallback(host, &d);
+        }
+        match delivery {
+            Delivery::Held => {
+                match &d.text {
+                    Some(text) => self.replace_answer(host, text, d.outcome, body_size),
+                    None => self.replace_response(host, reply, body_size),
+                }
+                self.resp = RespState::Done;
+                self.finish(host);
+                if resumed {
+                    host.resume(Dir::Response);
+                }
+                Action::Continue
+            }
+            Delivery::Direct => {
+                self.resp = RespState::Done;
+                match &d.text {
+                    Some(text) => self.send_answer(host, text, d.outcome),
+                    None => self.send_reply(host, reply),
+                }
+                Action::Pause
+            }
+            Delivery::Stream { mut prefix, eos } => {
+                match &d.text {
+                    Some(text) => {
+                        let meta_created = host.now_nanos() / 1_000_000_000;
+                        let mut ending = match self.ending.take() {
+                            Some(e) => e,
+                            None => StreamEnding::new(&self.answer_meta(meta_created)),
+                        };
+                        ending.observe(&prefix);
+                        prefix.extend_from_slice(&ending.finish(text));
+                    }
+                    None => {
+                        let (api, rid) = self.reply_context();
+                        prefix.extend_from_slice(&reply.stream_event(api, &rid));
+                    }
+                }
+                host.set_body(Dir::Response, 0, body_size, &prefix);
+                self.resp = RespState::StreamStopped;
+                if eos {
+                    self.finish(host);
+                }
+                if resumed {
+                    host.resume(Dir::Response);
+                }
+                Action::Continue
+            }
+        }
+    }
+
+    /// The fallback in the record (`fallback`), its counter, and the `guard_fallback` filter
+    /// state (filters above pass the rest of a stream on; access logs can show it).
+    fn record_fallback(&mut self, host: &dyn Host, d: &Delivered) {
+        let mut v = json!({"trigger": d.trigger.as_str(), "outcome": d.outcome.as_str()});
+        if let Some(obj) = v.as_object_mut() {
+            if let Some(id) = &d.review_id {
+                obj.insert("review_id".into(), json!(id));
+            }
+            if d.escalation_failed {
+                obj.insert("escalation".into(), json!("failed"));
+            }
+        }
+        self.metrics.counter(
+            &crate::metrics::fallbacks(F::NAME, d.trigger.as_str(), d.outcome.as_str()),
+            1,
+        );
+        if let Some(info) = self.info.as_mut() {
+            info.record.extra.insert("fallback".into(), v.clone());
+        }
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert("filter".into(), json!(F::NAME));
+        }
+        host.set_property(&[FALLBACK_PROPERTY], v.to_string().as_bytes());
+    }
+
+    /// The request facts of an answer made here.
+    fn answer_meta(&self, created: u64) -> AnswerMeta<'_> {
+        let info = self.info.as_ref();
+        AnswerMeta {
+            api: info.and_then(|i| i.api).unwrap_or(ApiShape::OpenAiChat),
+            model: info.and_then(|i| i.request_model.as_deref()).unwrap_or(""),
+            request_id: info.map_or("", |i| i.request_id.as_str()),
+            created,
+        }
+    }
+
+    /// A whole answer with `text`: JSON, or a complete SSE stream when the request streams.
+    fn answer_bytes(&self, host: &dyn Host, text: &str) -> (Vec<u8>, &'static [u8]) {
+        let meta = self.answer_meta(host.now_nanos() / 1_000_000_000);
+        if self.info.as_ref().is_some_and(|i| i.stream_requested) {
+            (answer::stream(&meta, text), b"text/event-stream")
+        } else {
+            (answer::whole(&meta, text), b"application/json")
+        }
+    }
+
+    /// Replace a held response with an answer: status 200, `x-guard-fallback`.
+    fn replace_answer(
+        &mut self,
+        host: &dyn Host,
+        text: &str,
+        outcome: FallbackAction,
+        body_size: usize,
+    ) {
+        let (body, content_type) = self.answer_bytes(host, text);
+        host.set_header(Dir::Response, ":status", Some(b"200"));
+        host.set_header(Dir::Response, "content-type", Some(content_type));
+        host.set_header(Dir::Response, "content-encoding", None);
+        host.set_header(
+            Dir::Response,
+            "content-length",
+            Some(body.len().to_string().as_bytes()),
+        );
+        host.set_header(Dir::Response, "x-guard-reason", None);
+        host.set_header(
+            Dir::Response,
+            FALLBACK_HEADER,
+            Some(outcome.as_str().as_bytes()),
+        );
+        host.set_body(Dir::Response, 0, body_size, &body);
+        if let Some(info) = self.info.as_mut() {
+            info.response_status = Some(200);
+        }
+    }
+
+    /// Answer with `text` as a local reply (the upstream's headers ended its response).
+    fn send_answer(&mut self, host: &dyn Host, text: &str, outcome: FallbackAction) {
+        let (body, content_type) = self.answer_bytes(host, text);
+        let (_, rid) = self.reply_context();
+        let headers: [(&str, &[u8]); 3] = [
+            ("content-type", content_type),
+            (FALLBACK_HEADER, outcome.as_str().as_bytes()),
+            ("x-request-id", rid.as_bytes()),
+        ];
+        self.local_reply_sent = true;
+        if let Some(info) = self.info.as_mut() {
+            info.response_status = Some(200);
+        }
+        self.finish(host);
+        host.send_local_reply(200, &headers, &body);
+    }
+
+    /// A stream's ending tracker, when a refusal may end the stream with an answer.
+    fn new_ending(&self, host: &dyn Host) -> Option<StreamEnding> {
+        let action = self.flagged_action()?;
+        if action == FallbackAction::Error {
+            return None;
+        }
+        Some(StreamEnding::new(
+            &self.answer_meta(host.now_nanos() / 1_000_000_000),
+        ))
+    }
+
+    /// What a fallback needs of the request (only when the policy has one): whether it
+    /// streams, its model, and (when it may escalate) the last user message.
+    fn request_facts(&mut self, body: &[u8]) {
+        #[derive(Deserialize)]
+        struct Facts {
+            #[serde(default)]
+            stream: Option<Value>,
+            #[serde(default)]
+            model: Option<Value>,
+        }
+        let Some(info) = self.info.as_mut() else {
+            return;
+        };
+        let Some(api) = info.api else {
+            return;
+        };
+        let fb = &info.policy.common.fallback;
+        if !fb.active() {
+            return;
+        }
+        let escalates = fb.escalates();
+        if let Ok(f) = serde_json::from_slice::<Facts>(body) {
+            info.stream_requested = f.stream.and_then(|v| v.as_bool()).unwrap_or(false);
+            info.request_model = f.model.and_then(|v| v.as_str().map(str::to_string));
+        }
+        if escalates {
+            if let Ok(req) = RequestBody::parse(api, body) {
+                if let Some(seg) = req
+                    .segments()
+                    .iter()
+                    .rev()
+                    .find(|s| s.source == Source::User)
+                {
+                    info.request_excerpt = tail_chars(&seg.text, MAX_REQUEST_EXCERPT).to_string();
+                }
+            }
+        }
     }
 
     /// Replace a response whose headers are held: new status, JSON error body.
@@ -1180,9 +1947,40 @@ impl<F: GuardFilter> GuardStream<F> {
     pub fn on_done(&mut self, host: &dyn Host) {
         if !self.recorded && self.info.is_some() {
             if self.resp != RespState::Done && !self.local_reply_sent {
-                self.note(Decision::Allow, "incomplete");
+                let started = self
+                    .info
+                    .as_ref()
+                    .is_some_and(|i| i.response_status.is_some());
+                let details = if started {
+                    code_details(host)
+                } else {
+                    String::new()
+                };
+                if started && is_upstream_cut(&details) {
+                    self.upstream_cut(details);
+                } else {
+                    self.note(Decision::Allow, "incomplete");
+                }
             }
             self.finish(host);
+        }
+    }
+
+    /// The upstream cut the response after its headers (a reset, a timeout): nothing can be
+    /// answered for it any more. Recorded (`upstream_cut`), and counted by a filter whose
+    /// policy acts on upstream failures.
+    fn upstream_cut(&mut self, details: String) {
+        let Some(info) = self.info.as_mut() else {
+            return;
+        };
+        info.record.decide(Decision::Allow, "upstream_cut");
+        info.record.extra.insert(
+            "upstream_cut".into(),
+            json!({"status": info.response_status, "details": details}),
+        );
+        if info.policy.common.fallback.on_upstream_failure.is_some() {
+            self.metrics
+                .counter(&crate::metrics::upstream_failures(F::NAME, "cut"), 1);
         }
     }
 }
@@ -1196,6 +1994,83 @@ fn failure_reason(err: &Error, request: bool) -> (&'static str, u16) {
             ("internal_error", if request { 500 } else { 502 })
         }
     }
+}
+
+/// Marks an answer a fallback made (value: `safe_answer` or `escalate`).
+pub const FALLBACK_HEADER: &str = "x-guard-fallback";
+/// Filter state set when a filter ended an answer with a fallback (read by filters above it,
+/// and by access logs as `%FILTER_STATE(wasm.guard_fallback:PLAIN)%`).
+pub const FALLBACK_PROPERTY: &str = "guard_fallback";
+/// Most bytes of the last user message sent with an escalation.
+const MAX_REQUEST_EXCERPT: usize = 4096;
+
+/// A fallback's outcome, for [`GuardStream::deliver`].
+struct Delivered {
+    trigger: Trigger,
+    outcome: FallbackAction,
+    /// The answer text (`None`: the error).
+    text: Option<String>,
+    review_id: Option<String>,
+    escalation_failed: bool,
+    /// Record it (`false`: a policy without fallbacks, the error as before).
+    record: bool,
+}
+
+/// Envoy's response code details (`via_upstream`, `response_timeout`,
+/// `upstream_reset_before_response_started{connection_termination}`, ...).
+fn code_details(host: &dyn Host) -> String {
+    host.property(&["response", "code_details"])
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
+}
+
+/// What kind of upstream failure Envoy's code details describe (a metric label).
+pub fn failure_kind(details: &str) -> &'static str {
+    if details == "via_upstream" {
+        "status"
+    } else if details.contains("overflow") {
+        "overflow"
+    } else if details.starts_with("upstream_reset_before_response_started") {
+        if details.contains("connection_failure") || details.contains("connection_timeout") {
+            "connect_failure"
+        } else {
+            "reset"
+        }
+    } else if details.contains("timeout") {
+        "timeout"
+    } else if details == "no_healthy_upstream" {
+        "no_healthy_upstream"
+    } else {
+        "other"
+    }
+}
+
+/// Whether an unfinished response was cut by the upstream (code details of a reset or a
+/// timeout after the response started) rather than by the client.
+pub fn is_upstream_cut(details: &str) -> bool {
+    details.starts_with("upstream_reset_after_response_started")
+        || (details.contains("timeout")
+            && !details.contains("stream_idle")
+            && !details.contains("downstream"))
+        || details.starts_with("upstream_max_stream_duration")
+}
+
+/// Review ids are the service's: `[A-Za-z0-9_-]`, 1..=64 chars.
+fn valid_review_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The last at most `max` bytes of `s`, on a char boundary.
+fn tail_chars(s: &str, max: usize) -> &str {
+    let mut cut = s.len().saturating_sub(max);
+    while cut < s.len() && !s.is_char_boundary(cut) {
+        cut += 1;
+    }
+    s.get(cut..).unwrap_or_default()
 }
 
 fn contains_ascii_ci(hay: &[u8], needle: &[u8]) -> bool {

@@ -52,7 +52,27 @@ pub const KNOWN_REASONS: &[&str] = &[
     "too_many_ids",
     "bad_request",
     "lookup_failed",
+    "upstream_failure",
+    "upstream_cut",
 ];
+
+/// `guard.<filter>.upstream.<kind>.failures`: upstream failures before the headers by kind
+/// (`status`, `reset`, `connect_failure`, `timeout`, `no_healthy_upstream`, `overflow`,
+/// `other`) and streams cut after them (`cut`), counted by filters whose policy acts on them.
+pub fn upstream_failures(filter: &str, kind: &str) -> String {
+    format!("guard.{filter}.upstream.{kind}.failures")
+}
+
+/// `guard.<filter>.trigger.<upstream_failure|flagged_answer>.fallback.<outcome>.fallbacks`:
+/// fallbacks delivered, by what triggered them and what the client got.
+pub fn fallbacks(filter: &str, trigger: &str, outcome: &str) -> String {
+    format!("guard.{filter}.trigger.{trigger}.fallback.{outcome}.fallbacks")
+}
+
+/// `guard.<filter>.escalation.<created|failed>.reviews`: escalations to the review queue.
+pub fn escalations(filter: &str, result: &str) -> String {
+    format!("guard.{filter}.escalation.{result}.reviews")
+}
 
 /// Defines metrics on first use and caches their ids. One per VM (root context).
 pub struct Metrics {

@@ -391,10 +391,10 @@ impl PiiRedact {
         self.max_pending = max_pending;
         res?;
         if !self.response.blocked.is_empty() && !engine.settings.dry_run {
-            // The entity itself was already replaced; end the stream with an error event.
+            // The entity itself was already replaced; the driver ends the stream (an error
+            // event, or the policy's fallback).
             let reply = self.answer_block(&engine);
-            out.extend_from_slice(&reply.stream_event(cx.api(), &cx.info.request_id));
-            cx.info.record.decide(Decision::Block, "pii_detected");
+            cx.refuse_stream(reply);
             self.stopped = true;
         }
         Ok(())

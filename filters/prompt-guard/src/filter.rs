@@ -358,7 +358,7 @@ impl GuardFilter for PromptGuard {
             let mut scanners: [&mut dyn StreamScanner; 1] = [&mut scanner];
             rw.push(chunk, &mut scanners, out)?;
         }
-        self.after_stream_scan(cx, scanner.found, out);
+        self.after_stream_scan(cx, scanner.found);
         Ok(Chunk::Rewritten)
     }
 
@@ -375,7 +375,7 @@ impl GuardFilter for PromptGuard {
             let mut scanners: [&mut dyn StreamScanner; 1] = [&mut scanner];
             rw.finish(&mut scanners, out)?;
         }
-        self.after_stream_scan(cx, scanner.found, out);
+        self.after_stream_scan(cx, scanner.found);
         Ok(())
     }
 
@@ -468,21 +468,20 @@ impl PromptGuard {
         }
     }
 
-    fn after_stream_scan(&mut self, cx: &mut Cx<'_, Self>, found: usize, out: &mut Vec<u8>) {
+    fn after_stream_scan(&mut self, cx: &mut Cx<'_, Self>, found: usize) {
         if found == 0 {
             return;
         }
         self.note_exfil(cx, found);
         let engine = Rc::clone(&cx.settings().engine);
         if engine.exfil.action == AnswerAction::Block && !engine.settings.dry_run {
-            // The link itself was already neutralised; end the stream with an error event.
-            let reply = LocalReply::new(
+            // The link itself was already neutralised; the driver ends the stream (an error
+            // event, or the policy's fallback).
+            cx.refuse_stream(LocalReply::new(
                 502,
                 "exfiltration",
                 "the answer contained a link that would send data to an untrusted host",
-            );
-            out.extend_from_slice(&reply.stream_event(cx.api(), &cx.info.request_id));
-            cx.info.record.decide(Decision::Block, "exfiltration");
+            ));
             self.stopped = true;
         }
     }

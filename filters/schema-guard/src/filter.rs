@@ -802,7 +802,7 @@ impl GuardFilter for SchemaGuard {
             }
             let findings = self.complete_findings(true);
             if !findings.is_empty() {
-                self.stream_failure(cx, &findings, out);
+                self.stream_failure(cx, &findings);
             }
             return Ok(());
         }
@@ -828,7 +828,7 @@ impl GuardFilter for SchemaGuard {
             out.extend_from_slice(&held);
             return Ok(());
         }
-        let blocked = self.stream_failure(cx, &findings, out);
+        let blocked = self.stream_failure(cx, &findings);
         if !blocked {
             out.extend_from_slice(&held);
         }
@@ -897,7 +897,7 @@ impl SchemaGuard {
             };
             let terminal = apply_event(st, ev)?;
             let findings = self.complete_findings(terminal);
-            if !findings.is_empty() && self.stream_failure(cx, &findings, out) {
+            if !findings.is_empty() && self.stream_failure(cx, &findings) {
                 return Ok(());
             }
             out.extend_from_slice(&ev.raw);
@@ -919,12 +919,7 @@ impl SchemaGuard {
 
     /// Record a streamed failure; end the stream with an error event unless every finding is
     /// only flagged. Returns whether the stream was blocked.
-    fn stream_failure(
-        &mut self,
-        cx: &mut Cx<'_, Self>,
-        findings: &[Finding],
-        out: &mut Vec<u8>,
-    ) -> bool {
+    fn stream_failure(&mut self, cx: &mut Cx<'_, Self>, findings: &[Finding]) -> bool {
         let policy = Rc::clone(&cx.info.policy);
         let dry = policy.settings.settings.dry_run;
         let action = policy.settings.action_for(findings, true);
@@ -932,8 +927,8 @@ impl SchemaGuard {
         if dry || action == OnFailure::Flag {
             return false;
         }
-        let reply = LocalReply::new(502, "schema_violation", &summary(findings));
-        out.extend_from_slice(&reply.stream_event(cx.api(), &cx.info.request_id));
+        // The driver ends the stream: an error event, or the policy's fallback.
+        cx.refuse_stream(LocalReply::new(502, "schema_violation", &summary(findings)));
         self.stopped = true;
         true
     }
