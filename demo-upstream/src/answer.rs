@@ -145,11 +145,16 @@ pub fn lorem(len: usize) -> String {
     out
 }
 
-/// Builds the content for a non-error scenario. [`Scenario::Status`] never reaches here; it is
-/// answered as an error by the server (treated as echo if it does).
+/// Builds the content for a non-error scenario. [`Scenario::Status`], [`Scenario::Reset`] and
+/// [`Scenario::Hang`] never reach here: the server answers them with an error or a failed
+/// connection (treated as echo if they do); [`Scenario::Cut`] is the echo answer, cut.
 pub fn build(prompt: &Prompt, scenario: &Scenario) -> Content {
     match scenario {
-        Scenario::Echo | Scenario::Status(_) => match &prompt.tool_result {
+        Scenario::Echo
+        | Scenario::Status(_)
+        | Scenario::Reset
+        | Scenario::Hang(_)
+        | Scenario::Cut(_) => match &prompt.tool_result {
             Some(result) => Content::Text(format!("Tool result: {result}")),
             None => Content::Text(format!("You said: {}", prompt.user_text)),
         },

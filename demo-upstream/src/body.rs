@@ -1,6 +1,6 @@
-//! Request body collection (bounded, with trailers) and the chunked, paced response body.
+//! Request body collection (bounded, with trailers) and the chunked, paced response body
+//! (optionally cut: it then fails, and the connection is aborted after the headers).
 
-use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -65,29 +65,31 @@ pub async fn read(mut body: Incoming, limit: usize) -> Collected {
     out
 }
 
-/// A response body fed by a background task through a bounded channel.
+/// A response body fed by a background task through a bounded channel. A cut body ends with
+/// an error, which makes hyper abort the connection (HTTP/1.1) or reset the stream (HTTP/2).
 pub struct Paced {
-    rx: mpsc::Receiver<Bytes>,
+    rx: mpsc::Receiver<Result<Bytes, std::io::Error>>,
 }
 
 impl Body for Paced {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = std::io::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         self.get_mut()
             .rx
             .poll_recv(cx)
-            .map(|next| next.map(|data| Ok(Frame::data(data))))
+            .map(|next| next.map(|r| r.map(Frame::data)))
     }
 }
 
-/// Streams `data` in pieces of `chunk_size` bytes (0 = one piece) with `delay` between pieces.
-/// The feeding task stops as soon as the client goes away.
-pub fn paced(data: Bytes, chunk_size: usize, delay: Duration) -> Paced {
+/// Streams `data` in pieces of `chunk_size` bytes (0 = one piece) with `delay` between pieces,
+/// cut after `cut` bytes when given (the body then fails instead of ending). The feeding task
+/// stops as soon as the client goes away.
+pub fn paced(data: Bytes, chunk_size: usize, delay: Duration, cut: Option<usize>) -> Paced {
     let (tx, rx) = mpsc::channel(1);
     tokio::spawn(async move {
         let size = if chunk_size == 0 {
@@ -95,16 +97,24 @@ pub fn paced(data: Bytes, chunk_size: usize, delay: Duration) -> Paced {
         } else {
             chunk_size
         };
+        let stop = cut.map_or(data.len(), |c| c.min(data.len()));
         let mut offset = 0usize;
-        while offset < data.len() {
-            let end = offset.saturating_add(size).min(data.len());
+        while offset < stop {
+            let end = offset.saturating_add(size).min(stop);
             if offset > 0 && !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
-            if tx.send(data.slice(offset..end)).await.is_err() {
+            if tx.send(Ok(data.slice(offset..end))).await.is_err() {
                 return;
             }
             offset = end;
+        }
+        if cut.is_some() {
+            // Let the bytes sent so far reach the client before the connection goes.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let _ = tx
+                .send(Err(std::io::Error::other("scripted cut after the headers")))
+                .await;
         }
     });
     Paced { rx }

@@ -1,7 +1,6 @@
 //! The running server: binding, HTTP/1.1 and h2c (prior knowledge) connections through
 //! hyper-util's auto builder, the record of received requests, and graceful shutdown.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -180,7 +179,19 @@ async fn serve_connection(
     let builder = auto::Builder::new(TokioExecutor::new());
     let service = service_fn(move |request| {
         let state = Arc::clone(&state);
-        async move { Ok::<_, Infallible>(handler::handle(&state, request).await) }
+        async move {
+            let response = handler::handle(&state, request).await;
+            // A scripted failure before the headers: no answer, the connection is closed.
+            match response.extensions().get::<handler::Failure>().copied() {
+                None => Ok(response),
+                Some(failure) => {
+                    if let handler::Failure::Hang(d) = failure {
+                        tokio::time::sleep(d).await;
+                    }
+                    Err(std::io::Error::other("scripted failure before the headers"))
+                }
+            }
+        }
     });
     let connection = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(connection);
