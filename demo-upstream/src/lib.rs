@@ -7,7 +7,7 @@
 //! has `"stream": true`; SSE bodies are written in small chunks (default 16 bytes) so that
 //! tokens, UTF-8 characters and entities are split across body frames. The answer is picked by
 //! a directive in the last user message (`[[tool_call]]`, `[[tool_calls:2]]`, `[[tool_args:{...}]]`, `[[json:{...}]]`,
-//! `[[pii]]`, `[[text:...]]`, `[[status:429]]`, `[[long:N]]`, `[[gzip]]`) or by the header
+//! `[[pii]]`, `[[text:...]]`, `[[status:429]]`, `[[long:N]]`, `[[gzip]]`, `[[br]]`) or by the header
 //! `x-demo-scenario`; see [`scenario`]. Every request is recorded (method, path, headers, body,
 //! trailers) so a test can check what the upstream saw.
 //!

@@ -1,9 +1,4 @@
-//! Scenario selection: which scripted answer a request gets, or how the upstream fails.
-//!
-//! Failures (for fallback tests): `[[reset]]` closes the connection before any header,
-//! `[[hang]]` / `[[hang:MS]]` answers nothing (for 600 s, or MS ms) and then closes it,
-//! `[[cut]]` / `[[cut:N]]` sends the echo answer's headers and its first SSE event (or half of
-//! a JSON body, or N bytes), then aborts the connection; `[[status:503]]` is a 5xx answer.
+//! Scenario selection: which scripted answer a request gets.
 //!
 //! A request picks its answer with a directive in the text of its last user message
 //! (`[[tool_call]]`, `[[json:{...}]]`, ...) or, taking precedence, with the header
@@ -13,7 +8,8 @@
 //! Rules for directives in text:
 //! - unknown `[[...]]` tokens are ignored (ordinary text may contain brackets);
 //! - a known directive with a bad argument (`[[status:abc]]`) is an error (answered with 400);
-//! - the first content directive wins; `[[gzip]]` combines with any of them;
+//! - the first content directive wins; `[[gzip]]` or `[[br]]` (brotli) combines with any of them
+//!   (with both, gzip wins);
 //! - `[[json:`, `[[text:` and `[[tool_args:` take everything up to the *last* `]]` of the text, so their
 //!   payload may itself contain `]]`; scanning stops there. The payload is not validated, so
 //!   `[[json:{"broken"]]` produces deliberately invalid JSON output.
@@ -22,9 +18,6 @@
 pub const MAX_TOOL_CALLS: usize = 16;
 /// Largest `[[long:N]]` answer, in bytes.
 pub const MAX_LONG_BYTES: usize = 64 << 20;
-/// How long `[[hang]]` keeps the request without an answer (then it resets the connection),
-/// and the largest `[[hang:MS]]`.
-pub const MAX_HANG_MS: u64 = 600_000;
 
 /// The content an answer is built from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,14 +38,6 @@ pub enum Scenario {
     Status(u16),
     /// This many bytes of lorem-ipsum text.
     Long(usize),
-    /// Fail before the response headers: close the connection at once (the proxy sees a reset).
-    Reset,
-    /// Fail before the response headers: answer nothing for this many milliseconds, then
-    /// close the connection (a proxy's route timeout fires first).
-    Hang(u64),
-    /// The echo answer, cut after its headers: the body stops after this many bytes (`None`:
-    /// after the first SSE event, or half of a JSON body) and the connection is aborted.
-    Cut(Option<usize>),
 }
 
 /// A parsed scenario plus modifiers.
@@ -62,6 +47,8 @@ pub struct Directives {
     pub scenario: Scenario,
     /// Compress the response body with gzip (`content-encoding: gzip`).
     pub gzip: bool,
+    /// Compress the response body with brotli (`content-encoding: br`) unless `gzip` is set.
+    pub brotli: bool,
 }
 
 impl Default for Directives {
@@ -69,6 +56,7 @@ impl Default for Directives {
         Directives {
             scenario: Scenario::Echo,
             gzip: false,
+            brotli: false,
         }
     }
 }
@@ -77,6 +65,7 @@ impl Default for Directives {
 enum Simple {
     Content(Scenario),
     Gzip,
+    Brotli,
 }
 
 /// Parses a simple token such as `tool_calls:2`. `Ok(None)` means "not a directive".
@@ -90,6 +79,7 @@ fn parse_simple(token: &str) -> Result<Option<Simple>, String> {
         ("echo", None) => Simple::Content(Scenario::Echo),
         ("pii", None) => Simple::Content(Scenario::Pii),
         ("gzip", None) => Simple::Gzip,
+        ("br", None) => Simple::Brotli,
         ("tool_call", None) => Simple::Content(Scenario::ToolCalls(1)),
         ("tool_calls", None) => Simple::Content(Scenario::ToolCalls(2)),
         ("tool_calls", Some(arg)) => {
@@ -109,23 +99,6 @@ fn parse_simple(token: &str) -> Result<Option<Simple>, String> {
                 .filter(|c| (100..=599).contains(c))
                 .ok_or_else(|| format!("directive status: {arg:?} is not an http status"))?;
             Simple::Content(Scenario::Status(code))
-        }
-        ("reset", None) => Simple::Content(Scenario::Reset),
-        ("hang", None) => Simple::Content(Scenario::Hang(MAX_HANG_MS)),
-        ("hang", Some(arg)) => {
-            let ms = arg
-                .parse::<u64>()
-                .ok()
-                .filter(|ms| *ms <= MAX_HANG_MS)
-                .ok_or_else(|| format!("directive hang: {arg:?} is not in 0..={MAX_HANG_MS} ms"))?;
-            Simple::Content(Scenario::Hang(ms))
-        }
-        ("cut", None) => Simple::Content(Scenario::Cut(None)),
-        ("cut", Some(arg)) => {
-            let n = arg
-                .parse::<usize>()
-                .map_err(|_| format!("directive cut: {arg:?} is not a byte count"))?;
-            Simple::Content(Scenario::Cut(Some(n)))
         }
         ("long", Some(arg)) => {
             let n = arg
@@ -149,6 +122,7 @@ type PayloadScenario = fn(String) -> Scenario;
 pub fn from_text(text: &str) -> Result<Directives, String> {
     let mut scenario: Option<Scenario> = None;
     let mut gzip = false;
+    let mut brotli = false;
     let mut rest = text;
     while let Some(start) = rest.find("[[") {
         let after = rest.get(start.saturating_add(2)..).unwrap_or("");
@@ -177,6 +151,7 @@ pub fn from_text(text: &str) -> Result<Directives, String> {
         let Some(end) = after.find("]]") else { break };
         match parse_simple(after.get(..end).unwrap_or(""))? {
             Some(Simple::Gzip) => gzip = true,
+            Some(Simple::Brotli) => brotli = true,
             Some(Simple::Content(s)) => {
                 if scenario.is_none() {
                     scenario = Some(s);
@@ -194,6 +169,7 @@ pub fn from_text(text: &str) -> Result<Directives, String> {
     Ok(Directives {
         scenario: scenario.unwrap_or(Scenario::Echo),
         gzip,
+        brotli,
     })
 }
 
@@ -204,18 +180,21 @@ pub fn from_header(value: &str, json_header: Option<&str>) -> Result<Directives,
         return Ok(Directives {
             scenario: Scenario::Json(payload.to_owned()),
             gzip: false,
+            brotli: false,
         });
     }
     if let Some(payload) = value.strip_prefix("text:") {
         return Ok(Directives {
             scenario: Scenario::Text(payload.to_owned()),
             gzip: false,
+            brotli: false,
         });
     }
     if let Some(payload) = value.strip_prefix("tool_args:") {
         return Ok(Directives {
             scenario: Scenario::ToolArgs(payload.to_owned()),
             gzip: false,
+            brotli: false,
         });
     }
     let mut directives = Directives::default();
@@ -232,6 +211,7 @@ pub fn from_header(value: &str, json_header: Option<&str>) -> Result<Directives,
         };
         match simple {
             Simple::Gzip => directives.gzip = true,
+            Simple::Brotli => directives.brotli = true,
             Simple::Content(s) => {
                 if !content_seen {
                     directives.scenario = s;
@@ -255,7 +235,11 @@ mod tests {
     );
 
     fn d(scenario: Scenario, gzip: bool) -> Directives {
-        Directives { scenario, gzip }
+        Directives {
+            scenario,
+            gzip,
+            brotli: false,
+        }
     }
 
     #[test]
@@ -289,6 +273,14 @@ mod tests {
             ("long", "[[long:1000]]", Ok(d(Scenario::Long(1000), false))),
             ("gzip alone", "[[gzip]] hi", Ok(d(Scenario::Echo, true))),
             ("gzip combo", "[[gzip]][[pii]]", Ok(d(Scenario::Pii, true))),
+            (
+                "brotli",
+                "[[br]] hi",
+                Ok(Directives {
+                    brotli: true,
+                    ..d(Scenario::Echo, false)
+                }),
+            ),
             (
                 "json to last brackets",
                 r#"[[json:{"a":[[1]]}]]"#,
@@ -354,35 +346,21 @@ mod tests {
                 Ok(d(Scenario::Json("[1,2]".into()), false)),
             ),
             ("list", "gzip, pii", None, Ok(d(Scenario::Pii, true))),
+            (
+                "brotli list",
+                "br,pii",
+                None,
+                Ok(Directives {
+                    brotli: true,
+                    ..d(Scenario::Pii, false)
+                }),
+            ),
             ("unknown", "nope", None, Err(())),
             ("echo", " echo ", None, Ok(d(Scenario::Echo, false))),
         ];
         for (name, value, json, want) in cases {
             let got = from_header(value, json).map_err(|_| ());
             assert_eq!(got, want, "case {name}");
-        }
-    }
-
-    #[test]
-    fn failure_directives() {
-        let cases: Vec<(&str, Result<Scenario, ()>)> = vec![
-            ("[[reset]]", Ok(Scenario::Reset)),
-            ("[[hang]]", Ok(Scenario::Hang(MAX_HANG_MS))),
-            ("[[hang:1500]]", Ok(Scenario::Hang(1500))),
-            ("[[hang:600001]]", Err(())),
-            ("[[hang:soon]]", Err(())),
-            ("[[cut]]", Ok(Scenario::Cut(None))),
-            ("[[cut:40]]", Ok(Scenario::Cut(Some(40)))),
-            ("[[cut:x]]", Err(())),
-        ];
-        for (text, want) in cases {
-            let got = from_text(text).map(|d| d.scenario).map_err(|_| ());
-            assert_eq!(got, want, "{text}");
-            let header = text.trim_start_matches("[[").trim_end_matches("]]");
-            let got = from_header(header, None)
-                .map(|d| d.scenario)
-                .map_err(|_| ());
-            assert_eq!(got, want, "header {header}");
         }
     }
 }

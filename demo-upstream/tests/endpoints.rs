@@ -396,3 +396,34 @@ async fn gzip_scenario() {
     }
     upstream.shutdown().await;
 }
+
+#[tokio::test]
+async fn brotli_scenario() {
+    let upstream = start(Options::default()).await;
+    let addr = upstream.addr();
+    for api in APIS {
+        for stream in [false, true] {
+            let resp = post_json(
+                addr,
+                Proto::H1,
+                api.path(),
+                &[],
+                &api.request("[[br]] [[pii]]", stream),
+            )
+            .await;
+            assert_eq!(resp.status, 200);
+            assert_eq!(resp.header("content-encoding"), Some("br"));
+            let mut plain = String::new();
+            brotli::Decompressor::new(&resp.body()[..], 4096)
+                .read_to_string(&mut plain)
+                .unwrap();
+            let got = if stream {
+                extract_sse(api, &plain)
+            } else {
+                extract_json(api, &serde_json::from_str(&plain).unwrap())
+            };
+            assert_eq!(got.got, Got::Text(PII.into()), "{api:?} stream={stream}");
+        }
+    }
+    upstream.shutdown().await;
+}
