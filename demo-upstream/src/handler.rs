@@ -11,7 +11,6 @@
 //! `x-demo-chunk-size` (bytes, 0 = one chunk) and `x-demo-chunk-delay-ms` (at most 60000);
 //! for the classifier endpoints `x-demo-delay-ms` and `x-demo-status`.
 
-use std::convert::Infallible;
 use std::io::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -32,8 +31,27 @@ use crate::guard::{self, Endpoint};
 use crate::scenario::{self, Directives, Scenario};
 use crate::server::{Recorded, State};
 
-/// The response body type.
-pub type RespBody = BoxBody<Bytes, Infallible>;
+/// The response body type (a cut body fails, which aborts the connection).
+pub type RespBody = BoxBody<Bytes, std::io::Error>;
+
+/// A scripted failure before the response headers, carried as a response extension: the
+/// server then closes the connection without answering (after the hang, for `Hang`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Failure {
+    Reset,
+    Hang(Duration),
+}
+
+/// A response that is not sent: the connection fails instead.
+fn failed(failure: Failure) -> Response<RespBody> {
+    let mut r = Response::new(
+        Full::new(Bytes::new())
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    r.extensions_mut().insert(failure);
+    r
+}
 
 /// Longest accepted `x-demo-chunk-delay-ms`.
 const MAX_DELAY_MS: u64 = 60_000;
@@ -129,6 +147,11 @@ fn answer(state: &State, api: Api, headers: &HeaderMap, body: &[u8]) -> Response
     if let Scenario::Status(code) = directives.scenario {
         return error(Some(api), code, &format!("scripted error: status {code}"));
     }
+    match directives.scenario {
+        Scenario::Reset => return failed(Failure::Reset),
+        Scenario::Hang(ms) => return failed(Failure::Hang(Duration::from_millis(ms))),
+        _ => {}
+    }
     let content = answer::build(&prompt, &directives.scenario);
     let reply = Reply::new(state.next_seq(), unix_now(), &prompt, content);
     let (bytes, content_type) = if prompt.stream {
@@ -149,12 +172,24 @@ fn answer(state: &State, api: Api, headers: &HeaderMap, body: &[u8]) -> Response
     } else {
         (bytes, None)
     };
-    let mut response = if prompt.stream {
-        let mut r = Response::new(body::paced(Bytes::from(bytes), chunk_size, chunk_delay).boxed());
+    let cut = match directives.scenario {
+        Scenario::Cut(n) => Some(n.unwrap_or_else(|| default_cut(&bytes, prompt.stream))),
+        _ => None,
+    };
+    let mut response = if prompt.stream || cut.is_some() {
+        let len = bytes.len();
+        let body = body::paced(Bytes::from(bytes), chunk_size, chunk_delay, cut);
+        let mut r = Response::new(body.boxed());
         r.headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-        r.headers_mut()
-            .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        if prompt.stream {
+            r.headers_mut()
+                .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        } else {
+            // A cut JSON answer announces its whole length and stops short.
+            r.headers_mut()
+                .insert(CONTENT_LENGTH, HeaderValue::from(len));
+        }
         r
     } else {
         full(StatusCode::OK, content_type, Bytes::from(bytes))
@@ -283,6 +318,18 @@ fn chunk_plan(headers: &HeaderMap, state: &State) -> Result<(usize, Duration), S
     Ok((size, delay))
 }
 
+/// Where `[[cut]]` stops: after the first SSE event, or half-way through a JSON body.
+fn default_cut(bytes: &[u8], stream: bool) -> usize {
+    let first_event = bytes
+        .windows(2)
+        .position(|w| w == b"\n\n")
+        .map(|p| p.saturating_add(2));
+    match first_event {
+        Some(end) if stream => end,
+        _ => bytes.len() / 2,
+    }
+}
+
 fn gzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     encoder.write_all(data)?;
@@ -306,7 +353,7 @@ fn unix_now() -> u64 {
 /// A complete response with content-type and content-length.
 fn full(status: StatusCode, content_type: &'static str, data: Bytes) -> Response<RespBody> {
     let len = data.len();
-    let mut response = Response::new(Full::new(data).boxed());
+    let mut response = Response::new(Full::new(data).map_err(|never| match never {}).boxed());
     *response.status_mut() = status;
     response
         .headers_mut()

@@ -1,4 +1,9 @@
-//! Scenario selection: which scripted answer a request gets.
+//! Scenario selection: which scripted answer a request gets, or how the upstream fails.
+//!
+//! Failures (for fallback tests): `[[reset]]` closes the connection before any header,
+//! `[[hang]]` / `[[hang:MS]]` answers nothing (for 600 s, or MS ms) and then closes it,
+//! `[[cut]]` / `[[cut:N]]` sends the echo answer's headers and its first SSE event (or half of
+//! a JSON body, or N bytes), then aborts the connection; `[[status:503]]` is a 5xx answer.
 //!
 //! A request picks its answer with a directive in the text of its last user message
 //! (`[[tool_call]]`, `[[json:{...}]]`, ...) or, taking precedence, with the header
@@ -18,6 +23,9 @@
 pub const MAX_TOOL_CALLS: usize = 16;
 /// Largest `[[long:N]]` answer, in bytes.
 pub const MAX_LONG_BYTES: usize = 64 << 20;
+/// How long `[[hang]]` keeps the request without an answer (then it resets the connection),
+/// and the largest `[[hang:MS]]`.
+pub const MAX_HANG_MS: u64 = 600_000;
 
 /// The content an answer is built from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,6 +46,14 @@ pub enum Scenario {
     Status(u16),
     /// This many bytes of lorem-ipsum text.
     Long(usize),
+    /// Fail before the response headers: close the connection at once (the proxy sees a reset).
+    Reset,
+    /// Fail before the response headers: answer nothing for this many milliseconds, then
+    /// close the connection (a proxy's route timeout fires first).
+    Hang(u64),
+    /// The echo answer, cut after its headers: the body stops after this many bytes (`None`:
+    /// after the first SSE event, or half of a JSON body) and the connection is aborted.
+    Cut(Option<usize>),
 }
 
 /// A parsed scenario plus modifiers.
@@ -99,6 +115,23 @@ fn parse_simple(token: &str) -> Result<Option<Simple>, String> {
                 .filter(|c| (100..=599).contains(c))
                 .ok_or_else(|| format!("directive status: {arg:?} is not an http status"))?;
             Simple::Content(Scenario::Status(code))
+        }
+        ("reset", None) => Simple::Content(Scenario::Reset),
+        ("hang", None) => Simple::Content(Scenario::Hang(MAX_HANG_MS)),
+        ("hang", Some(arg)) => {
+            let ms = arg
+                .parse::<u64>()
+                .ok()
+                .filter(|ms| *ms <= MAX_HANG_MS)
+                .ok_or_else(|| format!("directive hang: {arg:?} is not in 0..={MAX_HANG_MS} ms"))?;
+            Simple::Content(Scenario::Hang(ms))
+        }
+        ("cut", None) => Simple::Content(Scenario::Cut(None)),
+        ("cut", Some(arg)) => {
+            let n = arg
+                .parse::<usize>()
+                .map_err(|_| format!("directive cut: {arg:?} is not a byte count"))?;
+            Simple::Content(Scenario::Cut(Some(n)))
         }
         ("long", Some(arg)) => {
             let n = arg
@@ -361,6 +394,29 @@ mod tests {
         for (name, value, json, want) in cases {
             let got = from_header(value, json).map_err(|_| ());
             assert_eq!(got, want, "case {name}");
+        }
+    }
+
+    #[test]
+    fn failure_directives() {
+        let cases: Vec<(&str, Result<Scenario, ()>)> = vec![
+            ("[[reset]]", Ok(Scenario::Reset)),
+            ("[[hang]]", Ok(Scenario::Hang(MAX_HANG_MS))),
+            ("[[hang:1500]]", Ok(Scenario::Hang(1500))),
+            ("[[hang:600001]]", Err(())),
+            ("[[hang:soon]]", Err(())),
+            ("[[cut]]", Ok(Scenario::Cut(None))),
+            ("[[cut:40]]", Ok(Scenario::Cut(Some(40)))),
+            ("[[cut:x]]", Err(())),
+        ];
+        for (text, want) in cases {
+            let got = from_text(text).map(|d| d.scenario).map_err(|_| ());
+            assert_eq!(got, want, "{text}");
+            let header = text.trim_start_matches("[[").trim_end_matches("]]");
+            let got = from_header(header, None)
+                .map(|d| d.scenario)
+                .map_err(|_| ());
+            assert_eq!(got, want, "header {header}");
         }
     }
 }
