@@ -1,5 +1,6 @@
--- Approval service schema. Portable SQL (TEXT / INTEGER / BIGINT, no engine-specific
--- features) so the same file runs on SQLite and PostgreSQL. Times are unix milliseconds.
+-- Approval service schema: approvals, their audit trail, and the review queue. Portable SQL
+-- (TEXT / INTEGER / BIGINT, no engine-specific features) so the same file runs on SQLite and
+-- PostgreSQL. Times are unix milliseconds.
 
 CREATE TABLE IF NOT EXISTS approvals (
     id           TEXT    NOT NULL PRIMARY KEY,
@@ -37,3 +38,29 @@ CREATE TABLE IF NOT EXISTS events (
 );
 
 CREATE INDEX IF NOT EXISTS events_approval ON events (approval_id, seq);
+
+-- Reviews: answers a guard filter could not give (the upstream failed, or a guard refused
+-- the answer) and escalated for a person to follow up (docs/fallback.md). The client got a
+-- "a person will follow up" answer naming the id.
+CREATE TABLE IF NOT EXISTS reviews (
+    id          TEXT    NOT NULL PRIMARY KEY,
+    status      TEXT    NOT NULL,  -- open | resolved
+    cause       TEXT    NOT NULL,  -- upstream_failure | flagged_answer
+    reason      TEXT    NOT NULL,  -- the filter's reason code (schema_violation, upstream_failure, ...)
+    filter      TEXT    NOT NULL,
+    policy      TEXT    NOT NULL,
+    route       TEXT    NOT NULL,
+    api         TEXT    NOT NULL,
+    model       TEXT    NOT NULL,
+    http_status INTEGER,           -- the status the answer would have had
+    caller      TEXT    NOT NULL,
+    request_id  TEXT    NOT NULL,
+    excerpt     TEXT    NOT NULL,  -- masked excerpt (shown to every approver)
+    excerpt_raw TEXT,              -- unmasked excerpt (shown only to PII roles)
+    created_at  BIGINT  NOT NULL,
+    resolved_at BIGINT,
+    resolved_by TEXT,
+    note        TEXT
+);
+
+CREATE INDEX IF NOT EXISTS reviews_status_created ON reviews (status, created_at);

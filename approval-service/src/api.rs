@@ -303,7 +303,7 @@ pub async fn apply_decision(
     Ok(result)
 }
 
-fn is_json(headers: &HeaderMap) -> bool {
+pub(crate) fn is_json(headers: &HeaderMap) -> bool {
     headers
         .get(hyper::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

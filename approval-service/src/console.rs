@@ -2,19 +2,20 @@
 //! POST form carries a CSRF token bound to the session (or, behind a trusted proxy, to the
 //! approver's name); sessions are HttpOnly, SameSite=Strict cookies.
 //!
-//! Pages: `/` (pending with time left, recent history), `/approvals/{id}` (detail and
-//! decision form), `/history` (the audit trail), `/login`, `/logout`.
+//! Pages: `/` (pending with time left, open reviews, recent history), `/approvals/{id}`
+//! (detail and decision form), `/reviews` and `/reviews/{id}` (the review queue, see
+//! [`crate::reviews`]), `/history` (the audit trail), `/login`, `/logout`.
 
 use std::fmt::Write as _;
 
 use hyper::body::Incoming;
 use hyper::{HeaderMap, Method, Request, StatusCode};
 
-use crate::api;
 use crate::auth::{self, ct_eq, random_hex, Identity, LOGIN_COOKIE, SESSION_COOKIE, SESSION_TTL};
 use crate::http::{self, escape, form_get, Resp};
 use crate::server::{now_ms, State};
 use crate::store::{DecideError, Event, Record};
+use crate::{api, reviews};
 
 /// Rows of the home page's recent history.
 const RECENT: u32 = 50;
@@ -46,7 +47,20 @@ pub async fn handle(state: &State, req: Request<Incoming>, segments: &[&str]) ->
             let id = (*id).to_owned();
             decide(state, req, &id).await
         }
-        (_, ["login" | "logout" | "history" | ""]) | (_, ["approvals", ..]) => message(
+        (&Method::GET, ["reviews"]) => match who(state, req.headers()) {
+            Some(who) => reviews::page_list(state, &who).await,
+            None => to_login(),
+        },
+        (&Method::GET, ["reviews", id]) => match who(state, req.headers()) {
+            Some(who) => reviews::page_detail(state, &who, id, None).await,
+            None => to_login(),
+        },
+        (&Method::POST, ["reviews", id, "resolve"]) => {
+            let id = (*id).to_owned();
+            reviews::page_resolve(state, req, &id).await
+        }
+        (_, ["login" | "logout" | "history" | "" | "reviews"])
+        | (_, ["approvals" | "reviews", ..]) => message(
             StatusCode::METHOD_NOT_ALLOWED,
             "Method not allowed",
             "",
@@ -65,10 +79,11 @@ fn to_login() -> Resp {
     http::redirect("/login", &[])
 }
 
-fn page(title: &str, who: Option<&Identity>, body: &str) -> String {
+pub(crate) fn page(title: &str, who: Option<&Identity>, body: &str) -> String {
     let nav = match who {
         Some(w) => format!(
-            "<nav><a href=\"/\">Pending</a> · <a href=\"/history\">History</a> · \
+            "<nav><a href=\"/\">Pending</a> · <a href=\"/reviews\">Reviews</a> · \
+             <a href=\"/history\">History</a> · \
              signed in as <b>{}</b> ({}) · <a href=\"/logout\">Sign out</a></nav>",
             escape(&w.approver.name),
             escape(&w.approver.roles.join(", "))
@@ -88,7 +103,7 @@ fn page(title: &str, who: Option<&Identity>, body: &str) -> String {
     )
 }
 
-fn message(status: StatusCode, title: &str, text: &str, who: Option<&Identity>) -> Resp {
+pub(crate) fn message(status: StatusCode, title: &str, text: &str, who: Option<&Identity>) -> Resp {
     http::html(
         status,
         page(
@@ -115,7 +130,7 @@ fn time_left(expires_at: i64, now: i64) -> String {
 }
 
 /// Unix ms as `YYYY-MM-DD HH:MM:SS UTC`.
-fn timestamp(ms: i64) -> String {
+pub(crate) fn timestamp(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
@@ -141,7 +156,7 @@ fn opt_time(ms: Option<i64>) -> String {
     ms.map_or_else(|| "—".to_owned(), timestamp)
 }
 
-fn status_cell(status: &str) -> String {
+pub(crate) fn status_cell(status: &str) -> String {
     format!("<span class=\"{0}\">{0}</span>", escape(status))
 }
 
@@ -188,6 +203,15 @@ async fn home(state: &State, who: &Identity) -> Resp {
             );
         }
         body.push_str("</table>");
+    }
+    body.push_str("<h2>Reviews</h2>");
+    match reviews::open(state).await {
+        Ok(open) if open.is_empty() => body.push_str("<p>No open reviews.</p>"),
+        Ok(open) => body.push_str(&reviews::table(&open)),
+        Err(e) => {
+            eprintln!("approval-service: console: {e:#}");
+            return server_error(who);
+        }
     }
     body.push_str("<h2>Recent</h2>");
     body.push_str(&records_table(&recent));
@@ -280,7 +304,7 @@ async fn history(state: &State, who: &Identity) -> Resp {
     http::html(StatusCode::OK, page("Audit trail", Some(who), &body))
 }
 
-fn server_error(who: &Identity) -> Resp {
+pub(crate) fn server_error(who: &Identity) -> Resp {
     message(
         StatusCode::INTERNAL_SERVER_ERROR,
         "Error",
@@ -397,7 +421,7 @@ async fn detail(
 }
 
 /// Checks the form's CSRF token against the identity's.
-fn csrf_ok(who: &Identity, form: &[(String, String)]) -> bool {
+pub(crate) fn csrf_ok(who: &Identity, form: &[(String, String)]) -> bool {
     match who.via.csrf() {
         None => true,
         Some(expected) => {
@@ -406,7 +430,7 @@ fn csrf_ok(who: &Identity, form: &[(String, String)]) -> bool {
     }
 }
 
-fn forbidden(who: Option<&Identity>) -> Resp {
+pub(crate) fn forbidden(who: Option<&Identity>) -> Resp {
     message(
         StatusCode::FORBIDDEN,
         "Forbidden",
@@ -415,7 +439,7 @@ fn forbidden(who: Option<&Identity>) -> Resp {
     )
 }
 
-async fn read_form(req: Request<Incoming>) -> Result<Vec<(String, String)>, Resp> {
+pub(crate) async fn read_form(req: Request<Incoming>) -> Result<Vec<(String, String)>, Resp> {
     match http::read_body(req).await {
         Ok(b) => Ok(http::parse_form(&b)),
         Err(http::BodyError::TooLarge) => Err(message(
@@ -557,7 +581,7 @@ async fn login(state: &State, req: Request<Incoming>) -> Resp {
 }
 
 /// The hidden CSRF field of a form, when the approver's session has a token.
-fn csrf_field(via: &auth::Via) -> String {
+pub(crate) fn csrf_field(via: &auth::Via) -> String {
     via.csrf()
         .map(|t| {
             format!(

@@ -1,6 +1,7 @@
 //! `approval-service`: the service where people approve or deny high-stakes tool calls held
-//! by the approval-gate filter. REST API for the filter, web console for approvers, SQLite
-//! store. Contract: `docs/approval-api.md`.
+//! by the approval-gate filter, and follow up answers a guard could not give (the review
+//! queue that a policy's `fallback.escalate` fills). REST API for the filters, web console for
+//! approvers, SQLite store. Contract: `docs/approval-api.md`.
 //!
 //! ```text
 //! approval-service --db /var/lib/approvals.db --client-token "$CLIENT_TOKEN" \
@@ -14,6 +15,7 @@ mod auth;
 mod console;
 mod excerpt;
 mod http;
+mod reviews;
 mod server;
 mod store;
 

@@ -19,7 +19,7 @@ use crate::auth::Auth;
 use crate::excerpt::Masker;
 use crate::http::{self, Resp};
 use crate::store::Store;
-use crate::{api, console};
+use crate::{api, console, reviews};
 
 /// How long shutdown waits for in-flight connections.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -125,7 +125,14 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Resp {
             let id = (*id).to_owned();
             api::consume(&state, req, &id).await
         }
-        (_, ["v1", "approvals", ..] | ["healthz"]) => http::error(
+        (&Method::POST, ["v1", "reviews"]) => reviews::create(&state, req).await,
+        (&Method::GET, ["v1", "reviews"]) => reviews::list(&state, &req).await,
+        (&Method::GET, ["v1", "reviews", id]) => reviews::get(&state, req.headers(), id).await,
+        (&Method::POST, ["v1", "reviews", id, "resolve"]) => {
+            let id = (*id).to_owned();
+            reviews::resolve(&state, req, &id).await
+        }
+        (_, ["v1", "approvals" | "reviews", ..] | ["healthz"]) => http::error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
             "method not allowed on this endpoint",

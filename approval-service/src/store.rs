@@ -497,6 +497,187 @@ fn expire_overdue(tx: &Transaction<'_>, now: i64) -> rusqlite::Result<()> {
     Ok(())
 }
 
+// ------------------------------------------------------------------ reviews
+
+const REVIEW_COLUMNS: &str = "id, status, cause, reason, filter, policy, route, api, model, \
+    http_status, caller, request_id, excerpt, excerpt_raw, created_at, resolved_at, resolved_by, note";
+
+/// One review (an escalated answer a person follows up) as stored.
+#[derive(Clone, Debug)]
+pub struct Review {
+    pub id: String,
+    pub status: String,
+    /// `upstream_failure` or `flagged_answer` (the API's `trigger`).
+    pub cause: String,
+    pub reason: String,
+    pub filter: String,
+    pub policy: String,
+    pub route: String,
+    pub api: String,
+    pub model: String,
+    pub http_status: Option<i64>,
+    pub caller: String,
+    pub request_id: String,
+    pub excerpt: String,
+    pub excerpt_raw: Option<String>,
+    pub created_at: i64,
+    pub resolved_at: Option<i64>,
+    pub resolved_by: Option<String>,
+    pub note: Option<String>,
+}
+
+impl Review {
+    fn from_row(row: &Row<'_>) -> rusqlite::Result<Review> {
+        Ok(Review {
+            id: row.get(0)?,
+            status: row.get(1)?,
+            cause: row.get(2)?,
+            reason: row.get(3)?,
+            filter: row.get(4)?,
+            policy: row.get(5)?,
+            route: row.get(6)?,
+            api: row.get(7)?,
+            model: row.get(8)?,
+            http_status: row.get(9)?,
+            caller: row.get(10)?,
+            request_id: row.get(11)?,
+            excerpt: row.get(12)?,
+            excerpt_raw: row.get(13)?,
+            created_at: row.get(14)?,
+            resolved_at: row.get(15)?,
+            resolved_by: row.get(16)?,
+            note: row.get(17)?,
+        })
+    }
+
+    /// The API's JSON shape (no excerpts: those are for the console only).
+    pub fn to_json(&self) -> Value {
+        json!({
+            "id": self.id,
+            "kind": "review",
+            "status": self.status,
+            "trigger": self.cause,
+            "reason": self.reason,
+            "filter": self.filter,
+            "policy": self.policy,
+            "route": self.route,
+            "api": self.api,
+            "model": self.model,
+            "http_status": self.http_status,
+            "caller": self.caller,
+            "request_id": self.request_id,
+            "created_at": self.created_at,
+            "resolved_at": self.resolved_at,
+            "resolved_by": self.resolved_by,
+            "note": self.note,
+        })
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.status == "open"
+    }
+}
+
+/// Why a resolve was refused.
+#[derive(Debug)]
+pub enum ResolveError {
+    NotFound,
+    AlreadyResolved(Box<Review>),
+    Db(anyhow::Error),
+}
+
+impl Store {
+    /// Stores a new open review (`review.status` is ignored).
+    pub fn create_review(&self, review: &Review) -> anyhow::Result<Review> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        tx.execute(
+            &format!(
+                "INSERT INTO reviews ({REVIEW_COLUMNS}) VALUES \
+                 (?1, 'open', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, NULL, NULL, NULL)"
+            ),
+            params![
+                review.id,
+                review.cause,
+                review.reason,
+                review.filter,
+                review.policy,
+                review.route,
+                review.api,
+                review.model,
+                review.http_status,
+                review.caller,
+                review.request_id,
+                review.excerpt,
+                review.excerpt_raw,
+                review.created_at
+            ],
+        )?;
+        let stored = select_review(&tx, &review.id)?.context("the new review vanished")?;
+        tx.commit()?;
+        Ok(stored)
+    }
+
+    pub fn get_review(&self, id: &str) -> anyhow::Result<Option<Review>> {
+        let conn = self.lock();
+        Ok(conn
+            .query_row(
+                &format!("SELECT {REVIEW_COLUMNS} FROM reviews WHERE id = ?1"),
+                params![id],
+                Review::from_row,
+            )
+            .optional()?)
+    }
+
+    /// Reviews with `status` (`None`: all), newest first.
+    pub fn reviews(&self, status: Option<&str>, limit: u32) -> anyhow::Result<Vec<Review>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {REVIEW_COLUMNS} FROM reviews WHERE (?1 IS NULL OR status = ?1) \
+             ORDER BY created_at DESC, id LIMIT ?2"
+        ))?;
+        let rows = stmt.query_map(params![status, limit], Review::from_row)?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// Marks an open review resolved (once).
+    pub fn resolve_review(
+        &self,
+        id: &str,
+        by: &str,
+        note: &str,
+        now: i64,
+    ) -> Result<Review, ResolveError> {
+        let db = |e: rusqlite::Error| ResolveError::Db(e.into());
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(db)?;
+        let changed = tx
+            .execute(
+                "UPDATE reviews SET status = 'resolved', resolved_at = ?1, resolved_by = ?2, \
+                 note = ?3 WHERE id = ?4 AND status = 'open'",
+                params![now, by, note, id],
+            )
+            .map_err(db)?;
+        let review = select_review(&tx, id)
+            .map_err(db)?
+            .ok_or(ResolveError::NotFound)?;
+        if changed != 1 {
+            return Err(ResolveError::AlreadyResolved(Box::new(review)));
+        }
+        tx.commit().map_err(db)?;
+        Ok(review)
+    }
+}
+
+fn select_review(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<Option<Review>> {
+    tx.query_row(
+        &format!("SELECT {REVIEW_COLUMNS} FROM reviews WHERE id = ?1"),
+        params![id],
+        Review::from_row,
+    )
+    .optional()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -573,6 +754,68 @@ mod tests {
             .map(|(a, b, c)| ((*a).to_owned(), (*b).to_owned(), (*c).to_owned()))
             .collect();
         assert_eq!(events, want);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn reviews_are_resolved_once() {
+        let dir = std::env::temp_dir().join(format!("review-store-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::open(&dir.join("db")).unwrap();
+        let new = |id: &str, at: i64| Review {
+            id: id.to_owned(),
+            status: String::new(),
+            cause: "flagged_answer".to_owned(),
+            reason: "schema_violation".to_owned(),
+            filter: "schema_guard".to_owned(),
+            policy: "default/default".to_owned(),
+            route: "llm".to_owned(),
+            api: "openai_chat".to_owned(),
+            model: "m".to_owned(),
+            http_status: Some(502),
+            caller: "alice".to_owned(),
+            request_id: "r".to_owned(),
+            excerpt: "[EMAIL]".to_owned(),
+            excerpt_raw: Some("a@b.example".to_owned()),
+            created_at: at,
+            resolved_at: None,
+            resolved_by: None,
+            note: None,
+        };
+        assert_eq!(store.create_review(&new("r1", 10)).unwrap().status, "open");
+        store.create_review(&new("r2", 20)).unwrap();
+        let ids = |status| -> Vec<String> {
+            store
+                .reviews(status, 10)
+                .unwrap()
+                .into_iter()
+                .map(|r| r.id)
+                .collect()
+        };
+        assert_eq!(ids(None), ["r2", "r1"]);
+        let r = store
+            .resolve_review("r1", "ops", "called back", 30)
+            .unwrap();
+        assert_eq!(
+            (r.status.as_str(), r.resolved_by.as_deref(), r.resolved_at),
+            ("resolved", Some("ops"), Some(30))
+        );
+        assert!(matches!(
+            store.resolve_review("r1", "pia", "", 40),
+            Err(ResolveError::AlreadyResolved(_))
+        ));
+        assert!(matches!(
+            store.resolve_review("nope", "pia", "", 40),
+            Err(ResolveError::NotFound)
+        ));
+        assert_eq!(ids(Some("open")), ["r2"]);
+        assert_eq!(ids(Some("resolved")), ["r1"]);
+        assert_eq!(
+            store.get_review("r1").unwrap().unwrap().note.as_deref(),
+            Some("called back")
+        );
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }

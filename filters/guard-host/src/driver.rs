@@ -1572,7 +1572,7 @@ impl<F: GuardFilter> GuardStream<F> {
                 "route": info.route_name.clone().unwrap_or_default(),
                 "api": info.api.map(ApiShape::as_str).unwrap_or_default(),
                 "model": info.request_model.clone().unwrap_or_default(),
-                "status": reply.status,
+                "http_status": reply.status,
                 "excerpt_raw": excerpt,
             });
         }
