@@ -268,18 +268,91 @@ impl StreamEnding {
             self.parser = SseParser::new(MAX_OBSERVED_EVENT);
         }
         for ev in events {
-            if ev.data.trim() == "[DONE]" {
-                self.over = true;
-                continue;
+            self.observe_event(ev);
+        }
+    }
+
+    fn observe_event(&mut self, ev: crate::sse::SseEvent) {
+        if ev.data.trim() == "[DONE]" {
+            self.over = true;
+            return;
+        }
+        let Ok(v) = serde_json::from_str::<Value>(&ev.data) else {
+            return;
+        };
+        match self.api {
+            ApiShape::OpenAiChat => self.observe_chat(&v),
+            ApiShape::AnthropicMessages => self.observe_anthropic(ev.event.as_deref(), &v),
+            ApiShape::OpenAiResponses => self.observe_responses(ev.event.as_deref(), &v),
+        }
+    }
+
+    /// Observe `bytes` (the last bytes that may still go out) up to the stream's terminal
+    /// events, and return how many of them come before those: send only that many, then
+    /// [`StreamEnding::finish`], so that a refusal that arrives with the upstream's end (Chat's
+    /// last `finish_reason` chunk and `[DONE]`, Anthropic's `message_delta` / `message_stop`,
+    /// Responses' `response.completed`, an error event) still ends the stream with the text.
+    /// Without a terminal event, all of `bytes` are observed and kept.
+    pub fn observe_until_end(&mut self, bytes: &[u8]) -> usize {
+        let before = self.parser.pending_len();
+        let mut events = Vec::new();
+        if self.parser.push(bytes, &mut |e| events.push(e)).is_err() {
+            self.parser = SseParser::new(MAX_OBSERVED_EVENT);
+            return bytes.len();
+        }
+        let mut offset = 0usize;
+        for ev in events {
+            if self.is_terminal(&ev) {
+                self.parser = SseParser::new(MAX_OBSERVED_EVENT);
+                return offset.saturating_sub(before).min(bytes.len());
             }
-            let Ok(v) = serde_json::from_str::<Value>(&ev.data) else {
-                continue;
-            };
-            match self.api {
-                ApiShape::OpenAiChat => self.observe_chat(&v),
-                ApiShape::AnthropicMessages => self.observe_anthropic(ev.event.as_deref(), &v),
-                ApiShape::OpenAiResponses => self.observe_responses(ev.event.as_deref(), &v),
+            offset = offset.saturating_add(ev.raw.len());
+            self.observe_event(ev);
+        }
+        bytes.len()
+    }
+
+    /// Whether `ev` ends the stream for the client (checked before it is observed).
+    fn is_terminal(&self, ev: &crate::sse::SseEvent) -> bool {
+        if ev.data.trim() == "[DONE]" {
+            return true;
+        }
+        let Ok(v) = serde_json::from_str::<Value>(&ev.data) else {
+            return false;
+        };
+        let ty = v
+            .get("type")
+            .and_then(Value::as_str)
+            .or(ev.event.as_deref())
+            .unwrap_or_default();
+        match self.api {
+            ApiShape::OpenAiChat => {
+                if v.get("error").is_some_and(|e| !e.is_null()) {
+                    return true;
+                }
+                let Some(choices) = v.get("choices").and_then(Value::as_array) else {
+                    return false;
+                };
+                // The chunk that finishes the last choice still open.
+                let finishing: Vec<u64> = choices
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| c.get("finish_reason").is_some_and(|f| !f.is_null()))
+                    .map(|(pos, c)| c.get("index").and_then(Value::as_u64).unwrap_or(pos as u64))
+                    .collect();
+                !finishing.is_empty()
+                    && self
+                        .chat
+                        .iter()
+                        .all(|(i, c)| c.finished || finishing.contains(i))
             }
+            ApiShape::AnthropicMessages => {
+                matches!(ty, "message_delta" | "message_stop" | "error")
+            }
+            ApiShape::OpenAiResponses => matches!(
+                ty,
+                "response.completed" | "response.incomplete" | "response.failed" | "error"
+            ),
         }
     }
 
@@ -1024,6 +1097,50 @@ mod tests {
             ]
         );
         assert!(tail.contains("\"index\":1"), "{tail}");
+    }
+
+    #[test]
+    fn a_refusal_with_the_upstreams_end_still_ends_with_the_text() {
+        let ends: [(ApiShape, &str); 3] = [
+            (
+                ApiShape::OpenAiChat,
+                "data: {\"id\":\"chatcmpl-up\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n",
+            ),
+            (
+                ApiShape::AnthropicMessages,
+                "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\nevent: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+            ),
+            (
+                ApiShape::OpenAiResponses,
+                "event: response.completed\ndata: {\"type\":\"response.completed\",\"sequence_number\":5,\"response\":{\"id\":\"resp_up\",\"status\":\"completed\",\"output\":[]}}\n\n",
+            ),
+        ];
+        for (api, end) in ends {
+            let body = upstream(api).concat();
+            for split in [0, 3, body.len()] {
+                // Earlier chunks were observed; this callback's bytes carry the end.
+                let mut e = StreamEnding::new(&meta(api));
+                e.observe(&body.as_bytes()[..split]);
+                let mut last = body.as_bytes()[split..].to_vec();
+                last.extend_from_slice(end.as_bytes());
+                let keep = e.observe_until_end(&last);
+                // Anthropic's content_block_stop goes out; the terminal events do not.
+                let terminal = match api {
+                    ApiShape::AnthropicMessages => end.find("event: message_delta").unwrap(),
+                    _ => 0,
+                };
+                assert_eq!(keep, body.len() - split + terminal, "{api:?} {split}");
+                let mut all = body.as_bytes()[..split].to_vec();
+                all.extend_from_slice(&last[..keep]);
+                all.extend_from_slice(&e.finish("W."));
+                let a = assemble(api, &all, 9);
+                assert!(a.done, "{api:?}");
+                assert!(a.choices[0].content.ends_with("W."), "{api:?}: {:?}", a.choices[0].content);
+            }
+            // Without a terminal event everything is kept.
+            let mut e = StreamEnding::new(&meta(api));
+            assert_eq!(e.observe_until_end(body.as_bytes()), body.len());
+        }
     }
 
     #[test]

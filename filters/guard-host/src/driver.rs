@@ -1636,7 +1636,9 @@ impl<F: GuardFilter> GuardStream<F> {
                             Some(e) => e,
                             None => StreamEnding::new(&self.answer_meta(meta_created)),
                         };
-                        ending.observe(&prefix);
+                        // A refusal that came with the upstream's end: the end is ours.
+                        let keep = ending.observe_until_end(&prefix);
+                        prefix.truncate(keep);
                         prefix.extend_from_slice(&ending.finish(text));
                     }
                     None => {

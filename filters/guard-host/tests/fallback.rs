@@ -749,3 +749,80 @@ fn in_the_combined_filter_a_stream_waits_for_the_escalation_of_an_inner_stage() 
     let rec = record(&host);
     assert_eq!(rec["filter"], "flagger");
 }
+
+/// Refuses at the end of the stream, after releasing everything (the upstream's end included):
+/// a scanner that only knows at the end.
+struct LateFlagger;
+
+impl GuardFilter for LateFlagger {
+    type Settings = Settings;
+    type Compiled = Settings;
+    type Shared = ();
+    const NAME: &'static str = "late";
+    const DEFAULT_FAILURE: FailurePolicy = FailurePolicy::FailClosed;
+
+    fn compile(s: Settings, _path: &str) -> Result<Settings> {
+        Ok(s)
+    }
+    fn init_shared(_m: &Rc<Metrics>, _c: &FilterConfig<Settings>) {}
+    fn new_stream() -> Self {
+        LateFlagger
+    }
+    fn on_request_body(&mut self, _cx: &mut Cx<'_, Self>, _body: &[u8]) -> Result<Outcome> {
+        Ok(Outcome::Continue)
+    }
+    fn response_plan(&mut self, _cx: &mut Cx<'_, Self>, _streaming: bool) -> ResponsePlan {
+        ResponsePlan::Stream
+    }
+    fn on_stream_end(&mut self, cx: &mut Cx<'_, Self>, _out: &mut Vec<u8>) -> Result<()> {
+        cx.refuse_stream(LocalReply::new(502, "late", "found at the end"));
+        Ok(())
+    }
+}
+
+#[test]
+fn a_refusal_that_comes_with_the_upstreams_end_still_ends_with_the_safe_answer() {
+    let host = Rc::new(FakeHost::new());
+    let cfg = FilterConfig::parse::<Settings, _>(
+        policy(&format!(
+            r#"{{"on_flagged_answer":"safe_answer","safe_answer":"{SAFE}"}}"#
+        ))
+        .as_bytes(),
+        LateFlagger::DEFAULT_FAILURE,
+        LateFlagger::compile,
+    )
+    .unwrap();
+    let metrics = Rc::new(Metrics::new(host.clone() as Rc<dyn Host>));
+    let mut s = GuardStream::<LateFlagger>::new(Rc::new(cfg), Rc::new(()), metrics);
+    host.set_header(Dir::Request, ":method", Some(b"POST"));
+    host.set_header(Dir::Request, ":path", Some(b"/v1/chat/completions"));
+    host.set_header(Dir::Request, "x-request-id", Some(RID.as_bytes()));
+    s.on_request_headers(&*host, false);
+    let body =
+        json!({"model": "m-1", "stream": true, "messages": [{"role": "user", "content": "x"}]})
+            .to_string();
+    host.set_buffer(Dir::Request, body.as_bytes());
+    s.on_request_body(&*host, body.len(), true);
+    response_headers(&host, "200", "text/event-stream");
+    s.on_response_headers(&*host, false);
+    let mut client = Vec::new();
+    for (i, ev) in [CHAT_EVENTS[0], CHAT_EVENTS[1], CHAT_EVENTS[3]]
+        .iter()
+        .enumerate()
+    {
+        host.set_buffer(Dir::Response, ev.as_bytes());
+        s.on_response_body(&*host, ev.len(), i == 2);
+        client.extend_from_slice(&host.buffer(Dir::Response));
+    }
+    let a = assemble(ApiShape::OpenAiChat, &client);
+    assert!(a.done);
+    assert_eq!(a.choices[0].content, format!("Fine so far.\n\n{SAFE}"));
+    // One end only: the upstream's finish chunk and [DONE] were replaced by ours.
+    let text = String::from_utf8(client).unwrap();
+    assert_eq!(text.matches("[DONE]").count(), 1, "{text}");
+    assert_eq!(
+        text.matches("\"finish_reason\":\"stop\"").count(),
+        1,
+        "{text}"
+    );
+}
