@@ -1135,7 +1135,11 @@ mod tests {
                 all.extend_from_slice(&e.finish("W."));
                 let a = assemble(api, &all, 9);
                 assert!(a.done, "{api:?}");
-                assert!(a.choices[0].content.ends_with("W."), "{api:?}: {:?}", a.choices[0].content);
+                assert!(
+                    a.choices[0].content.ends_with("W."),
+                    "{api:?}: {:?}",
+                    a.choices[0].content
+                );
             }
             // Without a terminal event everything is kept.
             let mut e = StreamEnding::new(&meta(api));
