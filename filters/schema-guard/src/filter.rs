@@ -751,12 +751,14 @@ impl GuardFilter for SchemaGuard {
         let mut events = Vec::new();
         st.parser.push(chunk, &mut |e| events.push(e))?;
         if mode == StreamMode::Buffer {
-            if st.held.len().saturating_add(chunk.len()) > max {
-                return Err(Error::too_large(format!(
+            let over = || {
+                Error::too_large(format!(
                     "streamed answer over the schema buffer limit of {max} bytes"
-                )));
-            }
+                ))
+            };
             if st.by_event {
+                // Only what is held counts: text streams on, however large a chunk Envoy
+                // hands over at once (after back-pressure from a slow client, more than 1 MiB).
                 for ev in &events {
                     apply_event(st, ev)?;
                     st.route(&ev.raw, out);
@@ -764,7 +766,13 @@ impl GuardFilter for SchemaGuard {
                 let mut skipped = Vec::new();
                 st.parser.take_skipped_raw(&mut skipped);
                 st.route(&skipped, out);
+                if st.held.len() > max {
+                    return Err(over());
+                }
                 return Ok(Chunk::Rewritten);
+            }
+            if st.held.len().saturating_add(chunk.len()) > max {
+                return Err(over());
             }
             st.held.extend_from_slice(chunk);
             for ev in &events {
