@@ -676,7 +676,16 @@ impl BlockEdit {
         emit: &mut Emit<'_>,
     ) -> Result<()> {
         let ty = event_type(ev, &v);
-        if let Some(index) = index_of(&v, "output_index") {
+        // The events the decoder reads as a call's start or arguments belong to item 0 when
+        // they lack `output_index` (as the decoder reads them), so they go with that item.
+        let call_event = matches!(
+            ty.as_str(),
+            "response.output_item.added"
+                | "response.function_call_arguments.delta"
+                | "response.function_call_arguments.done"
+        );
+        let index = index_of(&v, "output_index").or(call_event.then_some(0));
+        if let Some(index) = index {
             let Some(new) = self.map(index) else {
                 return Ok(());
             };

@@ -938,3 +938,61 @@ fn long_stream_of_fragments() {
     assert_eq!(got.choices[0].tool_calls[0].index, 0);
     assert_eq!(got.choices[0].tool_calls[0].arguments.len(), 5_000);
 }
+
+/// Found by the `stream_edit` fuzz target: a Responses argument fragment without
+/// `output_index` is read by the decoder as item 0's, so approval-gate judges it with call 0;
+/// removing call 0 left that fragment (and a start event without the index) in the stream.
+#[test]
+fn regression_fuzz_responses_call_event_without_output_index() {
+    let added = fc_item("fc_W", "call_W", "get_weather", "", "in_progress");
+    let done = fc_item(
+        "fc_W",
+        "call_W",
+        "get_weather",
+        "{\"city\":\"Paris\"}",
+        "completed",
+    );
+    let events = vec![
+        rev(
+            "response.created",
+            0,
+            json!({"response": {"id": "resp_1", "status": "in_progress", "output": []}}),
+        ),
+        rev("response.output_item.added", 1, json!({"item": added})),
+        rev(
+            "response.function_call_arguments.delta",
+            2,
+            json!({"item_id": "fc_W", "output_index": 0, "delta": "{\"city\":"}),
+        ),
+        rev(
+            "response.function_call_arguments.delta",
+            3,
+            json!({"item_id": "fc_W", "delta": "\"Paris\"}"}),
+        ),
+        rev(
+            "response.output_item.done",
+            4,
+            json!({"output_index": 0, "item": done}),
+        ),
+        rev(
+            "response.completed",
+            5,
+            json!({"response": {"id": "resp_1", "status": "completed", "output": [done]}}),
+        ),
+    ];
+    let before = assemble(Responses, events.concat().as_bytes());
+    assert_eq!(before.choices[0].tool_calls.len(), 1);
+    assert_eq!(
+        before.choices[0].tool_calls[0].arguments,
+        "{\"city\":\"Paris\"}"
+    );
+    let out = edit(Responses, &events, &[(0, 0)]);
+    let after = assemble(Responses, &out);
+    assert!(
+        after.choices[0].tool_calls.is_empty(),
+        "{:?}",
+        after.choices[0].tool_calls
+    );
+    assert_gone(&out, &["Paris", "call_W"], "no output_index");
+    assert_eq!(after.choices[0].content, MSG);
+}
