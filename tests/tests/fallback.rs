@@ -54,10 +54,17 @@ async fn start() -> Result<Fixture> {
             .var("UPSTREAM_SAFE", UPSTREAM_SAFE)
             .var("GUARD_SAFE", GUARD_SAFE)
             .var("ESCALATED", ESCALATED)
+            .var("DEAD_PORT", &dead_port()?.to_string())
             .env("GUARD_APPROVAL_CLIENT_TOKEN", APPROVAL_CLIENT_TOKEN),
     )
     .await?;
     Ok(Fixture { svc, env })
+}
+
+/// A loopback port nothing listens on.
+fn dead_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
 }
 
 fn model(api: ApiShape) -> &'static str {
@@ -435,6 +442,50 @@ async fn without_a_fallback_envoys_error_passes_and_retries_come_first() -> Resu
             _ => assert_eq!(resp.status, 200),
         }
     }
+    // per_try_timeout (1 s here) bounds the wait for an attempt's headers, not the stream:
+    // a 2.5 s stream passes whole, never retried.
+    env.upstream.clear();
+    let resp = env
+        .client()
+        .post(
+            "/retry/v1/chat/completions",
+            request(ApiShape::OpenAiChat, true, false).to_string(),
+        )
+        .header("x-request-id", "retry-slow-stream")
+        .header("x-demo-scenario", "long:100")
+        .header("x-demo-chunk-size", "256")
+        .header("x-demo-chunk-delay-ms", "250")
+        .send()
+        .await?;
+    assert_eq!(resp.status, 200);
+    let a = e2e::assemble_stream(ApiShape::OpenAiChat, &resp.body)?;
+    assert!(a.done, "cut: {}", resp.text());
+    assert_eq!(a.choices[0].content.len(), 100);
+    let line = log_line(env, "retry-slow-stream").await?;
+    assert_eq!(line["attempts"], 1);
+    let ms = env
+        .audit_record("llm_telemetry", "retry-slow-stream")
+        .await?["duration_ms"]
+        .as_u64()
+        .unwrap();
+    assert!(ms > 1500, "{ms} ms");
+    // A secondary provider: the aggregate cluster's next priority takes the retry.
+    env.upstream.clear();
+    let resp = ask(
+        env,
+        "failover",
+        ApiShape::OpenAiChat,
+        false,
+        "echo",
+        "failover",
+    )
+    .await?;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let line = log_line(env, "failover").await?;
+    assert_eq!(line["attempts"], 2, "{line}");
+    let secondary = format!("127.0.0.1:{}", env.upstream.addr().port());
+    assert_eq!(line["upstream_host"], secondary.as_str(), "{line}");
+    assert_eq!(env.upstream.received().len(), 1);
     f.env.finish();
     Ok(())
 }
