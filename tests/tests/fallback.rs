@@ -442,6 +442,29 @@ async fn without_a_fallback_envoys_error_passes_and_retries_come_first() -> Resu
             _ => assert_eq!(resp.status, 200),
         }
     }
+    // A refused connection: Envoy's 503 (UF), kind connect_failure.
+    let resp = ask(env, "dead", ApiShape::OpenAiChat, false, "echo", "dead").await?;
+    assert_eq!(resp.status, 503);
+    assert_eq!(
+        resp.text(),
+        String::from_utf8(
+            LocalReply::new(
+                503,
+                "upstream_failure",
+                "the model provider could not be reached; try again later"
+            )
+            .body(Some(ApiShape::OpenAiChat), "dead")
+        )
+        .unwrap()
+    );
+    let line = log_line(env, "dead").await?;
+    assert_eq!(line["flags"], "UF", "{line}");
+    let rec = env.audit_record("llm_telemetry", "dead").await?;
+    assert_eq!(rec["upstream_failure"]["kind"], "connect_failure", "{rec}");
+    assert!(rec["upstream_failure"]["details"]
+        .as_str()
+        .unwrap()
+        .starts_with("upstream_reset_before_response_started{"));
     // per_try_timeout (1 s here) bounds the wait for an attempt's headers, not the stream:
     // a 2.5 s stream passes whole, never retried.
     env.upstream.clear();
@@ -818,6 +841,7 @@ async fn a_stream_cut_after_its_headers_is_recorded_and_counted() -> Result<()> 
         assert!(rec.get("fallback").is_none());
         let line = log_line(env, rid).await?;
         assert_eq!(line["details"], details);
+        assert_eq!(line["flags"], "UPE", "{line}");
         assert_eq!(line["status"], 200);
         // Counted where the policy acts on upstream failures (not on the route without).
         assert_eq!(
