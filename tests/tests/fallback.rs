@@ -854,3 +854,66 @@ async fn a_stream_cut_after_its_headers_is_recorded_and_counted() -> Result<()> 
     f.env.finish();
     Ok(())
 }
+
+/// The shipped chains (separate filters and the combined module): Envoy retries a failing
+/// upstream twice, then llm-telemetry answers with the provider-shaped `upstream_failure`.
+#[tokio::test]
+async fn the_shipped_chains_retry_then_answer_upstream_failures_in_the_providers_shape(
+) -> Result<()> {
+    for config in ["envoy/envoy.yaml", "envoy/envoy-all.yaml"] {
+        let env = Env::start(Spec::shipped_file(config)).await?;
+        for (scenario, status, message) in [
+            (
+                "reset",
+                503,
+                "the model provider could not be reached; try again later",
+            ),
+            (
+                "status:502",
+                502,
+                "the model provider answered with an error; try again later",
+            ),
+        ] {
+            for api in APIS {
+                env.upstream.clear();
+                let rid = format!("shipped-{scenario}-{}", api.as_str());
+                let resp = env
+                    .client()
+                    .post(
+                        &format!("/{}", api_path(api)),
+                        request(api, true, false).to_string(),
+                    )
+                    .header("x-request-id", &rid)
+                    .header("x-demo-scenario", scenario)
+                    .send()
+                    .await?;
+                assert_eq!(resp.status, status, "{config} {rid}: {}", resp.text());
+                assert_eq!(
+                    resp.header("x-guard-reason").as_deref(),
+                    Some("upstream_failure")
+                );
+                let want =
+                    LocalReply::new(status, "upstream_failure", message).body(Some(api), &rid);
+                assert_eq!(
+                    resp.text(),
+                    String::from_utf8(want).unwrap(),
+                    "{config} {rid}"
+                );
+                assert_eq!(
+                    env.upstream.received().len(),
+                    3,
+                    "{config} {rid}: retried twice"
+                );
+                let line = log_line(&env, &rid).await?;
+                assert!(line["flags"].as_str().unwrap().contains("URX"), "{line}");
+                let fb: Value = serde_json::from_str(line["fallback"].as_str().unwrap())?;
+                assert_eq!(
+                    fb,
+                    json!({"trigger": "upstream_failure", "outcome": "error", "filter": "llm_telemetry"})
+                );
+            }
+        }
+        env.finish();
+    }
+    Ok(())
+}
