@@ -16,7 +16,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Send one HTTP/1.1 request with `body` and read until the server closes the connection.
 async fn exchange(upstream: &Upstream, path: &str, body: &str, headers: &str) -> Vec<u8> {
-    let mut s = tokio::net::TcpStream::connect(upstream.addr()).await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(upstream.addr())
+        .await
+        .unwrap();
     let req = format!(
         "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{headers}\r\n{body}",
         body.len()
@@ -61,7 +63,11 @@ async fn hang_answers_nothing_for_its_time() {
     let t0 = Instant::now();
     let got = exchange(&up, "/v1/messages", &chat("[[hang:400]]", false), "").await;
     assert!(got.is_empty());
-    assert!(t0.elapsed() >= Duration::from_millis(400), "{:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        t0.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -74,7 +80,10 @@ async fn cut_sends_headers_and_part_of_the_body() {
     assert!(text.contains("content-type: text/event-stream"), "{text}");
     assert!(text.contains("data: {"), "{text}");
     assert_eq!(text.matches("data: ").count(), 1, "{text}");
-    assert!(!text.ends_with("0\r\n\r\n"), "the chunked body was terminated: {text}");
+    assert!(
+        !text.ends_with("0\r\n\r\n"),
+        "the chunked body was terminated: {text}"
+    );
     assert!(!text.contains("[DONE]"));
     // A byte count, through the header.
     let got = exchange(
@@ -88,7 +97,13 @@ async fn cut_sends_headers_and_part_of_the_body() {
     let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
     assert!(body.starts_with("28\r\n"), "one 40-byte chunk: {text}");
     // A JSON answer announces its length and stops short.
-    let got = exchange(&up, "/v1/chat/completions", &chat("hi [[cut:10]]", false), "").await;
+    let got = exchange(
+        &up,
+        "/v1/chat/completions",
+        &chat("hi [[cut:10]]", false),
+        "",
+    )
+    .await;
     let text = String::from_utf8_lossy(&got);
     let (head, body) = text.split_once("\r\n\r\n").unwrap();
     let len: usize = head
