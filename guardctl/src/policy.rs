@@ -333,12 +333,24 @@ pub fn escape(key: &str) -> String {
 }
 
 /// Where a member names an Envoy cluster it calls out to: `(filter member, field under each
-/// policy)`. The field is an object with `cluster` (and optionally `authority`).
-pub const CALLOUTS: [(&str, &str); 3] = [
+/// policy)`, `*` for every member, the field a `/`-separated path. The field is an object with
+/// `cluster` (and optionally `authority`).
+pub const CALLOUTS: [(&str, &str); 4] = [
     ("approval_gate", "service"),
     ("prompt_guard", "second_opinion"),
     ("rag_acl", "lookup"),
+    // The review queue of a fallback escalation (docs/fallback.md), in any filter's policy.
+    ("*", "fallback/escalate"),
 ];
+
+/// The call-out object at `field` (a `/`-separated path) of a policy.
+fn callout<'a>(policy: &'a Value, field: &str) -> Option<&'a Value> {
+    field.split('/').try_fold(policy, |v, k| v.get(k))
+}
+
+fn callout_mut<'a>(policy: &'a mut Value, field: &str) -> Option<&'a mut Value> {
+    field.split('/').try_fold(policy, |v, k| v.get_mut(k))
+}
 
 impl PolicyFile {
     /// Every call-out cluster the members name: `(JSON pointer of the field, cluster)`.
@@ -357,15 +369,14 @@ impl PolicyFile {
 pub fn member_cluster_refs(member: &str, config: &Value) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for (m, field) in CALLOUTS {
-        if m != member {
+        if m != member && m != "*" {
             continue;
         }
         let Some(policies) = config.get("policies").and_then(Value::as_object) else {
             continue;
         };
         for (name, policy) in policies {
-            if let Some(c) = policy
-                .get(field)
+            if let Some(c) = callout(policy, field)
                 .and_then(|f| f.get("cluster"))
                 .and_then(Value::as_str)
             {
@@ -786,14 +797,14 @@ pub fn env_keys(d: &Deployment, f: &Filter, config: &Value) -> Vec<String> {
 pub fn istio_member(d: &Deployment, member: &Member) -> Value {
     let mut config = member.config.clone();
     for (m, field) in CALLOUTS {
-        if m != member.filter.member {
+        if m != member.filter.member && m != "*" {
             continue;
         }
         let Some(policies) = config.get_mut("policies").and_then(Value::as_object_mut) else {
             continue;
         };
         for policy in policies.values_mut() {
-            let Some(call) = policy.get_mut(field).and_then(Value::as_object_mut) else {
+            let Some(call) = callout_mut(policy, field).and_then(Value::as_object_mut) else {
                 continue;
             };
             let Some(def) = call
@@ -902,5 +913,23 @@ mod tests {
                 "MY_KEY"
             ]
         );
+    }
+
+    #[test]
+    fn fallback_escalation_clusters_are_call_outs_of_every_member() {
+        let config = json!({"policies": {
+            "default": {"fallback": {"on_flagged_answer": "escalate", "escalate": {"cluster": "approvals"}}},
+            "other": {}
+        }});
+        for member in ["llm_telemetry", "schema_guard", "rag_acl"] {
+            assert_eq!(
+                member_cluster_refs(member, &config),
+                vec![(
+                    "/policies/default/fallback/escalate/cluster".to_string(),
+                    "approvals".to_string()
+                )],
+                "{member}"
+            );
+        }
     }
 }

@@ -247,6 +247,24 @@ fn lint_policy_files_good_and_bad() {
             vec![r#"/approval_gate/policies/default/service/cluster: cluster "approval" is not declared"#],
         ),
         (
+            "a fallback's escalation cluster not declared",
+            shipped.replace(
+                "fallback: { on_upstream_failure: error }",
+                "fallback: { on_upstream_failure: escalate, escalate: { cluster: reviews } }",
+            ),
+            2,
+            vec![r#"/llm_telemetry/policies/default/fallback/escalate/cluster: cluster "reviews" is not declared"#],
+        ),
+        (
+            "a fallback's escalation to a declared cluster",
+            shipped.replace(
+                "fallback: { on_upstream_failure: error }",
+                "fallback: { on_upstream_failure: escalate, escalate: { cluster: approvals } }",
+            ),
+            0,
+            vec![r#""filter":"llm_telemetry""#],
+        ),
+        (
             "unknown filter in deployment",
             shipped.replace("    rag_acl: { fail_strategy", "    rag_acls: { fail_strategy"),
             2,
