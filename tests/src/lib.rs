@@ -1016,3 +1016,261 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
     std::fs::write(&tmp, contents).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming over {}", path.display()))
 }
+
+// Bad input (tests/tests/bad_input.rs): a raw HTTP/1.1 client that writes exactly the bytes a
+// test asks for (no content-type unless given, chunked framing, a body dribbled with pauses, a
+// body cut short) while it reads the answer, so an early reply (Envoy's 413, a filter's refusal)
+// is seen even while the body is still being written; and gzip / brotli encoders.
+
+/// How a [`Raw`] request frames its body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// `content-length` (of the whole body, also when [`Raw::cut`] sends less).
+    Length,
+    /// `transfer-encoding: chunked`, in chunks of this many bytes.
+    Chunked(usize),
+}
+
+/// A raw HTTP/1.1 request (always `connection: close`).
+#[derive(Debug, Clone)]
+pub struct Raw {
+    addr: SocketAddr,
+    method: String,
+    path: String,
+    headers: Vec<(String, Vec<u8>)>,
+    body: Vec<u8>,
+    framing: Framing,
+    dribble: Option<(usize, Duration)>,
+    cut: Option<usize>,
+}
+
+/// An answer read off a raw connection.
+#[derive(Debug, Clone, Default)]
+pub struct RawResp {
+    /// `None`: the connection closed (or was reset) before a status line arrived.
+    pub status: Option<u16>,
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// The body (de-chunked).
+    pub body: Vec<u8>,
+}
+
+impl RawResp {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+impl Raw {
+    /// A `POST` of `body` with `host` and `content-length` only.
+    pub fn post(addr: SocketAddr, path: &str, body: impl Into<Vec<u8>>) -> Raw {
+        Raw {
+            addr,
+            method: "POST".into(),
+            path: path.into(),
+            headers: Vec::new(),
+            body: body.into(),
+            framing: Framing::Length,
+            dribble: None,
+            cut: None,
+        }
+    }
+    pub fn header(mut self, name: &str, value: impl AsRef<[u8]>) -> Raw {
+        self.headers.push((name.into(), value.as_ref().to_vec()));
+        self
+    }
+    pub fn framing(mut self, framing: Framing) -> Raw {
+        self.framing = framing;
+        self
+    }
+    /// Write everything after the request head in pieces of `piece` bytes, `pause` apart.
+    pub fn dribble(mut self, piece: usize, pause: Duration) -> Raw {
+        self.dribble = Some((piece.max(1), pause));
+        self
+    }
+    /// Send only the first `n` bytes of the (framed) body, then shut the write side down.
+    pub fn cut(mut self, n: usize) -> Raw {
+        self.cut = Some(n);
+        self
+    }
+
+    /// The request head and the framed body.
+    pub fn bytes(&self) -> (Vec<u8>, Vec<u8>) {
+        let mut head = format!(
+            "{} {} HTTP/1.1\r\nhost: localhost\r\n",
+            self.method, self.path
+        )
+        .into_bytes();
+        for (k, v) in &self.headers {
+            head.extend_from_slice(k.as_bytes());
+            head.extend_from_slice(b": ");
+            head.extend_from_slice(v);
+            head.extend_from_slice(b"\r\n");
+        }
+        let body = match self.framing {
+            Framing::Length => {
+                head.extend_from_slice(
+                    format!("content-length: {}\r\n", self.body.len()).as_bytes(),
+                );
+                self.body.clone()
+            }
+            Framing::Chunked(n) => {
+                head.extend_from_slice(b"transfer-encoding: chunked\r\n");
+                let mut out = Vec::with_capacity(self.body.len() + 16);
+                for c in self.body.chunks(n.max(1)) {
+                    out.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
+                    out.extend_from_slice(c);
+                    out.extend_from_slice(b"\r\n");
+                }
+                out.extend_from_slice(b"0\r\n\r\n");
+                out
+            }
+        };
+        head.extend_from_slice(b"connection: close\r\n\r\n");
+        (head, body)
+    }
+
+    /// Send it and read the answer until the connection closes (bounded by [`WAIT`]). Write
+    /// errors after the head (the proxy answered early and closed) are not errors.
+    pub async fn send(self) -> Result<RawResp> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (head, body) = self.bytes();
+        let body = match self.cut {
+            Some(n) => body.get(..n.min(body.len())).unwrap_or_default().to_vec(),
+            None => body,
+        };
+        let stream = tokio::net::TcpStream::connect(self.addr).await?;
+        let (mut rd, mut wr) = stream.into_split();
+        let dribble = self.dribble;
+        let cut = self.cut.is_some();
+        let writer = tokio::spawn(async move {
+            wr.write_all(&head).await?;
+            match dribble {
+                None => wr.write_all(&body).await?,
+                Some((piece, pause)) => {
+                    for p in body.chunks(piece) {
+                        tokio::time::sleep(pause).await;
+                        wr.write_all(p).await?;
+                    }
+                }
+            }
+            if cut {
+                wr.shutdown().await?;
+            }
+            // Keep the write half open until the reader is done (dropping it would close it).
+            Ok::<_, std::io::Error>(wr)
+        });
+        let read = async {
+            let mut out = Vec::new();
+            let mut buf = vec![0u8; 64 * 1024];
+            // Until the answer is complete (Envoy waits up to its delayed-close timeout for the
+            // client to close first) or the connection closes.
+            while !http1_response_complete(&out) {
+                match rd.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => out.extend_from_slice(buf.get(..n).unwrap_or_default()),
+                }
+            }
+            out
+        };
+        let out = tokio::time::timeout(WAIT, read)
+            .await
+            .map_err(|_| anyhow!("raw request: no end of answer within {WAIT:?}"))?;
+        writer.abort();
+        parse_http1_response(&out)
+    }
+}
+
+/// Whether `raw` holds a whole HTTP/1.1 answer with a content-length or chunked body (an answer
+/// read to the close of the connection is complete only then).
+pub fn http1_response_complete(raw: &[u8]) -> bool {
+    let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(raw.get(..end).unwrap_or_default()).to_ascii_lowercase();
+    let body = raw.get(end + 4..).unwrap_or_default();
+    let field = |name: &str| {
+        head.split("\r\n")
+            .filter_map(|l| l.split_once(':'))
+            .find(|(k, _)| k.trim() == name)
+            .map(|(_, v)| v.trim().to_string())
+    };
+    if field("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        return body.ends_with(b"0\r\n\r\n");
+    }
+    match field("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        Some(n) => body.len() >= n,
+        // 1xx, 204 and 304 have no body; anything else is read to the close.
+        None => head.starts_with("http/1.1 204") || head.starts_with("http/1.1 304"),
+    }
+}
+
+/// Parse a whole HTTP/1.1 answer (head, then a content-length, chunked or read-to-close body).
+pub fn parse_http1_response(raw: &[u8]) -> Result<RawResp> {
+    let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+        if raw.is_empty() {
+            return Ok(RawResp::default());
+        }
+        bail!("incomplete answer head: {}", String::from_utf8_lossy(raw));
+    };
+    let head = String::from_utf8_lossy(raw.get(..end).unwrap_or_default()).into_owned();
+    let rest = raw.get(end + 4..).unwrap_or_default();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok())
+        .ok_or_else(|| anyhow!("bad status line {status_line:?}"))?;
+    let headers: Vec<(String, Vec<u8>)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().as_bytes().to_vec()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case(b"chunked"));
+    let body = if chunked {
+        let mut out = Vec::new();
+        let mut at = rest;
+        while let Some(nl) = at.windows(2).position(|w| w == b"\r\n") {
+            let size_text = String::from_utf8_lossy(at.get(..nl).unwrap_or_default()).into_owned();
+            let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+                .map_err(|_| anyhow!("bad chunk size {size_text:?}"))?;
+            if size == 0 {
+                break;
+            }
+            let data = at.get(nl + 2..nl + 2 + size).unwrap_or_default();
+            out.extend_from_slice(data);
+            at = at.get(nl + 4 + size..).unwrap_or_default();
+        }
+        out
+    } else {
+        rest.to_vec()
+    };
+    Ok(RawResp {
+        status: Some(status),
+        headers,
+        body,
+    })
+}
+
+/// gzip (RFC 1952) of `data`.
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let _ = e.write_all(data);
+    e.finish().unwrap_or_default()
+}
+
+/// Brotli (RFC 7932) of `data`.
+pub fn brotli(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let params = brotli::enc::BrotliEncoderParams::default();
+    let _ = brotli::BrotliCompress(&mut std::io::Cursor::new(data), &mut out, &params);
+    out
+}
