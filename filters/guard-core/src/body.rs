@@ -268,10 +268,13 @@ impl ResponseBody {
             let Some(Step::Index(i)) = loc.get(pos + 1) else {
                 return false;
             };
-            targets.push((loc.get(..=pos).unwrap_or_default().to_vec(), *i, *choice));
+            let target = (loc.get(..=pos).unwrap_or_default().to_vec(), *i, *choice);
+            // One call named twice is removed once (its names need not be neighbours).
+            if !targets.contains(&target) {
+                targets.push(target);
+            }
         }
         targets.sort_by_key(|t| std::cmp::Reverse(t.1));
-        targets.dedup();
         let shape = self.shape;
         let json = &mut self.json;
         let mut choices: Vec<usize> = Vec::new();

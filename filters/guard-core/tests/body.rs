@@ -1872,3 +1872,36 @@ proptest! {
         }
     }
 }
+
+/// Found by the `body_response` fuzz target's check that exactly the named calls leave: one
+/// call named twice (by its arguments and by the call itself) with a call of another choice
+/// named in between was removed twice, taking its neighbour along.
+#[test]
+fn regression_fuzz_remove_tool_calls_named_twice() {
+    use guard_core::segment::Step;
+    let call = |id: &str| json!({"id": id, "type": "function", "function": {"name": id, "arguments": "{}"}});
+    let body = json!({"choices": [
+        {"index": 0, "message": {"role": "assistant", "tool_calls": [call("a"), call("b"), call("d")]},
+         "finish_reason": "tool_calls"},
+        {"index": 1, "message": {"role": "assistant", "tool_calls": [call("c")]},
+         "finish_reason": "tool_calls"}]});
+    let mut resp = ResponseBody::parse(Chat, body.to_string().as_bytes()).unwrap();
+    let path = |choice: usize, i: usize, args: bool| {
+        let mut p = vec![
+            Step::Key("choices".into()),
+            Step::Index(choice),
+            Step::Key("message".into()),
+            Step::Key("tool_calls".into()),
+            Step::Index(i),
+        ];
+        if args {
+            p.extend([Step::Key("function".into()), Step::Key("arguments".into())]);
+        }
+        p
+    };
+    let (a1, c, a2) = (path(0, 0, true), path(1, 0, true), path(0, 0, false));
+    assert!(resp.remove_tool_calls(&[(&a1, 0), (&c, 1), (&a2, 0)], "removed"));
+    let ids: Vec<(Option<usize>, Option<&str>)> =
+        resp.tool_calls().iter().map(|t| (t.choice, t.id)).collect();
+    assert_eq!(ids, [(Some(0), Some("b")), (Some(0), Some("d"))]);
+}
