@@ -22,7 +22,7 @@ else
   mapfile -t TARGETS < <(cargo +nightly fuzz list)
 fi
 
-echo "fuzz: building ${#TARGETS[@]} targets"
+echo "fuzz: building the targets"
 cargo +nightly fuzz build "${FLAGS[@]}" >/dev/null
 
 WORK="$(mktemp -d)"

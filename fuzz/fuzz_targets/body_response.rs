@@ -94,8 +94,14 @@ fuzz_target!(|data: &[u8]| {
     if locs.is_empty() {
         return;
     }
+    // Any order: reversed, or dealt (every other one moved to the end, so two names of one
+    // call need not be neighbours).
     if twice & 0x80 != 0 {
         locs.reverse();
+    }
+    if twice & 0x40 != 0 {
+        let (even, odd): (Vec<_>, Vec<_>) = locs.into_iter().enumerate().partition(|(i, _)| i % 2 == 0);
+        locs = even.into_iter().chain(odd).map(|(_, l)| l).collect();
     }
     let want: Vec<CallRow> = calls
         .iter()
