@@ -30,27 +30,39 @@ pub enum Listener {
     VectorDb,
 }
 
-/// Istio's `failStrategy` of a plugin (Envoy's `failure_policy` for fatal VM errors).
+/// Istio's `failStrategy` of a plugin (Envoy's `PluginConfig.failure_policy`): what Envoy does
+/// after the filter's VM failed (a trap kills the VM for the worker). In every case the request
+/// that trapped gets a 503 (`wasm_fail_stream`); then:
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub enum FailStrategy {
+    /// Every later request gets a 503 until Envoy restarts.
     #[serde(rename = "FAIL_CLOSE")]
-    FailClose,
+    Close,
+    /// Every later request passes with the filter skipped (unguarded, no audit record) until
+    /// Envoy restarts.
     #[serde(rename = "FAIL_OPEN")]
-    FailOpen,
+    Open,
+    /// Requests get a 503 during the reload backoff (`reload_config.backoff`, default 1 s), then
+    /// Envoy creates a new VM and requests are guarded again. The default of every filter: never
+    /// unguarded, and it recovers by itself.
+    #[serde(rename = "FAIL_RELOAD")]
+    Reload,
 }
 
 impl FailStrategy {
     pub fn istio(self) -> &'static str {
         match self {
-            FailStrategy::FailClose => "FAIL_CLOSE",
-            FailStrategy::FailOpen => "FAIL_OPEN",
+            FailStrategy::Close => "FAIL_CLOSE",
+            FailStrategy::Open => "FAIL_OPEN",
+            FailStrategy::Reload => "FAIL_RELOAD",
         }
     }
     /// Envoy's `PluginConfig.failure_policy`.
     pub fn envoy(self) -> &'static str {
         match self {
-            FailStrategy::FailClose => "FAIL_CLOSED",
-            FailStrategy::FailOpen => "FAIL_OPEN",
+            FailStrategy::Close => "FAIL_CLOSED",
+            FailStrategy::Open => "FAIL_OPEN",
+            FailStrategy::Reload => "FAIL_RELOAD",
         }
     }
 }
@@ -67,6 +79,7 @@ pub struct Filter {
     pub listener: Listener,
     /// VM environment keys (secrets) the filter reads with its default settings.
     pub env: &'static [&'static str],
+    /// Default `fail_strategy` (FAIL_RELOAD for every filter).
     pub fail: FailStrategy,
     /// What it does, for the comments of rendered manifests.
     pub role: &'static str,
@@ -80,7 +93,7 @@ pub const FILTERS: [Filter; 6] = [
         module: "llm_telemetry.wasm",
         listener: Listener::Llm,
         env: &["GUARD_AUDIT_KEY"],
-        fail: FailStrategy::FailOpen,
+        fail: FailStrategy::Reload,
         role: "usage, latency, audit context",
     },
     Filter {
@@ -89,7 +102,7 @@ pub const FILTERS: [Filter; 6] = [
         module: "schema_guard.wasm",
         listener: Listener::Llm,
         env: &["GUARD_AUDIT_KEY"],
-        fail: FailStrategy::FailClose,
+        fail: FailStrategy::Reload,
         role: "request validation; structured output and tool-call arguments in answers",
     },
     Filter {
@@ -98,7 +111,7 @@ pub const FILTERS: [Filter; 6] = [
         module: "approval_gate.wasm",
         listener: Listener::Llm,
         env: &["GUARD_AUDIT_KEY", "GUARD_APPROVAL_CLIENT_TOKEN"],
-        fail: FailStrategy::FailClose,
+        fail: FailStrategy::Reload,
         role: "MCP tools/call and tool calls in answers held for a person's approval",
     },
     Filter {
@@ -107,7 +120,7 @@ pub const FILTERS: [Filter; 6] = [
         module: "pii_redact.wasm",
         listener: Listener::Llm,
         env: &["GUARD_PII_HMAC_KEY", "GUARD_AUDIT_KEY"],
-        fail: FailStrategy::FailClose,
+        fail: FailStrategy::Reload,
         role: "PII redacted / pseudonymised in requests, restored and redacted in answers",
     },
     Filter {
@@ -116,7 +129,7 @@ pub const FILTERS: [Filter; 6] = [
         module: "prompt_guard.wasm",
         listener: Listener::Llm,
         env: &["GUARD_AUDIT_KEY"],
-        fail: FailStrategy::FailClose,
+        fail: FailStrategy::Reload,
         role: "injection, jailbreak and topics in requests; exfiltration in answers",
     },
     Filter {
@@ -125,7 +138,7 @@ pub const FILTERS: [Filter; 6] = [
         module: "rag_acl.wasm",
         listener: Listener::VectorDb,
         env: &["GUARD_AUDIT_KEY"],
-        fail: FailStrategy::FailClose,
+        fail: FailStrategy::Reload,
         role: "retrievals from the vector database limited to what the caller may see",
     },
 ];
@@ -550,7 +563,7 @@ impl Workload {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FilterOpts {
-    /// Default: FAIL_OPEN for llm-telemetry, FAIL_CLOSE for the security filters.
+    /// Default: FAIL_RELOAD for every filter.
     pub fail_strategy: Option<FailStrategy>,
     /// VM environment keys handed from the proxy's environment (secrets). Default: the keys
     /// the filter reads with its default settings; `GUARD_CAPTURE_KEY` is added when a policy

@@ -4,7 +4,8 @@
 //! - `envoy`: two YAML documents, the LLM listener's `http_filters` (llm-telemetry,
 //!   schema-guard, approval-gate, pii-redact, prompt-guard, router) with the clusters they call
 //!   out to, and the vector-database listener's (rag-acl, router) with its clusters; entries
-//!   exactly like `envoy/envoy.yaml` / `envoy/rag-acl.yaml`.
+//!   exactly like `envoy/envoy.yaml` / `envoy/rag-acl.yaml`, each with the filter's
+//!   `fail_strategy` as the plugin's `failure_policy`.
 //! - `istio` (alias `istio-envoyfilter`): `EnvoyFilter`s (`networking.istio.io/v1alpha3`) that
 //!   add the modules through ECDS with `allow_on_headers_stop_iteration: true`, which a
 //!   `WasmPlugin` cannot set and every filter here needs: the manifests that work today.
@@ -24,9 +25,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 const WASM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
-/// A module the agent cannot fetch is replaced by an allow-all (fail open) or deny-all (fail
-/// closed) RBAC filter config, so the filter must accept that type too, as Istio's own
-/// WasmPlugin filters do.
+/// A module the agent cannot fetch is replaced by an allow-all (`FAIL_OPEN`) or deny-all (any
+/// other failure policy, `FAIL_RELOAD` included) RBAC filter config, so the filter must accept
+/// that type too, as Istio's own WasmPlugin filters do.
 const RBAC_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC";
 const STRING_VALUE: &str = "type.googleapis.com/google.protobuf.StringValue";
 const ROUTER: &str = "envoy.filters.http.router";
@@ -290,6 +291,7 @@ fn envoy_wasm_filter(d: &Deployment, m: &Member) -> Value {
                 "name": f.name,
                 "root_id": f.name,
                 "allow_on_headers_stop_iteration": true,
+                "failure_policy": d.fail_strategy(f).envoy(),
                 "vm_config": Value::Object(vm),
                 "configuration": {
                     "@type": STRING_VALUE,
@@ -530,8 +532,8 @@ fn envoy_filters(policy: &PolicyFile, digests: &Digests) -> Result<Vec<(String, 
     Ok(docs)
 }
 
-/// The TypedExtensionConfig of one filter: the Wasm config of envoy/envoy.yaml with the module
-/// fetched from the OCI image (by Istio's agent) and the plugin's fail strategy.
+/// The TypedExtensionConfig of one filter: the Wasm config of envoy/envoy.yaml (the plugin's
+/// fail strategy included) with the module fetched from the OCI image (by Istio's agent).
 fn ecds_config(d: &Deployment, m: &Member, namespace: &str, digests: &Digests) -> Value {
     let f = m.filter;
     let mut remote = Map::new();

@@ -272,9 +272,23 @@ fn lint_policy_files_good_and_bad() {
         ),
         (
             "bad fail strategy",
-            shipped.replace("FAIL_OPEN, env", "FAIL_SOMETIMES, env"),
+            shipped.replacen("FAIL_RELOAD, env", "FAIL_SOMETIMES, env", 1),
             2,
             vec!["/deployment/filters/llm_telemetry/fail_strategy: unknown variant"],
+        ),
+        (
+            "Envoy's spelling of fail closed is not Istio's",
+            shipped.replacen("FAIL_RELOAD, env", "FAIL_CLOSED, env", 1),
+            2,
+            vec!["/deployment/filters/llm_telemetry/fail_strategy: unknown variant"],
+        ),
+        (
+            "FAIL_CLOSE and FAIL_OPEN are still accepted",
+            shipped
+                .replacen("FAIL_RELOAD, env", "FAIL_OPEN, env", 1)
+                .replacen("FAIL_RELOAD, env", "FAIL_CLOSE, env", 1),
+            0,
+            vec![r#""filter":"llm_telemetry""#],
         ),
         (
             "not yaml either",
@@ -424,14 +438,7 @@ fn wasm_plugins_follow_the_policy() {
                 env!("CARGO_PKG_VERSION")
             )
         );
-        assert_eq!(
-            spec["failStrategy"],
-            if name == "llm-telemetry" {
-                "FAIL_OPEN"
-            } else {
-                "FAIL_CLOSE"
-            }
-        );
+        assert_eq!(spec["failStrategy"], "FAIL_RELOAD", "{name}");
         let app = if name == "rag-acl" {
             "chroma"
         } else {
@@ -470,6 +477,124 @@ fn wasm_plugins_follow_the_policy() {
         }
         assert_eq!(spec["pluginConfig"], expected, "{name}");
     }
+}
+
+/// `deployment.filters.<f>.fail_strategy` reaches every target: Istio's `failStrategy` of a
+/// WasmPlugin, Envoy's `failure_policy` in the ECDS configs (`--target istio`) and in the
+/// `http_filters` entries (`--target envoy`). Default FAIL_RELOAD for every filter; FAIL_CLOSE
+/// and FAIL_OPEN still render (Envoy spells the first FAIL_CLOSED).
+#[test]
+fn fail_strategy_reaches_every_target() {
+    let dir = std::env::temp_dir().join(format!("guardctl-fail-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let shipped = std::fs::read_to_string(root().join("envoy/policy.yaml")).unwrap();
+    let edited = dir.join("policy.yaml");
+    std::fs::write(
+        &edited,
+        shipped
+            .replace(
+                "llm_telemetry: { fail_strategy: FAIL_RELOAD",
+                "llm_telemetry: { fail_strategy: FAIL_OPEN",
+            )
+            .replace(
+                "schema_guard: { fail_strategy: FAIL_RELOAD",
+                "schema_guard: { fail_strategy: FAIL_CLOSE",
+            ),
+    )
+    .unwrap();
+    let edited = edited.to_str().unwrap();
+    let render = |policy: &str, target: &str| -> Vec<Value> {
+        let (code, out, err) = guardctl(&["render", policy, "--target", target, "--no-digests"]);
+        assert_eq!(code, 0, "{target}: {err}");
+        yaml_docs(&out)
+    };
+    // (filter name, Envoy failure_policy) of every wasm config a target renders.
+    let envoy_policies = |docs: &[Value]| -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for d in docs {
+            let configs: Vec<&Value> = match d["http_filters"].as_array() {
+                Some(filters) => filters
+                    .iter()
+                    .filter(|f| f["name"] != "envoy.filters.http.router")
+                    .map(|f| &f["typed_config"]["config"])
+                    .collect(),
+                None => d["spec"]["configPatches"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|p| p["applyTo"] == "EXTENSION_CONFIG")
+                    .map(|p| &p["patch"]["value"]["typed_config"]["config"])
+                    .collect(),
+            };
+            for c in configs {
+                out.push((
+                    c["name"].as_str().unwrap().to_string(),
+                    c["failure_policy"].as_str().unwrap_or("(none)").to_string(),
+                ));
+            }
+        }
+        out
+    };
+    let istio = |docs: &[Value]| -> Vec<(String, String)> {
+        docs.iter()
+            .map(|d| {
+                (
+                    d["spec"]["pluginName"].as_str().unwrap().to_string(),
+                    d["spec"]["failStrategy"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let names = [
+        "llm-telemetry",
+        "schema-guard",
+        "approval-gate",
+        "pii-redact",
+        "prompt-guard",
+        "rag-acl",
+    ];
+    let want = |first: &str, second: &str| -> Vec<(String, String)> {
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let v = match i {
+                    0 => first,
+                    1 => second,
+                    _ => "FAIL_RELOAD",
+                };
+                (n.to_string(), v.to_string())
+            })
+            .collect()
+    };
+    for target in ["envoy", "istio"] {
+        assert_eq!(
+            envoy_policies(&render("envoy/policy.yaml", target)),
+            want("FAIL_RELOAD", "FAIL_RELOAD"),
+            "{target}"
+        );
+        assert_eq!(
+            envoy_policies(&render(edited, target)),
+            want("FAIL_OPEN", "FAIL_CLOSED"),
+            "{target}"
+        );
+    }
+    assert_eq!(
+        istio(&render("envoy/policy.yaml", "istio-wasmplugin")),
+        want("FAIL_RELOAD", "FAIL_RELOAD")
+    );
+    assert_eq!(
+        istio(&render(edited, "istio-wasmplugin")),
+        want("FAIL_OPEN", "FAIL_CLOSE")
+    );
+    // Without a deployment member every filter gets the default.
+    let bare = dir.join("bare.yaml");
+    std::fs::write(&bare, "prompt_guard: {}\n").unwrap();
+    assert_eq!(
+        envoy_policies(&render(bare.to_str().unwrap(), "envoy")),
+        [("prompt-guard".to_string(), "FAIL_RELOAD".to_string())]
+    );
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
