@@ -7,7 +7,7 @@ COMBINED := guard-all
 WASM_DIR := target/wasm32-wasip1/release
 CARGO ?= cargo
 
-.PHONY: soak setup wasm build run test lint train eval eval-pii schema-suite bench oci clean
+.PHONY: soak setup wasm wasm-fault build run test lint train eval eval-pii schema-suite bench oci clean
 
 setup:
 	@./scripts/setup.sh
@@ -17,6 +17,11 @@ wasm: setup
 	$(CARGO) build --release --target wasm32-wasip1 -p $(COMBINED)
 	@ls -l $(WASM_DIR)/*.wasm
 
+# The same filters with the test-only fault-injection feature (a request header traps the VM),
+# for the failure matrix's VM-failure rows; profile `fault` (target/wasm32-wasip1/fault).
+wasm-fault: setup
+	$(CARGO) build --profile fault --target wasm32-wasip1 --features guard-host/fault-injection $(addprefix -p ,$(FILTERS))
+
 build: wasm
 	$(CARGO) build --release -p demo-upstream -p guardctl -p approval-service
 
@@ -24,7 +29,7 @@ build: wasm
 run: build
 	@ENVOY_CONFIG=$(if $(ALL),envoy/envoy-all.yaml,envoy/envoy.yaml) ./scripts/run.sh
 
-test: wasm
+test: wasm wasm-fault
 	$(CARGO) test --workspace --no-fail-fast
 
 # Retrain prompt-guard's model from the train split (ship_ok records only) of ../shared/data.

@@ -184,7 +184,7 @@ def shipped(name: str, path: Path = SHIPPED_ENVOY_YAML) -> Callable[[], list[str
 
 
 # The guard filters in the order of envoy/envoy.yaml (DESIGN.md order).
-GUARDS = ("llm-telemetry", "schema-guard", "pii-redact", "prompt-guard")
+GUARDS = ("llm-telemetry", "schema-guard", "approval-gate", "pii-redact", "prompt-guard")
 
 
 def lua_masked(answer: str) -> str | None:

@@ -475,6 +475,11 @@ impl Req {
             content_length: true,
         }
     }
+    /// Set the body without adding any header (the caller sets `content-type`).
+    pub fn body(mut self, body: Vec<u8>) -> Req {
+        self.chunks = vec![body];
+        self
+    }
     pub fn header(mut self, name: &str, value: impl AsRef<[u8]>) -> Req {
         self.headers.push((name.into(), value.as_ref().to_vec()));
         self

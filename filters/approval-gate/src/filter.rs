@@ -711,8 +711,14 @@ impl GuardFilter for ApprovalGate {
     }
 
     fn on_request_body(&mut self, cx: &mut Cx<'_, Self>, body: &[u8]) -> Result<Outcome> {
-        let Ok(v) = serde_json::from_slice::<Value>(body) else {
-            return Ok(Outcome::Continue); // neither JSON-RPC nor an LLM request
+        let v = match guard_core::body::parse_strict(body) {
+            Ok(v) => v,
+            // A body that starts like JSON but is not strict JSON (truncated, trailing data, a
+            // member named twice, invalid UTF-8) may still be a tools/call to an MCP server whose
+            // parser is lenient (keeps the first of two `name`s, ignores trailing data): the
+            // failure policy decides (fail_closed: 400 `unparsable_body`), never a silent pass.
+            Err(e) if looks_like_json(body) => return Err(e),
+            Err(_) => return Ok(Outcome::Continue), // neither JSON-RPC nor an LLM request
         };
         self.caller = cx
             .info
@@ -987,4 +993,11 @@ impl GuardFilter for ApprovalGate {
         });
         serde_json::to_vec(&v).ok()
     }
+}
+
+/// Whether a body's first non-whitespace byte opens a JSON object or array.
+fn looks_like_json(body: &[u8]) -> bool {
+    body.iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'{' || *b == b'[')
 }

@@ -377,3 +377,41 @@ fn configs_that_cannot_work_are_refused() {
         assert!(err.contains(want), "{cfg}: {err}");
     }
 }
+
+/// A body that starts like JSON but is not strict JSON could still be a tools/call to an MCP
+/// server with a lenient parser: a `name` given twice (serde_json keeps the last, a first-wins
+/// parser runs the other), trailing data after the message, a truncated body. The failure
+/// policy decides (fail_closed: refused, never forwarded); a body that is not JSON at all
+/// (an upload) is none of this filter's business and passes.
+#[test]
+fn a_tools_call_that_is_not_strict_json_is_refused() {
+    let cases: [&[u8]; 4] = [
+        br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"pay","name":"weather","arguments":{"amount":5000}}}"#,
+        br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"weather","arguments":{}}} {"x":1}"#,
+        br#"  {"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"pay""#,
+        br#"[{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"pay","arguments":{"amount":5000},"arguments":{}}}]"#,
+    ];
+    for body in cases {
+        let (host, mut s) = stream(&config("hold", ""));
+        assert_eq!(
+            send(&host, &mut s, body),
+            Action::Pause,
+            "{}",
+            String::from_utf8_lossy(body)
+        );
+        let r = host.local_reply().expect("refused");
+        assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+        assert!(String::from_utf8_lossy(&r.body).contains("unparsable_body"));
+        assert!(host.state.borrow().callouts.is_empty());
+    }
+    let (host, mut s) = stream(&config("hold", ""));
+    assert_eq!(
+        send(
+            &host,
+            &mut s,
+            b"--b\r\ncontent-disposition: form-data\r\n\r\nx\r\n--b--\r\n"
+        ),
+        Action::Continue
+    );
+    assert!(host.local_reply().is_none());
+}

@@ -421,6 +421,12 @@ impl ResponseBody {
 const REQUEST: &str = "request body";
 const RESPONSE: &str = "response body";
 
+/// Parse a whole body as strict JSON: UTF-8, one document, no object naming a member twice
+/// (see [`Unique`]). For filters that read bodies outside the LLM API shapes (JSON-RPC).
+pub fn parse_strict(bytes: &[u8]) -> Result<Value> {
+    parse_json("body", bytes)
+}
+
 fn parse_json(what: &str, bytes: &[u8]) -> Result<Value> {
     let text = std::str::from_utf8(bytes).map_err(|e| {
         Error::unparsable(format!(

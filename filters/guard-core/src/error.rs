@@ -15,6 +15,9 @@ pub enum ErrorKind {
     Config,
     /// A rewrite targeted a location that does not hold text.
     BadLocation,
+    /// A call-out the filter depends on failed (timeout, connection error, an answer it
+    /// cannot use).
+    CallOut,
 }
 
 impl ErrorKind {
@@ -25,6 +28,7 @@ impl ErrorKind {
             ErrorKind::TooLarge => "body_too_large",
             ErrorKind::Config => "bad_config",
             ErrorKind::BadLocation => "bad_location",
+            ErrorKind::CallOut => "callout_failed",
         }
     }
 }

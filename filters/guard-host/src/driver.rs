@@ -1992,6 +1992,7 @@ fn failure_reason(err: &Error, request: bool) -> (&'static str, u16) {
     match err.kind() {
         ErrorKind::Unparsable => ("unparsable_body", if request { 400 } else { 502 }),
         ErrorKind::TooLarge => ("body_too_large", if request { 413 } else { 502 }),
+        ErrorKind::CallOut => ("callout_failed", if request { 503 } else { 502 }),
         ErrorKind::Config | ErrorKind::BadLocation => {
             ("internal_error", if request { 500 } else { 502 })
         }

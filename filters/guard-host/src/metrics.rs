@@ -52,6 +52,18 @@ pub const KNOWN_REASONS: &[&str] = &[
     "too_many_ids",
     "bad_request",
     "lookup_failed",
+    "callout_failed",
+    // approval-gate (docs/approval-gate.md)
+    "tool_denied",
+    "approval_denied",
+    "approval_expired",
+    "approval_required",
+    "approval_mismatch",
+    "approval_used",
+    "approval_not_granted",
+    "approval_unavailable",
+    "batched_tool_call",
+    "tool_call_removed",
     "upstream_failure",
     "upstream_cut",
 ];

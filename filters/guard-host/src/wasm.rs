@@ -505,12 +505,33 @@ impl Context for Http {
     }
 }
 
+/// Test builds only (cargo feature `fault-injection`, never in a shipped module: `make wasm`
+/// does not enable it): a request carrying `x-guard-fault: <phase>` makes the VM trap in that
+/// phase (`request_headers`, `request_body`, `response_headers`, `response_body`), so the e2e
+/// failure matrix can show Envoy's `failure_policy` (FAIL_CLOSED / FAIL_OPEN / FAIL_RELOAD)
+/// acting on a real VM failure of each filter.
+#[cfg(feature = "fault-injection")]
+fn inject_fault(phase: &str) {
+    if WasmHost
+        .header(Dir::Request, "x-guard-fault")
+        .is_some_and(|v| v == phase.as_bytes())
+    {
+        WasmHost.log(LogLevel::Warn, &format!("fault injection: trap in {phase}"));
+        std::process::abort();
+    }
+}
+
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+fn inject_fault(_phase: &str) {}
+
 impl HttpContext for Http {
     fn on_http_request_headers(
         &mut self,
         _n: usize,
         end_of_stream: bool,
     ) -> proxy_wasm::types::Action {
+        inject_fault("request_headers");
         match self.stream.as_mut() {
             Some(s) => action(s.on_request_headers(&WasmHost, end_of_stream)),
             None => {
@@ -531,6 +552,7 @@ impl HttpContext for Http {
         body_size: usize,
         end_of_stream: bool,
     ) -> proxy_wasm::types::Action {
+        inject_fault("request_body");
         self.stream
             .as_mut()
             .map_or(proxy_wasm::types::Action::Continue, |s| {
@@ -551,6 +573,7 @@ impl HttpContext for Http {
         _n: usize,
         end_of_stream: bool,
     ) -> proxy_wasm::types::Action {
+        inject_fault("response_headers");
         self.stream
             .as_mut()
             .map_or(proxy_wasm::types::Action::Continue, |s| {
@@ -563,6 +586,7 @@ impl HttpContext for Http {
         body_size: usize,
         end_of_stream: bool,
     ) -> proxy_wasm::types::Action {
+        inject_fault("response_body");
         self.stream
             .as_mut()
             .map_or(proxy_wasm::types::Action::Continue, |s| {

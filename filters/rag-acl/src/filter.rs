@@ -485,8 +485,8 @@ impl GuardFilter for RagAcl {
             CallOutResult::Response { status, body } => (status, body),
             CallOutResult::Failed => {
                 return Err(Error::new(
-                    ErrorKind::Unparsable,
-                    "the vector database lookup failed",
+                    ErrorKind::CallOut,
+                    "the vector database lookup failed (timeout or connection error)",
                 ));
             }
         };
@@ -506,7 +506,7 @@ impl GuardFilter for RagAcl {
                     (200, Some(n)) => n.to_string(),
                     _ => {
                         return Err(Error::new(
-                            ErrorKind::Unparsable,
+                            ErrorKind::CallOut,
                             format!("the collection lookup answered {status}"),
                         ));
                     }
