@@ -3,7 +3,9 @@
 # temporary copy of its committed seed corpus (fuzz/corpus/<target>/, so the repository does
 # not grow), then print one table (target, runs, exec/s, status). Exit 1 when any target
 # crashed, timed out or ran out of memory; its input is kept in fuzz/artifacts/<target>/ and
-# the end of its log is printed. Targets: the arguments, else all (`cargo fuzz list`).
+# its log is printed from just before the first `panicked at` / `ERROR: libFuzzer` line (the
+# panic message) to the end, at most 80 lines of 8000 characters (the middle of a longer one is
+# left out). Targets: the arguments, else all (`cargo fuzz list`).
 #
 # Builds use the nightly toolchain, optimised with debug assertions and overflow checks, and
 # no sanitizer (the code under test is safe Rust; see docs/fuzzing.md).
@@ -24,6 +26,26 @@ fi
 
 echo "fuzz: building the targets"
 cargo +nightly fuzz build "${FLAGS[@]}" >/dev/null
+
+# The failure part of a log: from 3 lines before the first panic or libFuzzer error (else
+# the end) to the end, without libFuzzer's `#N` progress lines; bounded.
+show_failure() {
+  local shown="$1.shown" n first from
+  grep -v '^#[0-9]' "$1" >"$shown" || true
+  n="$(wc -l <"$shown")"
+  first="$(grep -n -m1 -E 'panicked at|ERROR: libFuzzer' "$shown" | cut -d: -f1 || true)"
+  first="${first:-$n}"
+  from=$((first > 3 ? first - 3 : 1))
+  {
+    if [ $((n - from)) -lt 80 ]; then
+      sed -n "${from},\$p" "$shown"
+    else
+      sed -n "${from},$((from + 39))p" "$shown"
+      echo "[... $((n - from - 79)) lines left out ...]"
+      tail -n 40 "$shown"
+    fi
+  } | cut -c1-8000
+}
 
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
@@ -54,8 +76,8 @@ for t in "${TARGETS[@]}"; do
   fi
   if [ "$status" != "ok" ]; then
     failed=1
-    echo "---- $t: $status (exit $rc); last lines of its log:"
-    grep -v '^#' "$log" | tail -40
+    echo "---- $t: $status (exit $rc); its log from the failure:"
+    show_failure "$log"
     echo "---- input saved in fuzz/artifacts/$t/"
   fi
   rows+=("$t $runs $((runs / SECS)) $status")

@@ -345,6 +345,16 @@ enum Judged {
     Incomplete,
 }
 
+/// Whether a context word is near a candidate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Context {
+    Found,
+    /// Only a word that ends where the (incomplete) text ends: the next char decides whether it
+    /// stands alone (`call` or `callback`).
+    Pending,
+    Absent,
+}
+
 fn type_name_ok(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 40
@@ -576,9 +586,13 @@ impl Engine {
             .map_err(|e| err("custom", format!("patterns do not compile: {e}")))?;
         let nfa_config =
             || regex_automata::nfa::thompson::Config::new().nfa_size_limit(Some(64 << 20));
+        // Every pattern runs on after another one matched (`MatchKind::All`): a position stays
+        // alive while any pattern could still match from it (`1.2.168.05.e` is no IP address
+        // but may become an e-mail address), not only the one leftmost-first would pick now.
         let dfa = DFA::builder()
             .configure(
                 DFA::config()
+                    .match_kind(regex_automata::MatchKind::All)
                     .unicode_word_boundary(true)
                     .cache_capacity(2 << 20)
                     .skip_cache_capacity_check(true),
@@ -734,6 +748,12 @@ impl Engine {
         self.hash_key.as_deref()
     }
 
+    /// How many bytes before a candidate its judgement may read (context words, a command line):
+    /// what a stream keeps of the text it released, so that it decides as the whole text does.
+    pub fn context_bytes(&self) -> usize {
+        self.settings.context_window.max(CLI_LOOKBACK)
+    }
+
     /// Find entities (and placeholders) in `text`. `out` is cleared first, then gets the hits in
     /// order, without overlaps. Returns how many leading bytes are final: `text.len()` when
     /// `complete`, else the start of the first place where a match could still form (a char
@@ -760,11 +780,25 @@ impl Engine {
         let mut alive_checked = 0usize;
         let mut alive_at: Option<usize> = None;
         let mut ci = 0usize;
+        // A candidate after a hit (see `resume_after`).
+        let mut resume: Option<usize> = None;
         let result = loop {
             // The next candidate at or after `pos` where some pattern matches.
             let mut found = None;
-            while let Some(&c) = cands.get(ci) {
-                ci += 1;
+            loop {
+                let c = match (resume.take(), cands.get(ci).copied()) {
+                    (Some(r), Some(c)) if c < r => {
+                        resume = Some(r);
+                        ci += 1;
+                        c
+                    }
+                    (Some(r), _) => r,
+                    (None, Some(c)) => {
+                        ci += 1;
+                        c
+                    }
+                    (None, None) => break,
+                };
                 if c < pos {
                     continue;
                 }
@@ -827,6 +861,11 @@ impl Engine {
                                     pattern: pid,
                                 });
                                 pos = ee.max(start.saturating_add(1));
+                                let left = resume.filter(|&r| r >= pos);
+                                resume = match (left, resume_after(text, pos)) {
+                                    (Some(a), Some(b)) => Some(a.min(b)),
+                                    (a, b) => a.or(b),
+                                };
                                 break;
                             }
                         }
@@ -913,47 +952,12 @@ impl Engine {
                     }
                 }
                 AnchorKind::Email => {
-                    // Back over the local part (at most 64 characters), then past leading dots.
-                    let mut i = at;
-                    let mut n = 0;
-                    while n < 64 {
-                        let Some(c) = text.get(..i).and_then(|h| h.chars().next_back()) else {
-                            break;
-                        };
-                        let ok = c.is_ascii_alphanumeric()
-                            || matches!(c, '.' | '_' | '%' | '+' | '-')
-                            || ('\u{C0}'..='\u{24F}').contains(&c);
-                        if !ok {
-                            break;
-                        }
-                        i -= c.len_utf8();
-                        n += 1;
-                    }
-                    while b.get(i) == Some(&b'.') && i < at {
-                        i += 1;
-                    }
-                    if i < at {
+                    if let Some(i) = email_start(text, at) {
                         out.push(i.max(from));
                     }
                 }
                 AnchorKind::Url => {
-                    let mut i = at;
-                    let mut n = 0;
-                    while n < 21 && i > from {
-                        match b.get(i - 1) {
-                            Some(c)
-                                if c.is_ascii_alphanumeric() || matches!(c, b'+' | b'.' | b'-') =>
-                            {
-                                i -= 1;
-                                n += 1;
-                            }
-                            _ => break,
-                        }
-                    }
-                    while i < at && !b.get(i).is_some_and(u8::is_ascii_alphabetic) {
-                        i += 1;
-                    }
-                    if i < at {
+                    if let Some(i) = url_start(b, at, from) {
                         out.push(i);
                     }
                 }
@@ -1211,11 +1215,13 @@ impl Engine {
                 PemEnd::Missing => return Judged::Incomplete,
             },
             Check::CliPassword => {
-                // Only on the command line of a database client (same line, before the option).
+                // Only on the command line of a database client: the same line, at most
+                // `CLI_LOOKBACK` bytes before the option (a stream keeps that much as context).
+                let lo = floor_boundary(text, span.0.saturating_sub(CLI_LOOKBACK));
                 let line_start = text
-                    .get(..span.0)
+                    .get(lo..span.0)
                     .and_then(|h| h.rfind('\n'))
-                    .map_or(0, |i| i + 1);
+                    .map_or(lo, |i| lo + i + 1);
                 let head = text.get(line_start..span.0).unwrap_or_default();
                 if !CLI_CLIENTS.iter().any(|c| head.contains(c)) || !password_ok(value) {
                     return Judged::Invalid;
@@ -1258,14 +1264,19 @@ impl Engine {
             .iter()
             .any(|(q, _, req)| *q == pid && *req);
         if p.check != Check::Placeholder && (score < need || required) {
-            if self.has_context(text, start, end, p.ty, pid) {
-                score = (score + patterns::CONTEXT_BOOST).min(1.0);
-            } else if !complete && text.len() < end.saturating_add(self.settings.context_window / 2)
-            {
-                // A context word may still come after it.
-                return Judged::Incomplete;
-            } else if required {
-                return Judged::Invalid;
+            match self.has_context(text, start, end, p.ty, pid, complete) {
+                Context::Found => score = (score + patterns::CONTEXT_BOOST).min(1.0),
+                // The word at the end may not stand alone once more text comes.
+                Context::Pending => return Judged::Incomplete,
+                Context::Absent
+                    if !complete
+                        && text.len() < end.saturating_add(self.settings.context_window / 2) =>
+                {
+                    // A context word may still come after it.
+                    return Judged::Incomplete;
+                }
+                Context::Absent if required => return Judged::Invalid,
+                Context::Absent => {}
             }
         }
         Judged::Valid { start, end, score }
@@ -1308,16 +1319,29 @@ impl Engine {
     }
 
     /// Whether a context word of the type (or of the custom pattern) is near `start..end`.
-    fn has_context(&self, text: &str, start: usize, end: usize, ty: Ty, pid: usize) -> bool {
+    /// In an incomplete text, an ASCII word that ends where the text ends is `Pending`: the
+    /// whole text may go on with a letter.
+    fn has_context(
+        &self,
+        text: &str,
+        start: usize,
+        end: usize,
+        ty: Ty,
+        pid: usize,
+        complete: bool,
+    ) -> Context {
         let Some(ac) = &self.context else {
-            return false;
+            return Context::Absent;
         };
         let w = self.settings.context_window;
         let lo = floor_boundary(text, start.saturating_sub(w));
         let hi = ceil_boundary(text, end.saturating_add(w / 2));
         let Some(window) = text.get(lo..hi) else {
-            return false;
+            return Context::Absent;
         };
+        // The window stops at the end of the text, not at its width: what follows is unknown.
+        let cut_short = !complete && hi == text.len() && end.saturating_add(w / 2) > text.len();
+        let mut pending = false;
         for m in ac.find_overlapping_iter(window) {
             let owner = self.context_owner.get(m.pattern().as_usize()).copied();
             let mine = match owner {
@@ -1341,14 +1365,22 @@ impl Engine {
             if b.is_some_and(|c| c == '[' || c == '<') {
                 continue;
             }
-            if word.is_ascii()
-                && (b.is_some_and(char::is_alphabetic) || a.is_some_and(char::is_alphabetic))
-            {
-                continue;
+            if word.is_ascii() {
+                if b.is_some_and(char::is_alphabetic) || a.is_some_and(char::is_alphabetic) {
+                    continue;
+                }
+                if a.is_none() && cut_short {
+                    pending = true;
+                    continue;
+                }
             }
-            return true;
+            return Context::Found;
         }
-        false
+        if pending {
+            Context::Pending
+        } else {
+            Context::Absent
+        }
     }
 
     /// Placeholder-looking tokens already in a request text: their numbers must never be
@@ -1422,6 +1454,10 @@ fn first_bytes(
     Ok(all)
 }
 
+/// How far before a `-a` / `-p` / `--password` option the client's name is looked for (on the
+/// same line).
+pub const CLI_LOOKBACK: usize = 256;
+
 /// Command-line clients whose `-a` / `-p` / `--password` option takes a password.
 const CLI_CLIENTS: &[&str] = &[
     "redis-cli",
@@ -1463,6 +1499,95 @@ fn next_char(text: &str, at: usize) -> usize {
         n += 1;
     }
     n
+}
+
+/// Where an e-mail address whose `@` is at `at` may start: back over the local part (at most 64
+/// characters), then past leading dots; `None` for an empty local part.
+fn email_start(text: &str, at: usize) -> Option<usize> {
+    let b = text.as_bytes();
+    let mut i = at;
+    let mut n = 0;
+    while n < 64 {
+        let Some(c) = text.get(..i).and_then(|h| h.chars().next_back()) else {
+            break;
+        };
+        if !email_local_char(c) {
+            break;
+        }
+        i -= c.len_utf8();
+        n += 1;
+    }
+    while b.get(i) == Some(&b'.') && i < at {
+        i += 1;
+    }
+    (i < at).then_some(i)
+}
+
+fn email_local_char(c: char) -> bool {
+    c.is_ascii_alphanumeric()
+        || matches!(c, '.' | '_' | '%' | '+' | '-')
+        || ('\u{C0}'..='\u{24F}').contains(&c)
+}
+
+/// Where a URL scheme whose `://` is at `at` may start (not before `from`): back over at most 21
+/// scheme bytes, then to the first letter.
+fn url_start(b: &[u8], at: usize, from: usize) -> Option<usize> {
+    let mut i = at;
+    let mut n = 0;
+    while n < 21 && i > from {
+        match b.get(i - 1) {
+            Some(c) if url_scheme_byte(*c) => {
+                i -= 1;
+                n += 1;
+            }
+            _ => break,
+        }
+    }
+    while i < at && !b.get(i).is_some_and(u8::is_ascii_alphabetic) {
+        i += 1;
+    }
+    (i < at).then_some(i)
+}
+
+fn url_scheme_byte(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, b'+' | b'.' | b'-')
+}
+
+/// After a hit ending at `end`: the start of an e-mail address or URL whose local part or
+/// scheme runs on from inside the hit. The candidate found from its `@` or `://` lies inside the
+/// hit and is passed over; a stream that released the hit starts its candidates at `end`, so
+/// the scan goes on from there too (`jane@mail.ex192.168.10.e@exel.cmpa`: two addresses).
+/// Looks at most 64 characters ahead.
+fn resume_after(text: &str, end: usize) -> Option<usize> {
+    let b = text.as_bytes();
+    let rest = text.get(end..)?;
+    let mut email = None;
+    for (k, (i, c)) in rest.char_indices().enumerate() {
+        if c == '@' {
+            email = (i > 0).then_some(end + i);
+            break;
+        }
+        if k >= 64 || !email_local_char(c) {
+            break;
+        }
+    }
+    if let Some(at) = email {
+        if email_start(text, at).is_some_and(|s| s < end) {
+            return Some(end);
+        }
+    }
+    let mut i = end;
+    while i < end + 21 && b.get(i).is_some_and(|c| url_scheme_byte(*c)) {
+        i += 1;
+    }
+    if i > end && b.get(i..).is_some_and(|t| t.starts_with(b"://")) {
+        let whole = url_start(b, i, 0);
+        let resumed = url_start(b, i, end);
+        if whole.is_some_and(|s| s < end) && resumed.is_some() {
+            return resumed;
+        }
+    }
+    None
 }
 
 fn floor_boundary(text: &str, mut i: usize) -> usize {

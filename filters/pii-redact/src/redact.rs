@@ -98,11 +98,18 @@ impl Vault {
     }
 }
 
-/// The form under which two spellings of one value are the same value.
+/// The form under which two spellings of one value are the same value: e-mail addresses
+/// without case, numbers without separators. A phone number keeps its `+`: `+20 7946 0958`
+/// (country code 20) and `20 7946 0958` (a national number) are different numbers.
 pub fn canonical(ty: Ty, value: &str) -> String {
     match ty {
         patterns::EMAIL => value.to_lowercase(),
-        patterns::PHONE | patterns::CREDIT_CARD | patterns::IBAN | patterns::US_SSN => value
+        patterns::PHONE => value
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '+')
+            .map(|c| c.to_ascii_uppercase())
+            .collect(),
+        patterns::CREDIT_CARD | patterns::IBAN | patterns::US_SSN => value
             .chars()
             .filter(char::is_ascii_alphanumeric)
             .map(|c| c.to_ascii_uppercase())
@@ -161,8 +168,65 @@ pub enum TextKind {
     /// A decoded string.
     Plain,
     /// The raw text of a JSON document (streamed tool-call arguments): replacements keep every
-    /// escape sequence whole and restored values are JSON-escaped.
+    /// escape sequence whole and restored values are JSON-escaped; an entity that is a whole
+    /// JSON number becomes a JSON string (`4111111111111111` → `"[CREDIT_CARD]"`), one that is
+    /// part of a number (after a sign, in a fraction or before an exponent: a quantity, not an
+    /// identifier) is left alone.
     JsonRaw,
+}
+
+/// Where a piece of raw JSON text starts: inside a string or not, and the byte before it. A
+/// stream of tool-call arguments carries it from one released piece to the next.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JsonState {
+    in_string: bool,
+    escaped: bool,
+    /// The byte before (0: none).
+    last: u8,
+}
+
+impl JsonState {
+    /// The state after `bytes` more.
+    pub fn advance(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            if self.in_string {
+                if self.escaped {
+                    self.escaped = false;
+                } else if b == b'\\' {
+                    self.escaped = true;
+                } else if b == b'"' {
+                    self.in_string = false;
+                }
+            } else if b == b'"' {
+                self.in_string = true;
+            }
+            self.last = b;
+        }
+    }
+}
+
+/// An entity outside any JSON string, in raw JSON text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bare {
+    /// A whole JSON number: replaced by a JSON string.
+    Number,
+    /// Part of a JSON number (sign, fraction, exponent): left alone.
+    PartOfNumber,
+    /// No JSON number at all (text that is no JSON): replaced as in plain text.
+    Text,
+}
+
+fn bare(value: &[u8], before: u8, after: Option<u8>) -> Bare {
+    let dots = value.iter().filter(|&&b| b == b'.').count();
+    if dots > 1 || !value.iter().all(|&b| b.is_ascii_digit() || b == b'.') {
+        return Bare::Text;
+    }
+    let number_byte = |b: u8| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E');
+    if dots == 1 || number_byte(before) || after.is_some_and(number_byte) {
+        Bare::PartOfNumber
+    } else {
+        Bare::Number
+    }
 }
 
 /// Rewrites hits in one direction.
@@ -177,15 +241,43 @@ impl Redactor<'_> {
     /// Append `text` with `hits` (sorted, non-overlapping, from [`Engine::scan`] on `text`)
     /// carried out to `out`. Returns whether anything changed.
     pub fn apply(&mut self, text: &str, hits: &[Hit], kind: TextKind, out: &mut String) -> bool {
+        self.apply_in(text, text.len(), hits, kind, JsonState::default(), out)
+    }
+
+    /// [`Redactor::apply`] to `text[..upto]` (every hit ends there or before; `text[upto..]`
+    /// only shows what follows), raw JSON text starting in state `json`.
+    pub fn apply_in(
+        &mut self,
+        text: &str,
+        upto: usize,
+        hits: &[Hit],
+        kind: TextKind,
+        mut json: JsonState,
+        out: &mut String,
+    ) -> bool {
         let dry = self.engine.settings.dry_run;
+        let bytes = text.as_bytes();
         let mut last = 0usize;
+        let mut walked = 0usize;
         let mut changed = false;
         for h in hits {
             let mut start = h.start;
-            if kind == TextKind::JsonRaw {
-                start = json_safe_start(text, start, h.end);
+            let mut quote = false;
+            if kind == TextKind::JsonRaw && h.start >= walked {
+                json.advance(bytes.get(walked..h.start).unwrap_or_default());
+                walked = h.start;
+                if json.in_string {
+                    start = json_safe_start(text, start, h.end);
+                } else if h.placeholder.is_none() {
+                    let value = bytes.get(h.start..h.end).unwrap_or_default();
+                    match bare(value, json.last, bytes.get(h.end).copied()) {
+                        Bare::Number => quote = true,
+                        Bare::PartOfNumber => continue,
+                        Bare::Text => {}
+                    }
+                }
             }
-            if start < last || h.end <= start {
+            if start < last || h.end <= start || h.end > upto {
                 continue;
             }
             let (Some(before), Some(value)) = (text.get(last..start), text.get(start..h.end))
@@ -229,6 +321,9 @@ impl Redactor<'_> {
                 continue;
             }
             out.push_str(before);
+            if quote {
+                out.push('"');
+            }
             let name = info.name.as_str();
             match action {
                 Action::Redact | Action::Block | Action::Allow => {
@@ -260,10 +355,13 @@ impl Redactor<'_> {
                     }
                 }
             }
+            if quote {
+                out.push('"');
+            }
             last = h.end;
             changed = true;
         }
-        out.push_str(text.get(last..).unwrap_or_default());
+        out.push_str(text.get(last..upto).unwrap_or_default());
         changed
     }
 }
@@ -354,6 +452,9 @@ mod tests {
         assert_eq!(v.number(patterns::EMAIL, "A@X.io", true), Some(2));
         assert_eq!(v.number(patterns::EMAIL, "b@x.io", true), Some(3));
         assert_eq!(v.number(patterns::PHONE, "+1 415 555 0100", true), Some(1));
+        assert_eq!(v.number(patterns::PHONE, "+1-415-555-0100", true), Some(1));
+        // A `+` is part of the number, not a separator.
+        assert_eq!(v.number(patterns::PHONE, "1 415 555 0100", true), Some(2));
         assert_eq!(v.original(patterns::EMAIL, 2), Some("a@x.io"));
         assert_eq!(v.original(patterns::EMAIL, 1), None);
         // Answer-side pseudonyms are never restored.

@@ -9,7 +9,7 @@
 //!   client before it has been checked.
 
 use crate::engine::{Direction, Engine, Hit, Scratch};
-use crate::redact::{Redactor, Stats, TextKind, Vault};
+use crate::redact::{JsonState, Redactor, Stats, TextKind, Vault};
 use guard_core::holdback::StreamScanner;
 use guard_core::segment::{JsonPath, Segment, Step};
 use guard_core::stream::{Channel, ChannelKey};
@@ -147,32 +147,36 @@ pub fn rewrite(
     .text(text, kind)
 }
 
-/// Per channel, the last bytes a stream released: context (words like "phone" before a number)
-/// for the text that follows.
+/// Per channel, the last bytes a stream released: context (words like "phone" before a number,
+/// a command line before its `-p`) for the text that follows; for raw JSON (tool-call
+/// arguments), where the released text left off.
 #[derive(Debug, Default)]
 pub struct Tails {
-    tails: Vec<(ChannelKey, String)>,
+    tails: Vec<(ChannelKey, String, JsonState)>,
 }
 
 impl Tails {
-    fn take(&mut self, key: ChannelKey) -> String {
-        match self.tails.iter().position(|(k, _)| *k == key) {
-            Some(i) => self.tails.swap_remove(i).1,
-            None => String::new(),
+    fn take(&mut self, key: ChannelKey) -> (String, JsonState) {
+        match self.tails.iter().position(|(k, _, _)| *k == key) {
+            Some(i) => {
+                let (_, text, json) = self.tails.swap_remove(i);
+                (text, json)
+            }
+            None => (String::new(), JsonState::default()),
         }
     }
 
-    /// Keep the last `keep` bytes of `text` (on a char boundary) for the channel.
-    fn put(&mut self, key: ChannelKey, mut text: String, keep: usize) {
+    /// Keep at least the last `keep` bytes of `text` (from a char boundary) for the channel.
+    fn put(&mut self, key: ChannelKey, mut text: String, keep: usize, json: JsonState) {
         if text.len() > keep {
             let mut cut = text.len() - keep;
-            while cut < text.len() && !text.is_char_boundary(cut) {
-                cut += 1;
+            while cut > 0 && !text.is_char_boundary(cut) {
+                cut -= 1;
             }
             text.drain(..cut);
         }
         if self.tails.len() < guard_core::stream::MAX_CHANNELS {
-            self.tails.push((key, text));
+            self.tails.push((key, text, json));
         }
     }
 }
@@ -190,7 +194,7 @@ impl StreamScanner for PiiScanner<'_> {
         self.max_pending = self.max_pending.max(pending.len());
         let p = &mut self.pass;
         // Scan what was released last (as context only) followed by the pending text.
-        let mut text = self.tails.take(key);
+        let (mut text, mut json) = self.tails.take(key);
         let from = text.len();
         text.push_str(pending);
         let fin = p
@@ -209,8 +213,9 @@ impl StreamScanner for PiiScanner<'_> {
         }
         let mut out = std::mem::take(&mut p.bufs.out);
         out.clear();
-        let head = pending.get(..fin).unwrap_or_default();
-        let changed = !hits.is_empty() && p.redactor().apply(head, &hits, kind, &mut out);
+        let changed = !hits.is_empty()
+            && p.redactor()
+                .apply_in(pending, fin, &hits, kind, json, &mut out);
         let new_fin = if changed { out.len() } else { fin };
         if changed {
             out.push_str(pending.get(fin..).unwrap_or_default());
@@ -222,8 +227,10 @@ impl StreamScanner for PiiScanner<'_> {
             // The context for what follows is the original text (as a whole answer's scan
             // sees it), not the rewritten one.
             text.truncate(from.saturating_add(fin));
-            let keep = p.engine.settings.context_window;
-            self.tails.put(key, text, keep);
+            if kind == TextKind::JsonRaw {
+                json.advance(text.as_bytes().get(from..).unwrap_or_default());
+            }
+            self.tails.put(key, text, p.engine.context_bytes(), json);
         }
         new_fin
     }

@@ -379,3 +379,266 @@ fn placeholders_survive_reformatting() {
         );
     }
 }
+
+/// Found by the `pii_pseudonym` fuzz target: the canonical form of a phone number dropped its
+/// `+`, so `+20 7946 0958` (country code 20) and the national `20 7946 0958` were taken for one
+/// value and shared `<PHONE_1>`, and the answer restored the second as `+20 7946 0958`. The `+`
+/// is kept: two numbers, two placeholders, and the round trip gives the text back, whole and
+/// streamed.
+#[test]
+fn regression_fuzz_pseudonym_phone_plus_is_not_a_separator() {
+    let engine = engine_with(|s| {
+        s.default.request = pii_redact::engine::Action::Pseudonymize;
+        s.entities.clear();
+        s.responses = false;
+    });
+    let text = "YMail jane.doe@example.tar or  ca 2 l1l+20 7946 0958, card12call +21 20 7946 0958, card12 1111.";
+    let mut vault = Vault::new(8);
+    let masked = whole(&engine, Direction::Request, text, &mut vault);
+    assert_eq!(
+        masked,
+        "YMail jane.doe@example.tar or  ca 2 l1l<PHONE_1>, card12call +21 <PHONE_2>, card12 1111."
+    );
+    assert_eq!(
+        whole(&engine, Direction::Response, &masked, &mut vault),
+        text
+    );
+    for delta in 1..9 {
+        for cut in [1, 2, 3, 7, 11, 40] {
+            let (out, _) =
+                run_stream(&engine, &chat_stream(&masked, delta), cut, &mut vault).unwrap();
+            assert_eq!(stream_text(&out), text, "delta {delta} cut {cut}");
+        }
+    }
+    // Other spellings of one number still share its placeholder.
+    let mut vault = Vault::new(8);
+    let masked = whole(
+        &engine,
+        Direction::Request,
+        "call +44 20 7946 0958 or +44-20-7946-0958, not 020 7946 0958.",
+        &mut vault,
+    );
+    assert_eq!(masked, "call <PHONE_1> or <PHONE_1>, not <PHONE_2>.");
+}
+
+/// Found by the `pii_stream` fuzz target: a context word at the very end of a delta (`call`)
+/// counted before the next delta showed it going on (`callrefusal`, no context word), so the
+/// stream redacted a phone the whole answer did not. A word that ends where the incomplete
+/// text ends now waits for the next char.
+#[test]
+fn regression_fuzz_stream_context_word_at_the_cut() {
+    let engine = engine_with(|s| s.max_hold_bytes = 256);
+    for (text, redacted) in [
+        ("12 4111 1111 1111 1115, callrefusal", false),
+        ("}}, 12 4111 1111 1111 1115, callrefusal", false),
+        ("12 4111 1111 1111 1115, call", true),
+        ("12 4111 1111 1111 1115, call me", true),
+        ("ring 4155550100 or telex", false),
+        ("ring 4155550100 or tel", true),
+    ] {
+        let want = whole(&engine, Direction::Response, text, &mut Vault::new(8));
+        assert_eq!(want.contains("[PHONE]"), redacted, "{text:?}: {want:?}");
+        for delta in 1..10 {
+            for cut in [1, 2, 3, 7, 11, 1000] {
+                let (out, _) =
+                    run_stream(&engine, &chat_stream(text, delta), cut, &mut Vault::new(8))
+                        .unwrap();
+                assert_eq!(stream_text(&out), want, "{text:?} delta {delta} cut {cut}");
+            }
+        }
+    }
+}
+
+/// Found by the `pii_stream` fuzz target: a `-a` password counted when a database client's
+/// name was anywhere before it on the line, which a whole answer sees but a stream, keeping
+/// only 48 bytes of context, did not. The name now counts within 256 bytes before the option
+/// on the same line (`CLI_LOOKBACK`), and a stream keeps that much context.
+#[test]
+fn regression_fuzz_stream_cli_password_far_from_its_client() {
+    let engine = engine_with(|s| s.max_hold_bytes = 256);
+    let far = format!("mongo {} -p S3cret-pass now", "x".repeat(300));
+    for (text, redacted) in [
+        (
+            "mongo --host db.internal.example.org --port 27017 --username admin -p S3cret-pass now",
+            true,
+        ),
+        ("Mail &&-ane.d\u{fffd}emongo \u{fffd};\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd} Mail &&-ane.d\u{fffd}em or call", true),
+        (far.as_str(), false),
+        ("mongo db\n -p S3cret-pass now", false),
+    ] {
+        let want = whole(&engine, Direction::Response, text, &mut Vault::new(8));
+        assert_eq!(want.contains("[PASSWORD]"), redacted, "{text:?}: {want:?}");
+        for delta in 1..10 {
+            for cut in [1, 3, 7, 1000] {
+                let (out, _) =
+                    run_stream(&engine, &chat_stream(text, delta), cut, &mut Vault::new(8))
+                        .unwrap();
+                assert_eq!(stream_text(&out), want, "{text:?} delta {delta} cut {cut}");
+            }
+        }
+    }
+}
+
+/// An OpenAI chat stream of one tool call whose arguments come in deltas of `delta` chars.
+fn tool_args_stream(args: &str, delta: usize) -> Vec<u8> {
+    let chars: Vec<char> = args.chars().collect();
+    let mut out = String::new();
+    for (i, piece) in chars.chunks(delta.max(1)).enumerate() {
+        let s: String = piece.iter().collect();
+        let call = if i == 0 {
+            json!({"index":0,"id":"call_1","type":"function","function":{"name":"pay","arguments":s}})
+        } else {
+            json!({"index":0,"function":{"arguments":s}})
+        };
+        let ev = json!({"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"tool_calls":[call]},"finish_reason":null}]});
+        out.push_str(&format!("data: {ev}\n\n"));
+    }
+    let end = json!({"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]});
+    out.push_str(&format!("data: {end}\n\ndata: [DONE]\n\n"));
+    out.into_bytes()
+}
+
+/// The tool-call arguments of a chat stream.
+fn stream_args(bytes: &[u8]) -> String {
+    let s = std::str::from_utf8(bytes).expect("stream is UTF-8");
+    let mut args = String::new();
+    for line in s.lines() {
+        let Some(data) = line.strip_prefix("data: ") else {
+            continue;
+        };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(data) else {
+            continue;
+        };
+        if let Some(t) = v["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str()
+        {
+            args.push_str(t);
+        }
+    }
+    args
+}
+
+/// Found by the `pii_engine` fuzz target: raw JSON (streamed tool-call arguments) whose entity
+/// was a JSON number (`4110310311413`, a valid card) was rewritten to `<CREDIT_CARD_1>`, which
+/// is no JSON. A whole JSON number now becomes a JSON string; a number with a sign, a fraction
+/// or an exponent is a quantity and stays; inside strings nothing changes. Streamed arguments,
+/// cut anywhere, give the same.
+#[test]
+fn regression_fuzz_json_number_entity_stays_json() {
+    let engine = Engine::default_policy().unwrap();
+    let mut vault = Vault::new(8);
+    let mut scratch = engine.scratch();
+    let mut bufs = Buffers::default();
+    let mut stats = Stats::default();
+    let mut raw = |dir, text: &str, vault: &mut Vault| {
+        Pass {
+            engine: &engine,
+            scratch: &mut scratch,
+            bufs: &mut bufs,
+            dir,
+            vault,
+            stats: &mut stats,
+        }
+        .text(text, TextKind::JsonRaw)
+        .unwrap_or_else(|| text.to_string())
+    };
+    assert_eq!(
+        raw(Direction::Request, "4110310311413", &mut vault),
+        "\"<CREDIT_CARD_1>\""
+    );
+    let answer = r#"{"card": 4111111111111111, "to": ["5555555555554444"], "neg": -4111111111111111, "f": 4111111111111111.5, "e": 4111111111111111e2, "s": "4111 1111 1111 1111 \"x\""}"#;
+    let want = r#"{"card": "[CREDIT_CARD]", "to": ["[CREDIT_CARD]"], "neg": -4111111111111111, "f": 4111111111111111.5, "e": 4111111111111111e2, "s": "[CREDIT_CARD] \"x\""}"#;
+    assert_eq!(raw(Direction::Response, answer, &mut Vault::new(8)), want);
+    serde_json::from_str::<serde_json::Value>(want).unwrap();
+    for delta in 1..10 {
+        for cut in [1, 2, 5, 13, 1000] {
+            let mut scratch = engine.scratch();
+            let mut bufs = Buffers::default();
+            let mut stats = Stats::default();
+            let mut tails = Tails::default();
+            let mut vault = Vault::new(8);
+            let mut scanner = PiiScanner {
+                pass: Pass {
+                    engine: &engine,
+                    scratch: &mut scratch,
+                    bufs: &mut bufs,
+                    dir: Direction::Response,
+                    vault: &mut vault,
+                    stats: &mut stats,
+                },
+                tails: &mut tails,
+                max_pending: 0,
+            };
+            let mut rw = StreamRewriter::new(ApiShape::OpenAiChat, 1 << 20, 1 << 14);
+            let mut out = Vec::new();
+            for chunk in tool_args_stream(answer, delta).chunks(cut) {
+                let mut scanners: [&mut dyn StreamScanner; 1] = [&mut scanner];
+                rw.push(chunk, &mut scanners, &mut out).unwrap();
+            }
+            let mut scanners: [&mut dyn StreamScanner; 1] = [&mut scanner];
+            rw.finish(&mut scanners, &mut out).unwrap();
+            assert_eq!(stream_args(&out), want, "delta {delta} cut {cut}");
+        }
+    }
+}
+
+/// Found by the `pii_stream` fuzz target: in `mail.ex192.168.10.e@exel.cmpa` right after an
+/// address, the second address's local part runs back into the first (`…@mail.ex`), so the
+/// whole text's candidate for it lay inside the first hit and was passed over, while a stream
+/// that had released the first address started its candidates after it and found the second.
+/// The scan now goes on from the end of a hit into such a local part or URL scheme, whole or
+/// streamed.
+#[test]
+fn regression_fuzz_stream_address_glued_to_an_address() {
+    let engine = engine_with(|s| s.max_hold_bytes = 256);
+    for (text, want) in [
+        (
+            "{line\\njane.s+alerts@mail.ex192.168.10.e@exel.cmpa],\"n",
+            "{line\\[EMAIL][EMAIL]],\"n",
+        ),
+        (
+            "to jane@mail.example.org9joe@example.com now",
+            "to [EMAIL][EMAIL] now",
+        ),
+    ] {
+        assert_eq!(
+            whole(&engine, Direction::Response, text, &mut Vault::new(8)),
+            want
+        );
+        for delta in 1..10 {
+            for cut in [1, 2, 3, 7, 11, 1000] {
+                let (out, _) =
+                    run_stream(&engine, &chat_stream(text, delta), cut, &mut Vault::new(8))
+                        .unwrap();
+                assert_eq!(stream_text(&out), want, "{text:?} delta {delta} cut {cut}");
+            }
+        }
+    }
+}
+
+/// Found by the `pii_stream` fuzz target: `1.2.168.05.e@exel.cm` is an e-mail address whose
+/// local part starts like an IP address. A stream that had `1.2.168.05.e` released the `1`:
+/// the hold-back's DFA ran leftmost-first, so once the IP pattern had matched `1.2.168.05` (then
+/// rejected) it dropped the e-mail pattern and the position looked dead. The DFA now keeps every
+/// pattern running (`MatchKind::All`), so a position is held while any pattern may still match.
+#[test]
+fn regression_fuzz_stream_address_that_starts_like_an_ip() {
+    let engine = engine_with(|s| s.max_hold_bytes = 256);
+    for (text, want) in [
+        ("x 1.2.168.05.e@exel.cm x", "x [EMAIL] x"),
+        ("Z\0\x001.2.168.05.e@exel.cm8\0", "Z\0\0[EMAIL]8\0"),
+        ("x 1.2.168.05 and more", "x 1.2.168.05 and more"),
+    ] {
+        assert_eq!(
+            whole(&engine, Direction::Response, text, &mut Vault::new(8)),
+            want
+        );
+        for delta in 1..10 {
+            for cut in [1, 2, 3, 7, 11, 1000] {
+                let (out, _) =
+                    run_stream(&engine, &chat_stream(text, delta), cut, &mut Vault::new(8))
+                        .unwrap();
+                assert_eq!(stream_text(&out), want, "{text:?} delta {delta} cut {cut}");
+            }
+        }
+    }
+}
