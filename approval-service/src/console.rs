@@ -152,7 +152,16 @@ pub(crate) fn timestamp(ms: i64) -> String {
     )
 }
 
-fn opt_time(ms: Option<i64>) -> String {
+/// A two-column detail table (`rows`: label, HTML-safe value) appended to `body`.
+pub(crate) fn detail_table(body: &mut String, rows: &[(&str, String)]) {
+    body.push_str("<table>");
+    for (k, v) in rows {
+        let _ = write!(body, "<tr><th>{k}</th><td>{v}</td></tr>");
+    }
+    body.push_str("</table>");
+}
+
+pub(crate) fn opt_time(ms: Option<i64>) -> String {
     ms.map_or_else(|| "—".to_owned(), timestamp)
 }
 
@@ -387,11 +396,7 @@ async fn detail(
         ("reason", escape(record.reason.as_deref().unwrap_or("—"))),
         ("consumed", opt_time(record.consumed_at)),
     ];
-    body.push_str("<table>");
-    for (k, v) in rows {
-        let _ = write!(body, "<tr><th>{k}</th><td>{v}</td></tr>");
-    }
-    body.push_str("</table>");
+    detail_table(&mut body, &rows);
     let _ = write!(
         body,
         "<h2>Arguments</h2><pre>{}</pre><h2>{}</h2><pre>{}</pre>",

@@ -408,18 +408,10 @@ pub async fn page_detail(
             "resolved by",
             escape(r.resolved_by.as_deref().unwrap_or("—")),
         ),
-        (
-            "resolved",
-            r.resolved_at
-                .map_or_else(|| "—".to_owned(), console::timestamp),
-        ),
+        ("resolved", console::opt_time(r.resolved_at)),
         ("note", escape(r.note.as_deref().unwrap_or("—"))),
     ];
-    body.push_str("<table>");
-    for (k, v) in rows {
-        let _ = write!(body, "<tr><th>{k}</th><td>{v}</td></tr>");
-    }
-    body.push_str("</table>");
+    console::detail_table(&mut body, &rows);
     let _ = write!(
         body,
         "<h2>{}</h2><pre>{}</pre>",
